@@ -1,0 +1,14 @@
+"""ditron: a compiler for single- and multi-GPU tensor programs.
+
+Describe *what* to compute with tensor expressions (:func:`placeholder`,
+:func:`compute`) and *how* with a schedule (:func:`create_schedule`), then
+:func:`lower` to read the loop nest or :func:`build` to get a callable module.
+"""
+__version__ = "0.1.0"
+
+from .errors import DitronError, ScheduleError, CompileError, LoweringError
+from .te import (var, const, placeholder, compute, reduce_axis, sum, max, min,  # noqa: A004
+                 if_then_else, exp, log, sqrt, rsqrt, tanh, sigmoid, abs, Shard, Tensor)
+from .schedule import create_schedule, Schedule, Stage
+from .lower import lower
+from .driver import build

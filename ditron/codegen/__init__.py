@@ -1,0 +1,53 @@
+"""IR -> source text. One renderer per target, driven by Jinja2 templates."""
+import functools
+import os
+
+import jinja2
+
+from ..errors import DitronError
+from ..lower import ir
+from ..te import expr as E
+from .signature import ArgSpec, KernelSignature
+
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
+
+
+@functools.lru_cache(maxsize=None)
+def _env():
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _renderer(target):
+    if target == "cpu":
+        from .cpu import CPURenderer
+        return CPURenderer
+    raise DitronError(f"target {target!r} has no renderer in this build yet; available: cpu")
+
+
+def _dim(d, func, buf):
+    if isinstance(d, E.Const):
+        return int(d.value)
+    if isinstance(d, E.Var):
+        return d.name
+    raise DitronError(f"argument '{buf.name}' of '{func.name}' has dim {d!r}; argument dims must "
+                      "be constants or a single dt.var so that they can be checked at call time")
+
+
+def signature_of(func, target, world_size=1):
+    written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
+    args = tuple(ArgSpec(b.name, b.dtype, tuple(_dim(d, func, b) for d in b.shape), b in written)
+                 for b in func.params)
+    return KernelSignature(func.name, target, args, tuple(v.name for v in func.scalar_vars), world_size)
+
+
+def render(func, target, arch=None):
+    """Render a lowered function for ``target``; returns ``(source, KernelSignature)``."""
+    from .. import __version__
+    r = _renderer(target)(func)
+    written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
+    body = r.render_body()
+    source = _env().get_template(r.template).render(
+        version=__version__, name=func.name, params=r.params(written), body=body,
+        call_args=r.call_args(written), arch=arch)
+    return source, signature_of(func, target)

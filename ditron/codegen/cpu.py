@@ -1,0 +1,149 @@
+"""The CPU target: C++ with OpenMP, for debugging and CI.
+
+Device-level axes become one OpenMP parallel loop over blocks; shared buffers
+live per block; core-level code runs serially: the block body is cut at its
+barriers and each barrier-free piece loops over all cores of the block, with
+local buffers kept per core. That is exactly the SIMT semantics the GPU
+targets get from hardware.
+"""
+from ..te import expr as E
+from ..lower import ir
+from .cstyle import CStyleRenderer
+
+
+class CPURenderer(CStyleRenderer):
+    target = "cpu"
+    template = "cpu/kernel.cpp.j2"
+
+    def __init__(self, func):
+        super().__init__(func)
+        self.kernel = None
+
+    def buffer_ref(self, buf):
+        if buf.scope == "local" and self.kernel is not None and self.kernel.threads:
+            return f"({buf.name} + tid * {self._size(buf)})"
+        return buf.name
+
+    def _size(self, buf):
+        n = 1
+        for d in buf.shape:
+            n *= d.value
+        return n
+
+    def kernel_lines(self, k, d):
+        p = "  " * d
+        self.kernel = k
+        out = [f"{p}{{  // kernel {k.name}"]
+        dd = d + 1
+        if k.grid:
+            out.append(f"{'  ' * dd}#pragma omp parallel for collapse({len(k.grid)}) schedule(static)")
+            for v, ext, tag in k.grid:
+                name = self.declare(v)
+                out.append(f"{'  ' * dd}for (int32_t {name} = 0; {name} < {self.expr(ext)}; ++{name})")
+            out[-1] += " {  // blocks: " + ", ".join(f"{v.name}={tag}" for v, _, tag in k.grid)
+        body_d = dd + 1 if k.grid else dd
+        bp = "  " * body_d
+        nthreads = 1
+        for _, ext in k.threads.values():
+            nthreads *= ext
+        for b in k.buffers:
+            size = self._size(b) * (nthreads if b.scope == "local" else 1)
+            out.append(f"{bp}alignas(64) {self.ctype(b.dtype)} {b.name}[{size}];  // {b.scope}")
+        for tag, (v, _) in k.threads.items():
+            self.declare(v)
+        if k.threads:
+            out += self.simt_lines(k.body, body_d)
+        else:
+            out += self.lines(k.body, body_d)
+        if k.grid:
+            out.append(f"{'  ' * dd}}}")
+        out.append(f"{p}}}")
+        self.kernel = None
+        return out
+
+    # ------------------------------------------------------------------ cores, serially
+    def simt_lines(self, s, d):
+        p = "  " * d
+        if not ir.contains(s, ir.Barrier):
+            return self.core_loop(s, d)
+        if isinstance(s, ir.Barrier):
+            return [f"{p}// barrier: every core of the block has finished the phase above"]
+        if isinstance(s, ir.Seq):
+            out, run = [], []
+            for c in s.body + [None]:
+                if c is not None and not ir.contains(c, ir.Barrier):
+                    run.append(c)
+                    continue
+                if run:
+                    out += self.core_loop(ir.Seq(run), d)
+                    run = []
+                if c is not None:
+                    out += self.simt_lines(c, d)
+            return out
+        if isinstance(s, ir.For):
+            name = self.declare(s.var)
+            return ([f"{p}for (int32_t {name} = 0; {name} < {self.expr(s.extent)}; ++{name}) {{"]
+                    + self.simt_lines(s.body, d + 1) + [f"{p}}}"])
+        if isinstance(s, ir.IfThenElse):
+            out = [f"{p}if ({self.expr(s.cond)}) {{"] + self.simt_lines(s.then, d + 1)
+            if s.else_ is not None:
+                out += [f"{p}}} else {{"] + self.simt_lines(s.else_, d + 1)
+            return out + [f"{p}}}"]
+        if isinstance(s, ir.AsyncCopy):
+            return self.simt_lines(s.body, d)
+        raise NotImplementedError(f"barrier inside {type(s).__name__}")
+
+    def core_loop(self, s, d):
+        k = self.kernel
+        out, depth = [], d
+        order = [t for t in ("core.z", "core.y", "core.x") if t in k.threads]
+        for tag in order:
+            v, ext = k.threads[tag]
+            n = self.var_name(v)
+            out.append(f"{'  ' * depth}for (int32_t {n} = 0; {n} < {ext}; ++{n}) {{")
+            depth += 1
+        tid = None
+        for tag in order:
+            v, ext = k.threads[tag]
+            n = self.var_name(v)
+            tid = n if tid is None else f"({tid}) * {ext} + {n}"
+        out.append(f"{'  ' * depth}const int32_t tid = {tid}; (void)tid;")
+        out += self.lines(s, depth)
+        for _ in order:
+            depth -= 1
+            out.append(f"{'  ' * depth}}}")
+        return out
+
+    # ------------------------------------------------------------------ file
+    def render_body(self):
+        out = []
+        for b in self.func.temps:
+            n = f"(size_t)({self.flat_size(b)})"
+            out.append(f"  std::vector<{self.ctype(b.dtype)}> {b.name}_storage({n});")
+            out.append(f"  {self.ctype(b.dtype)}* {self.restrict} {b.name} = {b.name}_storage.data();")
+        out += self.lines(self.func.body, 1)
+        return "\n".join(out)
+
+    def flat_size(self, b):
+        text = "(int64_t)1"
+        for dim in b.shape:
+            text = f"{text} * {self.expr(dim)}"
+        return text
+
+    def params(self, written):
+        out = []
+        for b in self.func.params:
+            const = "" if b in written else "const "
+            out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict} {b.name}")
+        for v in self.func.scalar_vars:
+            out.append(f"{self.ctype(v.dtype)} {self.var_name(v)}")
+        return ", ".join(out)
+
+    def call_args(self, written):
+        out = []
+        for n, b in enumerate(self.func.params):
+            const = "" if b in written else "const "
+            out.append(f"static_cast<{const}{self.ctype(b.dtype)}*>(ptrs[{n}])")
+        for n, v in enumerate(self.func.scalar_vars):
+            out.append(f"static_cast<{self.ctype(v.dtype)}>(scalars[{n}])")
+        return ", ".join(out)

@@ -1,0 +1,201 @@
+"""A C-style renderer of the loop-nest IR; targets override its dialect attributes.
+
+Like tinygrad's ``cstyle`` renderer: one base class renders expressions and
+statements, and each target (CPU, CUDA, HIP) overrides a few class attributes
+and methods (type names, loop pragmas, how a kernel region is launched).
+"""
+import math
+
+from ..te import expr as E
+from ..te import dtype as _dt
+from ..lower import ir
+
+C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float for
+goto if inline int long register restrict return short signed sizeof static struct switch typedef
+union unsigned void volatile while bool true false class namespace template typename this new delete
+operator private public protected virtual friend using try catch throw alignas alignof int8_t
+int32_t int64_t uint16_t ptrs scalars stream tid ditron std half bfloat16""".split())
+
+
+class CStyleRenderer:
+    """Renders a :class:`~ditron.lower.ir.PrimFunc` as C-family source text."""
+
+    target = "c"
+    types = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
+             "int8": "int8_t", "bool": "bool", "float16": "ditron::half", "bfloat16": "ditron::bfloat16"}
+    restrict = "__restrict__"
+    math_prefix = "ditron::"
+    unroll_pragma = "#pragma GCC unroll {n}"
+    vectorize_pragma = "#pragma omp simd"
+
+    def __init__(self, func):
+        self.func = func
+        self.names = {}
+        self.used = set(C_KEYWORDS) | {b.name for b in func.params} | {b.name for b in func.temps}
+        for k in func.kernels:
+            self.used |= {b.name for b in k.buffers}
+        for v in func.scalar_vars:
+            self.declare(v)
+
+    # ------------------------------------------------------------------ names
+    def declare(self, var, hint=None):
+        base = hint or var.name
+        name, n = base, 1
+        while name in self.used:
+            n += 1
+            name = f"{base}_{n}"
+        self.used.add(name)
+        self.names[var] = name
+        return name
+
+    def var_name(self, v):
+        if v not in self.names:
+            raise KeyError(f"internal: variable {v.name!r} used outside its scope")
+        return self.names[v]
+
+    def ctype(self, dtype):
+        return self.types[dtype]
+
+    # ------------------------------------------------------------------ expressions
+    def const(self, e):
+        v, t = e.value, e.dtype
+        if t == "bool":
+            return "true" if v else "false"
+        if _dt.is_int(t):
+            if t == "int64":
+                return f"(int64_t){v}LL"
+            if t == "int8":
+                return f"(int8_t){v}"
+            return str(v) if v >= -2 ** 31 + 1 else f"(int32_t)({v}LL)"
+        if math.isinf(v):
+            text = "INFINITY" if v > 0 else "-INFINITY"
+        elif math.isnan(v):
+            text = "NAN"
+        else:
+            text = repr(float(v))
+            if "e" not in text and "." not in text:
+                text += ".0"
+        if t == "float64":
+            return text
+        lit = text if text.endswith("INFINITY") or text == "NAN" else text + "f"
+        return lit if t == "float32" else f"{self.ctype(t)}({lit})"
+
+    def narrow(self, dtype, text):
+        """Give a C arithmetic result (float / int) the expression's dtype again."""
+        if dtype in ("float16", "bfloat16"):
+            return f"{self.ctype(dtype)}({text})"
+        if dtype in ("int8", "bool"):
+            return f"({self.ctype(dtype)})({text})"
+        return f"({text})"
+
+    def expr(self, e):
+        if isinstance(e, E.Const):
+            return self.const(e)
+        if isinstance(e, E.Var):
+            return self.var_name(e)
+        if isinstance(e, ir.BufferLoad):
+            return f"{self.buffer_ref(e.buffer)}[{self.flat_index(e.buffer, e.indices)}]"
+        if isinstance(e, E.Binary):
+            a, b = self.expr(e.a), self.expr(e.b)
+            if e.op in ("min", "max"):
+                return f"ditron::{e.op}_<{self.ctype(e.dtype)}>({a}, {b})"
+            if e.op == "//":
+                return f"ditron::floordiv<{self.ctype(e.dtype)}>({a}, {b})"
+            if e.op == "%":
+                if _dt.is_int(e.dtype):
+                    return f"ditron::floormod<{self.ctype(e.dtype)}>({a}, {b})"
+                return self.narrow(e.dtype, f"ditron::floormod((float)({a}), (float)({b}))"
+                                   if e.dtype != "float64" else f"ditron::floormod({a}, {b})")
+            if e.dtype in ("float16", "bfloat16"):
+                return self.narrow(e.dtype, f"(float)({a}) {e.op} (float)({b})")
+            return self.narrow(e.dtype, f"{a} {e.op} {b}")
+        if isinstance(e, E.Compare):
+            a, b = self.expr(e.a), self.expr(e.b)
+            if e.a.dtype in ("float16", "bfloat16"):
+                a, b = f"(float)({a})", f"(float)({b})"
+            return f"({a} {e.op} {b})"
+        if isinstance(e, E.Logical):
+            return f"({self.expr(e.a)} {e.op} {self.expr(e.b)})"
+        if isinstance(e, E.Not):
+            return f"(!{self.expr(e.a)})"
+        if isinstance(e, E.Cast):
+            return f"ditron::cast<{self.ctype(e.dtype)}>({self.expr(e.value)})"
+        if isinstance(e, E.Select):
+            return f"({self.expr(e.cond)} ? {self.expr(e.t)} : {self.expr(e.f)})"
+        if isinstance(e, E.Call):
+            return f"{self.math_prefix}{e.func}_({', '.join(self.expr(a) for a in e.args)})"
+        raise NotImplementedError(f"cannot render expression node {type(e).__name__}")
+
+    def buffer_ref(self, buf):
+        return buf.name
+
+    def flat_index(self, buf, indices):
+        """Row-major offset; global buffers use 64-bit arithmetic (they may exceed 2^31 elements)."""
+        if not indices:
+            return "0"
+        wide = buf.scope == "global"
+        text = self.expr(indices[0])
+        if wide and len(indices) > 1:
+            text = f"(int64_t)({text})"
+        for idx, dim in zip(indices[1:], buf.shape[1:]):
+            text = f"({text}) * {self.expr(dim)} + {self.expr(idx)}"
+        return text
+
+    # ------------------------------------------------------------------ statements
+    def lines(self, s, d):
+        """Source lines of statement ``s`` at indent depth ``d``."""
+        p = "  " * d
+        if isinstance(s, ir.Seq):
+            out = []
+            for c in s.body:
+                out += self.lines(c, d)
+            return out
+        if isinstance(s, ir.For):
+            return self.for_lines(s, d)
+        if isinstance(s, ir.IfThenElse):
+            out = [f"{p}if ({self.expr(s.cond)}) {{"] + self.lines(s.then, d + 1)
+            if s.else_ is not None:
+                out += [f"{p}}} else {{"] + self.lines(s.else_, d + 1)
+            return out + [f"{p}}}"]
+        if isinstance(s, ir.Store):
+            return [f"{p}{self.buffer_ref(s.buffer)}[{self.flat_index(s.buffer, s.indices)}] = "
+                    f"{self.expr(s.value)};"]
+        if isinstance(s, ir.Comment):
+            return [f"{p}// {s.text}"]
+        if isinstance(s, ir.Kernel):
+            return self.kernel_lines(s, d)
+        if isinstance(s, ir.AsyncCopy):
+            return self.lines(s.body, d)
+        if isinstance(s, ir.Barrier):
+            return [f"{p}{self.barrier_text()}"]
+        if isinstance(s, ir.CommitGroup):
+            return [f"{p}{self.commit_text()}"]
+        if isinstance(s, ir.WaitGroup):
+            return [f"{p}{self.wait_text(s.pending)}"]
+        raise NotImplementedError(f"cannot render statement {type(s).__name__}")
+
+    def barrier_text(self):
+        return "// barrier"
+
+    def commit_text(self):
+        return "// commit async copy group"
+
+    def wait_text(self, n):
+        return f"// wait async copy groups (<= {n} pending)"
+
+    def for_lines(self, s, d):
+        p = "  " * d
+        name = self.declare(s.var)
+        ext = self.expr(s.extent)
+        out = []
+        if s.kind == "unroll" and isinstance(s.extent, E.Const):
+            out.append(p + self.unroll_pragma.format(n=s.extent.value))
+        elif s.kind == "vectorize":
+            out.append(p + self.vectorize_pragma)
+        out.append(f"{p}for (int32_t {name} = 0; {name} < {ext}; ++{name}) {{")
+        out += self.lines(s.body, d + 1)
+        out.append(f"{p}}}")
+        return out
+
+    def kernel_lines(self, k, d):
+        raise NotImplementedError

@@ -1,0 +1,39 @@
+"""The calling convention shared by every generated kernel and its loader.
+
+A generated source defines two C symbols::
+
+    extern "C" int ditron_entry(void* const* ptrs, const int64_t* scalars, void* stream);
+    extern "C" const char* ditron_error_message(void);
+
+``ptrs`` holds one data pointer per argument of :attr:`KernelSignature.args`
+(in order), ``scalars`` the values of the symbolic dimensions named in
+:attr:`KernelSignature.scalar_vars` (in order), ``stream`` the CUDA/HIP stream
+(NULL on the CPU). The entry returns 0 on success; otherwise
+``ditron_error_message()`` says what went wrong.
+"""
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One tensor argument of a kernel.
+
+    ``shape`` entries are ints (static dims) or the name of a symbolic
+    dimension (``dt.var``), bound at call time from the tensors' shapes.
+    ``dtype`` is a ditron dtype name ("float32", "float16", ...).
+    """
+    name: str
+    dtype: str
+    shape: Tuple[Union[int, str], ...]
+    is_output: bool = False
+
+
+@dataclass(frozen=True)
+class KernelSignature:
+    """What a loader needs to check arguments and call ``ditron_entry``."""
+    name: str
+    target: str                      # "cpu" | "cuda" | "hip"
+    args: Tuple[ArgSpec, ...]
+    scalar_vars: Tuple[str, ...] = ()
+    world_size: int = 1

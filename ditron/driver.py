@@ -1,0 +1,49 @@
+"""``dt.build``: lower, render, compile and load in one call."""
+TARGETS = ("cpu", "cuda", "hip")
+
+
+def build(sch, args, target="cpu", name="main", arch=None, world_size=1):
+    """Compile a schedule into a callable module.
+
+    Parameters
+    ----------
+    sch : Schedule
+    args : list of Tensor
+        Inputs and outputs in call order; outputs are passed in (TVM style).
+    target : {"cpu", "cuda", "hip"}
+    name : str
+        Kernel name (an identifier).
+    arch : str, optional
+        GPU architecture ("sm_90a", "gfx90a"); default: the current device's.
+    world_size : int
+        Number of ranks of a distributed program (1: single rank).
+
+    Returns
+    -------
+    ditron.build.Module
+        ``mod(*tensors)`` runs it; ``mod.source`` is the generated code;
+        ``mod.export(dir)`` writes a standalone CMake project.
+
+    Examples
+    --------
+    >>> import ditron as dt, torch
+    >>> A = dt.placeholder((8,), name="A")
+    >>> B = dt.compute((8,), lambda i: A[i] * 2, name="B")
+    >>> mod = dt.build(dt.create_schedule(B), [A, B], name="double")
+    >>> a, b = torch.arange(8.0), torch.empty(8)
+    >>> mod(a, b)
+    >>> bool((b == 2 * a).all())
+    True
+    """
+    from .lower import lower
+    from .codegen import render
+    from .build import compile_library, Module
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; valid targets: {', '.join(TARGETS)}")
+    if world_size != 1:
+        raise ValueError(f"world_size={world_size}: distributed builds (the task level) are not "
+                         "available in this build; use world_size=1")
+    func = lower(sch, args, name=name)
+    source, signature = render(func, target, arch=arch)
+    lib = compile_library(source, signature, arch=arch)
+    return Module(signature, source, lib)

@@ -1,0 +1,43 @@
+"""Exception hierarchy of ditron.
+
+Every error ditron raises on purpose derives from :class:`DitronError`, so a
+caller can catch the whole family with one clause. Bad call-time arguments
+raise the builtin ``TypeError`` / ``ValueError`` instead, as numpy and torch
+users expect.
+"""
+
+
+class DitronError(Exception):
+    """Base class of every ditron-specific error."""
+
+
+class ScheduleError(DitronError):
+    """An invalid schedule, raised eagerly by the primitive that made it invalid.
+
+    The message names the stage, the offending axis and the stage's current
+    leaf axes (and for ``compute_at`` the legal attach points).
+    """
+
+
+class CompileError(DitronError):
+    """The native compiler rejected generated code.
+
+    Attributes
+    ----------
+    command : list of str
+        The compiler command that failed.
+    source_path : str
+        Where the offending source was kept for inspection.
+    log : str
+        The compiler's full output.
+    """
+
+    def __init__(self, message, command=None, source_path=None, log=""):
+        super().__init__(message)
+        self.command = list(command or [])
+        self.source_path = source_path
+        self.log = log
+
+
+class LoweringError(DitronError):
+    """A schedule that is valid primitive by primitive but cannot be lowered as a whole."""

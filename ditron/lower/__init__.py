@@ -1,0 +1,164 @@
+"""Schedule -> loop-nest IR.
+
+:func:`lower` runs bounds inference, builds one :class:`~ditron.lower.ir.Kernel`
+per root stage with attached stages nested inside, maps core-level loops to
+thread indices and places barriers.
+"""
+from ..errors import LoweringError
+from ..te import expr as E
+from ..te.tensor import Tensor
+from ..schedule import Schedule
+from . import ir, arith
+from .bounds import effective_bodies, infer
+from .nest import NestBuilder
+from .threads import bind_threads, insert_barriers
+
+
+def _cleanup(stmt, ranges=None):
+    """Drop guards that hold over the enclosing loops' ranges, and empty loops."""
+    ranges = dict(ranges or {})
+    zero = E.Const(0, "int32")
+    if isinstance(stmt, ir.Kernel):
+        for v, ext, _ in stmt.grid:
+            ranges[v] = (zero, arith.simplify(ext - 1))
+        for v, ext in stmt.threads.values():
+            ranges[v] = (zero, E.Const(ext - 1, "int32"))
+        return ir.Kernel(stmt.name, stmt.grid, _cleanup(stmt.body, ranges), stmt.threads, stmt.buffers)
+    if isinstance(stmt, ir.Seq):
+        return ir.Seq([_cleanup(s, ranges) for s in stmt.body])
+    if isinstance(stmt, ir.For):
+        if E.is_const(stmt.extent, 0):
+            return ir.Seq([])
+        ranges[stmt.var] = (zero, arith.simplify(stmt.extent - 1))
+        return ir.For(stmt.var, stmt.extent, _cleanup(stmt.body, ranges), stmt.kind, stmt.tag,
+                      stmt.annotations)
+    if isinstance(stmt, ir.IfThenElse):
+        cond = arith.simplify_cond(stmt.cond, ranges)
+        if E.is_const(cond, True):
+            return _cleanup(stmt.then, ranges)
+        if E.is_const(cond, False):
+            return ir.Seq([]) if stmt.else_ is None else _cleanup(stmt.else_, ranges)
+        return ir.IfThenElse(cond, _cleanup(stmt.then, ranges),
+                             None if stmt.else_ is None else _cleanup(stmt.else_, ranges))
+    if isinstance(stmt, ir.AsyncCopy):
+        return ir.AsyncCopy(_cleanup(stmt.body, ranges))
+    return stmt
+
+
+def _unique(name, used):
+    out, n = name, 1
+    while out in used:
+        n += 1
+        out = f"{name}_{n}"
+    used.add(out)
+    return out
+
+
+def lower(sch, args, name="main"):
+    """Lower a schedule to a loop-nest program over the argument tensors ``args``.
+
+    Parameters
+    ----------
+    sch : Schedule
+    args : list of Tensor
+        Inputs and outputs, in the order the built kernel takes them.
+    name : str
+
+    Returns
+    -------
+    PrimFunc
+        ``print()`` it to read the loop nest: loops with their binding,
+        buffers with scope and shape, barriers.
+
+    Examples
+    --------
+    >>> import ditron as dt
+    >>> A = dt.placeholder((64,), name="A")
+    >>> B = dt.compute((64,), lambda i: A[i] + 1, name="B")
+    >>> s = dt.create_schedule(B)
+    >>> print(dt.lower(s, [A, B]))  # doctest: +ELLIPSIS
+    func main(...
+    """
+    if not isinstance(sch, Schedule):
+        raise TypeError(f"lower expects a Schedule (dt.create_schedule), got {type(sch).__name__}")
+    args = list(args)
+    used = set()
+    params, arg_buffers, arg_stage_buf = [], {}, {}
+    for n, t in enumerate(args):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"argument {n} of '{name}' is {t!r}, expected a tensor")
+        st = sch.stage_of(t) if t.op in sch._stage_of else None
+        if st is None:
+            raise LoweringError(f"argument {n} ('{t.name}') is not part of the schedule")
+        if st.attach_type != "root" and st.is_compute:
+            raise LoweringError(f"argument '{t.name}' is {'inlined' if st.attach_type == 'inline' else 'attached with compute_at'}; "
+                                "tensors passed as arguments must be computed at the root")
+        buf = ir.Buffer(_unique(t.name, used), t.dtype, t.op.shape, "global", arg_index=n)
+        if any(b is st for b in arg_stage_buf):
+            raise LoweringError(f"tensor '{t.name}' is passed twice in the argument list")
+        params.append(buf)
+        arg_stage_buf[st] = buf
+        if not st.is_compute:
+            arg_buffers[st.op] = buf
+    for t in sch.outputs:
+        if sch.stage_of(t) not in arg_stage_buf:
+            raise LoweringError(f"output '{t.name}' is not in the argument list; pass every output "
+                                "so that the kernel has somewhere to write it")
+
+    bodies = effective_bodies(sch)
+    infos = infer(sch, bodies)
+    temps = []
+    for st in sch.stages:
+        info = infos.get(st)
+        if info is None:
+            continue
+        if st in arg_stage_buf:
+            info.buffer = arg_stage_buf[st]
+        elif st.attach_type == "root":
+            info.buffer = ir.Buffer(_unique(st.name, used), st.op.dtype, st.op.shape, "global")
+            temps.append(info.buffer)
+        else:
+            shape = [info.root_range[iv].extent for iv in st.op.axis]
+            if info.ring:
+                shape = [info.ring] + shape
+            info.buffer = ir.Buffer(_unique(st.name, used), st.op.dtype, shape, info.scope)
+
+    builder = NestBuilder(sch, infos, arg_buffers)
+    kernels = []
+    for st in sch.stages:
+        if st in infos and st.attach_type == "root":
+            k = builder.kernel(infos[st])
+            k = insert_barriers(bind_threads(k))
+            kernels.append(_cleanup(k))
+    body = ir.Seq(kernels)
+    scalar_vars = _scalar_vars(params, body, temps)
+    return ir.PrimFunc(name, params, scalar_vars, body, temps)
+
+
+def _scalar_vars(params, body, temps):
+    """Symbolic dims: each must appear as a whole dim of some argument, to be bound at call time."""
+    bindable, order = set(), []
+    for b in params:
+        for d in b.shape:
+            if isinstance(d, E.Var) and not isinstance(d, E.IterVar) and d not in bindable:
+                bindable.add(d)
+                order.append(d)
+    used = set()
+    for b in list(params) + list(temps):
+        for d in b.shape:
+            used |= E.free_vars(d)
+    for s in ir.walk_stmts(body):
+        for e in s.exprs():
+            used |= {v for v in E.free_vars(e) if not isinstance(v, E.IterVar)}
+    loop_vars = set()
+    for s in ir.walk_stmts(body):
+        if isinstance(s, ir.For):
+            loop_vars.add(s.var)
+        if isinstance(s, ir.Kernel):
+            loop_vars |= {v for v, _, _ in s.grid} | {v for v, _ in s.threads.values()}
+    missing = [v.name for v in used - loop_vars - bindable - {ir.CORE0}
+               if not isinstance(v, E.IterVar)]
+    if missing:
+        raise LoweringError(f"symbolic dims {sorted(missing)} do not appear as a whole dimension "
+                            "of any argument, so their value cannot be bound at call time")
+    return order

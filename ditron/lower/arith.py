@@ -1,0 +1,356 @@
+"""Integer arithmetic for lowering: simplification and interval bounds.
+
+Index expressions are mostly affine in loop variables, so simplification
+works on linear forms ``sum(coeff * atom) + const`` where atoms are variables
+or non-affine sub-expressions. That is enough to turn ``(io*64 + ii) - io*64``
+into ``ii`` and to size buffers from inferred regions.
+"""
+import math
+
+from ..te import expr as E
+from ..te import dtype as _dt
+
+
+# ---------------------------------------------------------------------------
+# structural keys (hashable, variables by identity)
+
+def skey(e):
+    if isinstance(e, E.Const):
+        return ("c", e.dtype, e.value)
+    if isinstance(e, E.Var):
+        return ("v", id(e))
+    head = (type(e).__name__, e.dtype, getattr(e, "op", None), getattr(e, "func", None),
+            id(getattr(e, "buffer", None)), id(getattr(e, "tensor", None)))
+    return head + tuple(skey(c) for c in e.children())
+
+
+# ---------------------------------------------------------------------------
+# linear forms
+
+class Linear:
+    """``const + sum(coeff * atom)``; ``terms`` maps skey -> [atom, coeff] in insertion order."""
+    __slots__ = ("terms", "const", "dtype")
+
+    def __init__(self, dtype, const=0):
+        self.terms, self.const, self.dtype = {}, const, dtype
+
+    def add_term(self, atom, coeff):
+        if coeff == 0:
+            return
+        k = skey(atom)
+        if k in self.terms:
+            self.terms[k][1] += coeff
+            if self.terms[k][1] == 0:
+                del self.terms[k]
+        else:
+            self.terms[k] = [atom, coeff]
+
+    def add(self, other, sign=1):
+        self.const += sign * other.const
+        for atom, c in other.terms.values():
+            self.add_term(atom, sign * c)
+
+    def scale(self, f):
+        self.const *= f
+        for t in self.terms.values():
+            t[1] *= f
+
+    def is_const(self):
+        return not self.terms
+
+    def to_expr(self):
+        pos = [(a, c) for a, c in self.terms.values() if c > 0]
+        neg = [(a, -c) for a, c in self.terms.values() if c < 0]
+        out = None
+
+        def term(a, c):
+            return a if c == 1 else E.Binary("*", a, E.Const(c, self.dtype), self.dtype)
+        for a, c in pos:
+            out = term(a, c) if out is None else E.Binary("+", out, term(a, c), self.dtype)
+        for a, c in neg:
+            out = (E.Binary("-", E.Const(0, self.dtype), term(a, c), self.dtype) if out is None
+                   else E.Binary("-", out, term(a, c), self.dtype))
+        if out is None:
+            return E.Const(self.const, self.dtype)
+        if self.const > 0:
+            return E.Binary("+", out, E.Const(self.const, self.dtype), self.dtype)
+        if self.const < 0:
+            return E.Binary("-", out, E.Const(-self.const, self.dtype), self.dtype)
+        return out
+
+
+def linear(e):
+    """Linear form of an (already simplified) integer expression."""
+    lin = Linear(e.dtype)
+    if isinstance(e, E.Const):
+        lin.const = e.value
+    elif isinstance(e, E.Binary) and e.op in ("+", "-"):
+        lin.add(linear(e.a))
+        lin.add(linear(e.b), 1 if e.op == "+" else -1)
+    elif isinstance(e, E.Binary) and e.op == "*" and isinstance(e.b, E.Const):
+        lin.add(linear(e.a))
+        lin.scale(e.b.value)
+    elif isinstance(e, E.Binary) and e.op == "*" and isinstance(e.a, E.Const):
+        lin.add(linear(e.b))
+        lin.scale(e.a.value)
+    else:
+        lin.add_term(e, 1)
+    return lin
+
+
+# ---------------------------------------------------------------------------
+# simplification
+
+def _fold(op, a, b, dtype):
+    if op == "+": r = a + b
+    elif op == "-": r = a - b
+    elif op == "*": r = a * b
+    elif op == "//": r = a // b
+    elif op == "%": r = a % b
+    elif op == "/":
+        if _dt.is_int(dtype):
+            r = int(a / b)
+        else:
+            r = a / b
+    elif op == "min": r = min(a, b)
+    elif op == "max": r = max(a, b)
+    else:
+        return None
+    return E.Const(r, dtype)
+
+
+_CMP = {"<": lambda d: d < 0, "<=": lambda d: d <= 0, ">": lambda d: d > 0,
+        ">=": lambda d: d >= 0, "==": lambda d: d == 0, "!=": lambda d: d != 0}
+
+
+def const_diff(a, b):
+    """``a - b`` as a Python int if it simplifies to a constant, else None."""
+    if not (_dt.is_int(a.dtype) and _dt.is_int(b.dtype)):
+        return None
+    lin = linear(a)
+    lin.add(linear(b), -1)
+    return lin.const if lin.is_const() else None
+
+
+def _simplify_node(e):
+    if isinstance(e, E.Binary):
+        a, b = e.a, e.b
+        if isinstance(a, E.Const) and isinstance(b, E.Const):
+            if e.op in ("//", "%", "/") and b.value == 0:
+                return e
+            r = _fold(e.op, a.value, b.value, e.dtype)
+            if r is not None:
+                return r
+        if _dt.is_int(e.dtype):
+            if e.op in ("+", "-", "*") and (e.op != "*" or isinstance(a, E.Const) or isinstance(b, E.Const)):
+                return linear(e).to_expr()
+            if e.op in ("//", "/") and isinstance(b, E.Const) and b.value == 1:
+                return a
+            if e.op == "%" and isinstance(b, E.Const) and b.value == 1:
+                return E.Const(0, e.dtype)
+            if e.op == "//" and isinstance(b, E.Const) and b.value > 0:
+                lin = linear(a)
+                if all(c % b.value == 0 for _, c in lin.terms.values()) and lin.const % b.value == 0:
+                    lin.scale(1)
+                    out = Linear(e.dtype, lin.const // b.value)
+                    for atom, c in lin.terms.values():
+                        out.add_term(atom, c // b.value)
+                    return out.to_expr()
+            if e.op == "%" and isinstance(b, E.Const) and b.value > 0:
+                lin = linear(a)
+                if all(c % b.value == 0 for _, c in lin.terms.values()):
+                    return E.Const(lin.const % b.value, e.dtype)
+            if e.op in ("min", "max"):
+                d = const_diff(a, b)
+                if d is not None:
+                    return (a if d <= 0 else b) if e.op == "min" else (a if d >= 0 else b)
+        else:
+            if e.op == "*" and (E.is_const(b, 1) or E.is_const(a, 1)):
+                return a if E.is_const(b, 1) else b
+            if e.op in ("+", "-") and E.is_const(b, 0):
+                return a
+        return e
+    if isinstance(e, E.Compare):
+        if isinstance(e.a, E.Const) and isinstance(e.b, E.Const):
+            d = e.a.value - e.b.value
+            return E.Const(_CMP[e.op](d), "bool")
+        d = const_diff(e.a, e.b)
+        if d is not None:
+            return E.Const(_CMP[e.op](d), "bool")
+        return e
+    if isinstance(e, E.Logical):
+        a, b = e.a, e.b
+        if e.op == "&&":
+            if E.is_const(a, False) or E.is_const(b, False):
+                return E.Const(False, "bool")
+            if E.is_const(a, True):
+                return b
+            if E.is_const(b, True):
+                return a
+        else:
+            if E.is_const(a, True) or E.is_const(b, True):
+                return E.Const(True, "bool")
+            if E.is_const(a, False):
+                return b
+            if E.is_const(b, False):
+                return a
+        return e
+    if isinstance(e, E.Not) and isinstance(e.a, E.Const):
+        return E.Const(not e.a.value, "bool")
+    if isinstance(e, E.Select) and isinstance(e.cond, E.Const):
+        return e.t if e.cond.value else e.f
+    if isinstance(e, E.Cast):
+        if isinstance(e.value, E.Const):
+            v = e.value.value
+            if _dt.is_int(e.dtype):
+                if isinstance(v, float) and not math.isfinite(v):
+                    return e
+                v = int(v)
+            return E.Const(v, e.dtype)
+        if e.value.dtype == e.dtype:
+            return e.value
+    return e
+
+
+def simplify(e):
+    """Fold constants and canonicalise affine integer arithmetic (bottom-up)."""
+    kids = e.children()
+    if kids:
+        new = tuple(simplify(k) for k in kids)
+        if any(n is not k for n, k in zip(new, kids)):
+            e = e.with_children(new)
+    return _simplify_node(e)
+
+
+def ceildiv(a, b):
+    a, b = E.as_expr(a, "int32"), E.as_expr(b, "int32")
+    if isinstance(a, E.Const) and isinstance(b, E.Const):
+        return E.Const(-(-a.value // b.value), a.dtype)
+    return simplify(E.Binary("//", E.Binary("+", a, E.Binary("-", b, E.Const(1, b.dtype), b.dtype),
+                                            a.dtype), b, a.dtype))
+
+
+# ---------------------------------------------------------------------------
+# interval bounds
+
+def _minmax(op, a, b):
+    return simplify(E.Binary(op, a, b, a.dtype))
+
+
+def bound(e, ranges):
+    """Inclusive ``(lo, hi)`` expressions of ``e`` when each var in ``ranges`` varies over its
+    ``(lo, hi)`` pair (other vars stay symbolic). Returns None if ``e`` cannot be bounded."""
+    e = simplify(e)
+    if not _dt.is_int(e.dtype):
+        return None
+    lin = linear(e)
+    lo, hi = Linear(e.dtype, lin.const), Linear(e.dtype, lin.const)
+    for atom, c in lin.terms.values():
+        r = _atom_bound(atom, ranges)
+        if r is None:
+            return None
+        alo, ahi = r
+        if c > 0:
+            lo.add(linear(simplify(alo)), c)
+            hi.add(linear(simplify(ahi)), c)
+        else:
+            lo.add(linear(simplify(ahi)), c)
+            hi.add(linear(simplify(alo)), c)
+    return lo.to_expr(), hi.to_expr()
+
+
+def _atom_bound(a, ranges):
+    if isinstance(a, E.Var):
+        return ranges.get(a, (a, a))
+    if isinstance(a, E.Const):
+        return a, a
+    if isinstance(a, E.Binary):
+        if a.op in ("//", "%") and isinstance(a.b, E.Const) and a.b.value > 0:
+            r = bound(a.a, ranges)
+            if r is None:
+                return None
+            lo, hi = r
+            c = a.b
+            if a.op == "//":
+                return simplify(E.Binary("//", lo, c, a.dtype)), simplify(E.Binary("//", hi, c, a.dtype))
+            d = const_diff(hi, lo)
+            flo = simplify(E.Binary("//", lo, c, a.dtype))
+            fhi = simplify(E.Binary("//", hi, c, a.dtype))
+            if d is not None and const_diff(fhi, flo) == 0:
+                return simplify(E.Binary("%", lo, c, a.dtype)), simplify(E.Binary("%", hi, c, a.dtype))
+            return E.Const(0, a.dtype), E.Const(c.value - 1, a.dtype)
+        if a.op in ("min", "max"):
+            ra, rb = bound(a.a, ranges), bound(a.b, ranges)
+            if ra is None or rb is None:
+                return None
+            return _minmax(a.op, ra[0], rb[0]), _minmax(a.op, ra[1], rb[1])
+        if a.op == "*":
+            ra, rb = bound(a.a, ranges), bound(a.b, ranges)
+            if ra is None or rb is None:
+                return None
+            vals = [E.const_value(x) for x in ra + rb]
+            if any(v is None for v in vals):
+                if not any(v in ranges for v in E.free_vars(a)):
+                    return a, a
+                return None
+            prods = [vals[0] * vals[2], vals[0] * vals[3], vals[1] * vals[2], vals[1] * vals[3]]
+            return E.Const(min(prods), a.dtype), E.Const(max(prods), a.dtype)
+    if isinstance(a, E.Select):
+        rt, rf = bound(a.t, ranges), bound(a.f, ranges)
+        if rt is None or rf is None:
+            return None
+        return _minmax("min", rt[0], rf[0]), _minmax("max", rt[1], rf[1])
+    if isinstance(a, E.Cast) and _dt.is_int(a.value.dtype):
+        return bound(a.value, ranges)
+    # Anything else (loads, calls) is opaque: fine if it depends on no relaxed variable.
+    if not any(v in ranges for v in E.free_vars(a)):
+        return a, a
+    return None
+
+
+def prove(cond):
+    """True if ``cond`` simplifies to the constant true."""
+    c = simplify(cond)
+    return isinstance(c, E.Const) and bool(c.value)
+
+
+def _conjuncts(c):
+    if isinstance(c, E.Logical) and c.op == "&&":
+        return _conjuncts(c.a) + _conjuncts(c.b)
+    return [c]
+
+
+def _decide(c, ranges):
+    """True / False if comparison ``c`` holds / fails for every value in ``ranges``, else None."""
+    if not (isinstance(c, E.Compare) and _dt.is_int(c.a.dtype)):
+        return None
+    b = bound(E.Binary("-", c.a, c.b, c.a.dtype), ranges)
+    if b is None:
+        return None
+    lo, hi = (E.const_value(simplify(x)) for x in b)
+    if c.op == "<":
+        return True if hi is not None and hi < 0 else False if lo is not None and lo >= 0 else None
+    if c.op == "<=":
+        return True if hi is not None and hi <= 0 else False if lo is not None and lo > 0 else None
+    if c.op == ">":
+        return True if lo is not None and lo > 0 else False if hi is not None and hi <= 0 else None
+    if c.op == ">=":
+        return True if lo is not None and lo >= 0 else False if hi is not None and hi < 0 else None
+    return None
+
+
+def simplify_cond(cond, ranges):
+    """Drop the conjuncts of ``cond`` that hold over ``ranges``; fold to False if one never does."""
+    keep = []
+    for c in _conjuncts(simplify(cond)):
+        d = _decide(c, ranges)
+        if d is False:
+            return E.Const(False, "bool")
+        if d is None and not E.is_const(c, True):
+            keep.append(c)
+    if not keep:
+        return E.Const(True, "bool")
+    out = keep[0]
+    for c in keep[1:]:
+        out = E.Logical("&&", out, c)
+    return out

@@ -1,0 +1,192 @@
+"""Bounds inference: the region each stage computes, and its loops' extents.
+
+For a stage attached at loop ``iv`` of a consumer, the region is the union,
+over every read of it, of the indices touched during one iteration of ``iv``:
+the loop variables enclosing the attach point stay symbolic, every other loop
+variable varies over its range. Threads are relaxed according to the buffer's
+scope (a shared buffer serves every core of a block, so core-level variables
+vary too), as in TVM.
+"""
+from ..errors import LoweringError
+from ..te import expr as E
+from ..schedule.relations import Split, Fuse
+from . import arith
+
+
+class StageInfo:
+    """What lowering derived for one stage.
+
+    ``full[root]`` is the value of each root axis in terms of the leaf loop
+    variables (and of enclosing loops for attached stages), ``ext[iv]`` the
+    extent of every axis, ``guards`` the conditions under which an iteration
+    is real (non-divisible splits, regions sticking out of the tensor).
+    """
+
+    def __init__(self, stage):
+        self.stage = stage
+        self.body = None
+        self.root_range = {}
+        self.ext = {}
+        self.full = {}
+        self.guards = []
+        self.enclosing = []        # [(stage, leaf iv)] loops around the attach point, outer first
+        self.scope = "global"
+        self.buffer = None
+        self.ring = 0              # pipeline depth of the loop this copy is attached at
+        self.ring_var = None
+
+
+def effective_bodies(sch):
+    """Bodies of non-inline stages with inlined stages substituted into them."""
+    bodies = {}
+    for st in sch.stages:
+        if not st.is_compute:
+            continue
+
+        def inline(e):
+            if isinstance(e, E.TensorLoad):
+                src = sch.stage_of(e.tensor)
+                if src.attach_type == "inline":
+                    idx = [E.transform(i, inline) for i in e.indices]
+                    return E.substitute(bodies[src], dict(zip(src.op.axis, idx)))
+            return None
+        bodies[st] = E.transform(st.op.body, inline)
+    return bodies
+
+
+def loads_of(expr, sch, stage):
+    out = []
+    E.walk(expr, lambda e: out.append(e) if isinstance(e, E.TensorLoad)
+           and sch.stage_of(e.tensor) is stage else None)
+    return out
+
+
+def derive_axes(info):
+    """Fill ``ext``, ``full`` and split guards of ``info`` from its root ranges."""
+    st = info.stage
+    ext = info.ext
+    for iv, rng in info.root_range.items():
+        ext[iv] = rng.extent
+    for rel in st.relations:
+        if isinstance(rel, Split):
+            p = ext[rel.parent]
+            if rel.factor is not None:
+                ext[rel.inner] = E.Const(rel.factor, "int32")
+                ext[rel.outer] = arith.ceildiv(p, rel.factor)
+            else:
+                ext[rel.outer] = E.Const(rel.nparts, "int32")
+                ext[rel.inner] = arith.ceildiv(p, rel.nparts)
+        else:
+            ext[rel.fused] = arith.simplify(ext[rel.outer] * ext[rel.inner])
+    value = {iv: iv for iv in st.leaf_iter_vars}
+    for rel in reversed(st.relations):
+        if isinstance(rel, Split):
+            value[rel.parent] = arith.simplify(value[rel.outer] * ext[rel.inner] + value[rel.inner])
+            if arith.const_diff(arith.simplify(ext[rel.outer] * ext[rel.inner]), ext[rel.parent]) != 0:
+                info.guards.append(value[rel.parent] < ext[rel.parent])
+        else:
+            f = value[rel.fused]
+            value[rel.outer] = arith.simplify(E.Binary("//", f, ext[rel.inner], "int32"))
+            value[rel.inner] = arith.simplify(E.Binary("%", f, ext[rel.inner], "int32"))
+    for iv, rng in info.root_range.items():
+        info.full[iv] = arith.simplify(rng.min + value[iv])
+
+
+def _bound_kind(stage, iv):
+    attr = stage.attrs.get(iv)
+    return attr.bind.split(".")[0] if attr and attr.bind else None
+
+
+def storage_scope(stage, enclosing):
+    """Scope of an attached stage's buffer; "global" ones become per-block or per-thread."""
+    if stage.scope != "global":
+        return stage.scope
+    kinds = {_bound_kind(s, iv) for s, iv in enclosing}
+    return "shared" if "device" in kinds and "core" not in kinds else "local"
+
+
+def infer(sch, bodies):
+    """Compute a :class:`StageInfo` for every non-inline compute stage."""
+    infos = {}
+    leaf_ranges = {}
+    for st in reversed(sch.stages):
+        if not st.is_compute or st.attach_type == "inline":
+            continue
+        info = StageInfo(st)
+        info.body = bodies[st]
+        if st.attach_type == "scope":
+            parent = infos[st.attach_stage]
+            k = st.attach_stage._leaf_index(st.attach_ivar)
+            info.enclosing = parent.enclosing + [(st.attach_stage, iv)
+                                                 for iv in st.attach_stage.leaf_iter_vars[:k + 1]]
+            info.scope = storage_scope(st, info.enclosing)
+            _infer_region(sch, info, infos, leaf_ranges)
+            pattr = st.attach_stage.attrs.get(st.attach_ivar)
+            if pattr and pattr.pipeline > 1:
+                info.ring, info.ring_var = pattr.pipeline, st.attach_ivar
+        else:
+            for iv, d in zip(st.op.axis, st.op.shape):
+                info.root_range[iv] = E.Range(0, d)
+        for iv in st.op.reduce_axis:
+            info.root_range[iv] = iv.dom
+        derive_axes(info)
+        if st.attach_type == "scope":
+            _attach_guards(info, leaf_ranges)
+        for iv in st.leaf_iter_vars:
+            leaf_ranges[iv] = (E.Const(0, "int32"), arith.simplify(info.ext[iv] - 1))
+        infos[st] = info
+    return infos
+
+
+def _infer_region(sch, info, infos, leaf_ranges):
+    st = info.stage
+    relax_kinds = {"shared": {"core"}, "global": {"core", "device"}, "local": set()}[info.scope]
+    fixed = {iv for s, iv in info.enclosing if _bound_kind(s, iv) not in relax_kinds}
+    ranges = {v: r for v, r in leaf_ranges.items() if v not in fixed}
+    los, his = [[] for _ in st.op.axis], [[] for _ in st.op.axis]
+    readers = [r for r in infos if loads_of(infos[r].body, sch, st)]
+    if not readers:
+        raise LoweringError(f"stage '{st.name}' is attached at {st.attach_stage.name}."
+                            f"{st.attach_ivar.name} but nothing there reads it")
+    for r in readers:
+        rinfo = infos[r]
+        inside = r is st.attach_stage or any(iv is st.attach_ivar for _, iv in rinfo.enclosing)
+        if not inside:
+            raise LoweringError(
+                f"stage '{st.name}' is computed at {st.attach_stage.name}.{st.attach_ivar.name} "
+                f"but its reader '{r.name}' runs outside that loop; attach '{st.name}' at a loop "
+                f"enclosing every reader, or compute it at the root")
+        for ld in loads_of(rinfo.body, sch, st):
+            for d, idx in enumerate(ld.indices):
+                b = arith.bound(E.substitute(idx, rinfo.full), ranges)
+                if b is None:
+                    b = (E.Const(0, "int32"), arith.simplify(st.op.shape[d] - 1))
+                los[d].append(b[0])
+                his[d].append(b[1])
+    for d, iv in enumerate(st.op.axis):
+        lo, hi = los[d][0], his[d][0]
+        for x in los[d][1:]:
+            lo = arith.simplify(E.Binary("min", lo, x, "int32"))
+        for x in his[d][1:]:
+            hi = arith.simplify(E.Binary("max", hi, x, "int32"))
+        extent = arith.simplify(hi - lo + 1)
+        if info.scope in ("shared", "local") and not isinstance(extent, E.Const):
+            raise LoweringError(
+                f"stage '{st.name}' ({info.scope} scope) attached at {st.attach_stage.name}."
+                f"{st.attach_ivar.name}: the extent of its dim {d} is {extent!r}, not a constant; "
+                "split the consumer's axes by constant factors so that the region per iteration "
+                "has a constant size")
+        info.root_range[iv] = E.Range(lo, extent)
+
+
+def _attach_guards(info, leaf_ranges):
+    """An attached region may stick out of the tensor (tail tiles): guard those iterations."""
+    st = info.stage
+    own = {iv: (E.Const(0, "int32"), arith.simplify(info.ext[iv] - 1)) for iv in st.leaf_iter_vars}
+    for iv, d in zip(st.op.axis, st.op.shape):
+        full = info.full[iv]
+        b = arith.bound(full, own)
+        if b is None or not arith.prove(b[1] < d):
+            info.guards.append(full < d)
+        if b is None or not arith.prove(b[0] >= 0):
+            info.guards.append(full >= 0)

@@ -1,0 +1,269 @@
+"""The loop-nest IR that lowering produces and renderers consume.
+
+It is target-neutral but models the hardware hierarchy explicitly:
+:class:`Kernel` regions (one launch: the device-level grid), core-level loops
+(``For`` with kind ``"core"``, turned into thread indices by
+:mod:`ditron.lower.threads`), block-shared and per-thread buffers,
+barriers, and the asynchronous-copy groups of software pipelines, so that the
+CPU renderer can run core-level code serially between barriers while GPU
+renderers map it to threads.
+"""
+from ..te import expr as E
+
+
+class Buffer:
+    """A flat storage area seen as a row-major array of ``shape``.
+
+    ``scope``: "global" (arguments, temporaries), "shared" (one per block),
+    "local" (one per thread). ``arg_index`` is set for kernel arguments.
+    """
+    __hash__ = object.__hash__
+
+    def __init__(self, name, dtype, shape, scope="global", arg_index=None):
+        self.name, self.dtype, self.scope, self.arg_index = name, dtype, scope, arg_index
+        self.shape = [E.as_expr(d, "int32") for d in shape]
+
+    def __repr__(self):
+        return f"Buffer({self.name}, {self.scope}, {self.dtype}{list(self.shape)})"
+
+
+class BufferLoad(E.Expr):
+    """``buffer[indices]`` (one index per dim of the buffer)."""
+    __slots__ = ("buffer", "indices")
+
+    def __init__(self, buffer, indices):
+        self.buffer, self.indices, self.dtype = buffer, tuple(indices), buffer.dtype
+
+    def children(self):
+        return self.indices
+
+    def with_children(self, c):
+        return BufferLoad(self.buffer, c)
+
+
+# True only on the first core of a block. Stores of stages that no core-level
+# axis distributes carry this guard, so that a block with many cores does not
+# compute (or accumulate) them once per core; the thread pass replaces it.
+CORE0 = E.Var("is_core0", "bool")
+
+
+# ---------------------------------------------------------------------------
+# statements
+
+class Stmt:
+    """Base class. ``exprs()`` / ``stmts()`` list the children for generic passes."""
+    def exprs(self):
+        return ()
+
+    def stmts(self):
+        return ()
+
+    def __str__(self):
+        from .printer import stmt_str
+        return stmt_str(self)
+
+
+class Seq(Stmt):
+    def __init__(self, body):
+        flat = []
+        for s in body:
+            if isinstance(s, Seq):
+                flat.extend(s.body)
+            elif s is not None:
+                flat.append(s)
+        self.body = flat
+
+    def stmts(self):
+        return tuple(self.body)
+
+
+class For(Stmt):
+    """``for var in [0, extent)``.
+
+    ``kind``: "serial", "unroll", "vectorize", "core" (bound to a core level:
+    ``tag`` is "core.x" ...). ``annotations`` carry schedule facts a renderer
+    may use (e.g. ``{"tensorize": "mma"}``).
+    """
+    def __init__(self, var, extent, body, kind="serial", tag=None, annotations=None):
+        self.var, self.extent, self.body = var, E.as_expr(extent, "int32"), body
+        self.kind, self.tag = kind, tag
+        self.annotations = dict(annotations or {})
+
+    def exprs(self):
+        return (self.extent,)
+
+    def stmts(self):
+        return (self.body,)
+
+
+class IfThenElse(Stmt):
+    def __init__(self, cond, then, else_=None):
+        self.cond, self.then, self.else_ = cond, then, else_
+
+    def exprs(self):
+        return (self.cond,)
+
+    def stmts(self):
+        return (self.then,) if self.else_ is None else (self.then, self.else_)
+
+
+class Store(Stmt):
+    """``buffer[indices] = value``."""
+    def __init__(self, buffer, indices, value):
+        self.buffer, self.indices, self.value = buffer, tuple(indices), value
+
+    def exprs(self):
+        return self.indices + (self.value,)
+
+
+class Allocate(Stmt):
+    """Storage for ``buffer`` (its scope says where) live during ``body``."""
+    def __init__(self, buffer, body):
+        self.buffer, self.body = buffer, body
+
+    def stmts(self):
+        return (self.body,)
+
+
+class Barrier(Stmt):
+    """All cores of a block wait here (``__syncthreads``); shared writes become visible."""
+
+
+class AsyncCopy(Stmt):
+    """Marks ``body`` (a copy nest global -> shared) as asynchronous (cp.async on sm_80+)."""
+    def __init__(self, body):
+        self.body = body
+
+    def stmts(self):
+        return (self.body,)
+
+
+class CommitGroup(Stmt):
+    """Close the current group of asynchronous copies."""
+
+
+class WaitGroup(Stmt):
+    """Wait until at most ``pending`` groups of asynchronous copies are in flight."""
+    def __init__(self, pending):
+        self.pending = pending
+
+
+class Comment(Stmt):
+    def __init__(self, text):
+        self.text = text
+
+
+class Kernel(Stmt):
+    """One launch: ``grid`` is a list of ``(var, extent, tag)`` device-level axes.
+
+    ``threads`` maps each core level used inside ("core.x", ...) to
+    ``(thread_var, extent)``; it is filled by the thread pass.
+    """
+    def __init__(self, name, grid, body, threads=None, buffers=()):
+        self.name, self.grid, self.body = name, list(grid), body
+        self.threads = dict(threads or {})
+        self.buffers = list(buffers)     # shared / local buffers declared at the block's top
+
+    def exprs(self):
+        return tuple(ext for _, ext, _ in self.grid)
+
+    def stmts(self):
+        return (self.body,)
+
+
+class PrimFunc:
+    """A lowered program: argument buffers, symbolic dims, and the statement body.
+
+    ``str(func)`` prints the readable loop nest (what ``dt.lower`` shows).
+    """
+    def __init__(self, name, params, scalar_vars, body, temps=()):
+        self.name, self.params, self.scalar_vars, self.body = name, list(params), list(scalar_vars), body
+        self.temps = list(temps)
+
+    @property
+    def kernels(self):
+        return [s for s in walk_stmts(self.body) if isinstance(s, Kernel)]
+
+    def __str__(self):
+        from .printer import func_str
+        return func_str(self)
+
+    __repr__ = __str__
+
+
+# ---------------------------------------------------------------------------
+# generic traversal
+
+def walk_stmts(stmt):
+    """All statements of a tree, pre-order."""
+    stack = [stmt]
+    while stack:
+        s = stack.pop()
+        if s is None:
+            continue
+        yield s
+        stack.extend(reversed(s.stmts()))
+
+
+def map_stmt(stmt, fn):
+    """Rebuild a statement tree; ``fn(stmt)`` returns a replacement or None (recurse)."""
+    r = fn(stmt)
+    if r is not None:
+        return r
+    if isinstance(stmt, Seq):
+        return Seq([map_stmt(s, fn) for s in stmt.body])
+    if isinstance(stmt, For):
+        return For(stmt.var, stmt.extent, map_stmt(stmt.body, fn), stmt.kind, stmt.tag, stmt.annotations)
+    if isinstance(stmt, IfThenElse):
+        return IfThenElse(stmt.cond, map_stmt(stmt.then, fn),
+                          None if stmt.else_ is None else map_stmt(stmt.else_, fn))
+    if isinstance(stmt, Allocate):
+        return Allocate(stmt.buffer, map_stmt(stmt.body, fn))
+    if isinstance(stmt, AsyncCopy):
+        return AsyncCopy(map_stmt(stmt.body, fn))
+    if isinstance(stmt, Kernel):
+        return Kernel(stmt.name, stmt.grid, map_stmt(stmt.body, fn), stmt.threads, stmt.buffers)
+    return stmt
+
+
+def map_exprs(stmt, fn):
+    """Apply ``fn(expr) -> expr`` to every expression of a statement tree."""
+    def visit(s):
+        if isinstance(s, Store):
+            return Store(s.buffer, [fn(i) for i in s.indices], fn(s.value))
+        if isinstance(s, For):
+            return For(s.var, fn(s.extent), map_exprs(s.body, fn), s.kind, s.tag, s.annotations)
+        if isinstance(s, IfThenElse):
+            return IfThenElse(fn(s.cond), map_exprs(s.then, fn),
+                              None if s.else_ is None else map_exprs(s.else_, fn))
+        if isinstance(s, Kernel):
+            return Kernel(s.name, [(v, fn(e), t) for v, e, t in s.grid], map_exprs(s.body, fn),
+                          s.threads, s.buffers)
+        return None
+    return map_stmt(stmt, visit)
+
+
+def substitute_stmt(stmt, mapping):
+    """Replace variables (``{Var: Expr}``) everywhere in a statement tree."""
+    if not mapping:
+        return stmt
+    return map_exprs(stmt, lambda e: E.substitute(e, mapping))
+
+
+def buffers_accessed(stmt):
+    """``(reads, writes)``: sets of buffers loaded / stored anywhere in ``stmt``."""
+    reads, writes = set(), set()
+
+    def on_expr(e):
+        if isinstance(e, BufferLoad):
+            reads.add(e.buffer)
+    for s in walk_stmts(stmt):
+        if isinstance(s, Store):
+            writes.add(s.buffer)
+        for e in s.exprs():
+            E.walk(e, on_expr)
+    return reads, writes
+
+
+def contains(stmt, cls):
+    return any(isinstance(s, cls) for s in walk_stmts(stmt))

@@ -1,0 +1,187 @@
+"""Loop-nest construction: one Kernel per root stage, attached stages inside it.
+
+Reductions get their initialisation placed just outside the outermost reduce
+loop (over the data-parallel loops inside it), pipelined loops get an explicit
+prologue / steady state / epilogue over a ring of buffers, and every store is
+guarded by the conditions that keep tails in bounds.
+"""
+from ..errors import LoweringError
+from ..te import expr as E
+from . import arith
+from . import ir
+
+
+class NestBuilder:
+    def __init__(self, sch, infos, arg_buffers):
+        self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
+        self.attached = {}
+        for st in sch.stages:
+            if st in infos and st.attach_type == "scope":
+                self.attached.setdefault((st.attach_stage, st.attach_ivar), []).append(st)
+
+    # ------------------------------------------------------------------ expressions
+    def load(self, tensor, indices):
+        """The buffer access that reads ``tensor[indices]`` at the current position."""
+        st = self.sch.stage_of(tensor)
+        if not st.is_compute:
+            buf = self.arg_buffers.get(st.op)
+            if buf is None:
+                raise LoweringError(f"placeholder '{st.name}' is read but not in the argument list")
+            return ir.BufferLoad(buf, indices)
+        info = self.infos[st]
+        return ir.BufferLoad(info.buffer, self.local_indices(info, indices))
+
+    def local_indices(self, info, indices):
+        if info.stage.attach_type != "scope":
+            return [arith.simplify(i) for i in indices]
+        idx = [arith.simplify(i - info.root_range[iv].min) for i, iv in zip(indices, info.stage.op.axis)]
+        if info.ring:
+            idx = [arith.simplify(E.Binary("%", info.ring_var, E.Const(info.ring, "int32"), "int32"))] + idx
+        return idx
+
+    def lower_expr(self, info, expr):
+        expr = E.substitute(expr, info.full)
+
+        def fn(e):
+            if isinstance(e, E.TensorLoad):
+                return self.load(e.tensor, [E.transform(i, fn) for i in e.indices])
+            return None
+        return arith.simplify(E.transform(expr, fn))
+
+    # ------------------------------------------------------------------ statements
+    def store_index(self, info):
+        return self.local_indices(info, [info.full[iv] for iv in info.stage.op.axis])
+
+    def guarded(self, conds, stmt):
+        conds = [c for c in (arith.simplify(c) for c in conds) if not E.is_const(c, True)]
+        if not conds:
+            return stmt
+        cond = conds[0]
+        for c in conds[1:]:
+            cond = E.Logical("&&", cond, c)
+        return ir.IfThenElse(cond, stmt)
+
+    def _is_distributed(self, info):
+        """True if a core-level axis splits this stage's work among the cores of a block."""
+        loops = [(info.stage, iv) for iv in info.stage.leaf_iter_vars] + info.enclosing
+        return any(st.attrs.get(iv) is not None and (st.attrs[iv].bind or "").startswith("core")
+                   for st, iv in loops)
+
+    def guards(self, info):
+        return info.guards if self._is_distributed(info) else info.guards + [ir.CORE0]
+
+    def update(self, info):
+        body = info.body
+        idx = self.store_index(info)
+        if isinstance(body, E.Reduce):
+            acc = ir.BufferLoad(info.buffer, idx)
+            src = self.lower_expr(info, body.source)
+            value = E.Binary(body.combiner if body.combiner != "sum" else "+", acc, src, body.dtype)
+        else:
+            value = self.lower_expr(info, body)
+        return self.guarded(self.guards(info), ir.Store(info.buffer, idx, value))
+
+    def init(self, info, leaves):
+        body = info.body
+        ident = {"sum": 0, "max": E.lowest(body.dtype), "min": E.highest(body.dtype)}[body.combiner]
+        red = {iv for iv in info.stage.leaf_iter_vars if iv.kind == "reduce"}
+        guards = [g for g in self.guards(info) if not (E.free_vars(g) & red)]
+        stmt = self.guarded(guards, ir.Store(info.buffer, self.store_index(info), E.Const(ident, body.dtype)))
+        for iv in reversed([iv for iv in leaves if iv.kind != "reduce"]):
+            stmt = self.make_for(info, iv, stmt)
+        return stmt
+
+    def make_for(self, info, iv, body):
+        st = info.stage
+        attr = st.attrs.get(iv)
+        ext = info.ext[iv]
+        if attr is None:
+            return ir.For(iv, ext, body)
+        ann = {"tensorize": attr.tensorize} if attr.tensorize else {}
+        if attr.bind:
+            if attr.bind.startswith("device"):
+                raise LoweringError(
+                    f"stage '{st.name}': axis '{iv.name}' is bound to {attr.bind} but is not one "
+                    "of the outermost loops of a root stage; device-level axes must come first "
+                    f"in the leaf order (leaf axes: {st._leaf_names()}) and only root stages "
+                    "(not compute_at'd) can bind them")
+            return ir.For(iv, ext, body, "core", attr.bind, ann)
+        if attr.unroll:
+            return ir.For(iv, ext, body, "unroll", None, ann)
+        if attr.vectorize:
+            return ir.For(iv, ext, body, "vectorize", None, ann)
+        return ir.For(iv, ext, body, "serial", None, ann)
+
+    def attached_at(self, st, iv):
+        return [self.stage_stmt(self.infos[x]) for x in self.attached.get((st, iv), [])]
+
+    def loops(self, info, k, init_done=False):
+        st = info.stage
+        leaves = st.leaf_iter_vars
+        if k == len(leaves):
+            return self.update(info)
+        iv = leaves[k]
+        if iv.kind == "reduce" and not init_done and isinstance(info.body, E.Reduce):
+            return ir.Seq([self.init(info, leaves[k:]), self.loops(info, k, True)])
+        attr = st.attrs.get(iv)
+        if attr is not None and attr.pipeline > 1:
+            return self.pipelined(info, k, init_done)
+        inner = ir.Seq(self.attached_at(st, iv) + [self.loops(info, k + 1, init_done)])
+        return self.make_for(info, iv, inner)
+
+    def pipelined(self, info, k, init_done):
+        st = info.stage
+        iv = st.leaf_iter_vars[k]
+        nstages = st.attrs[iv].pipeline
+        copies = self.attached.get((st, iv), [])
+        bad = [c.name for c in copies if getattr(c.op, "cache_of", None) is None]
+        if bad:
+            raise LoweringError(f"stage '{st.name}': pipelined axis '{iv.name}' has non-copy stages "
+                                f"{bad} attached; only cache_read copies can be pipelined")
+        copy = ir.Seq([self.stage_stmt(self.infos[c]) for c in copies])
+        rest = self.loops(info, k + 1, init_done)
+        ext = info.ext[iv]
+        lead = nstages - 1
+        prologue = []
+        for p in range(lead):
+            pc = E.Const(p, "int32")
+            prologue.append(self.guarded([pc < ext], ir.AsyncCopy(ir.substitute_stmt(copy, {iv: pc}))))
+            prologue.append(ir.CommitGroup())
+        steady_ext = arith.simplify(E.Binary("max", ext - lead, E.Const(0, "int32"), "int32"))
+        ahead = ir.substitute_stmt(copy, {iv: arith.simplify(iv + lead)})
+        steady = ir.For(iv, steady_ext, ir.Seq([ir.AsyncCopy(ahead), ir.CommitGroup(),
+                                                ir.WaitGroup(lead), rest]),
+                        annotations={"pipeline": nstages})
+        e = E.IterVar(E.Range(0, 1), iv.name + "_epi")
+        epi_ext = arith.simplify(ext - steady_ext)
+        epilogue = ir.For(e, epi_ext, ir.Seq([ir.CommitGroup(), ir.WaitGroup(lead),
+                                               ir.substitute_stmt(rest, {iv: arith.simplify(steady_ext + e)})]))
+        return ir.Seq([ir.Comment(f"pipeline {iv.name}: {nstages} stages")] + prologue + [steady, epilogue])
+
+    def stage_stmt(self, info):
+        """The full nest of an attached (or grid-less root) stage, loops from the first leaf."""
+        return self.loops(info, 0)
+
+    # ------------------------------------------------------------------ kernels
+    def kernel(self, info):
+        st = info.stage
+        leaves = st.leaf_iter_vars
+        ndev = 0
+        while ndev < len(leaves):
+            attr = st.attrs.get(leaves[ndev])
+            if not (attr and attr.bind and attr.bind.startswith("device")):
+                break
+            ndev += 1
+        grid = [(iv, info.ext[iv], st.attrs[iv].bind) for iv in leaves[:ndev]]
+        head = []
+        for iv in leaves[:ndev]:
+            head += self.attached_at(st, iv)
+        body = ir.Seq(head + [self.loops(info, ndev)])
+        buffers = [self.infos[x].buffer for x in self.sch.stages
+                   if x in self.infos and x.attach_type == "scope" and self._root_of(x) is st]
+        return ir.Kernel(st.name, grid, body, buffers=buffers)
+
+    def _root_of(self, st):
+        while st.attach_type == "scope":
+            st = st.attach_stage
+        return st

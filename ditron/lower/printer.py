@@ -1,0 +1,106 @@
+"""Readable text of lowered IR (what ``print(dt.lower(...))`` shows)."""
+from ..te.printer import expr_str
+from . import ir
+
+
+class _Names:
+    """Unique display names for variables (stages may reuse axis names like 'i')."""
+
+    def __init__(self):
+        self.names, self.used = {}, set()
+
+    def rename(self, stmt):
+        for s in ir.walk_stmts(stmt):
+            if isinstance(s, ir.For):
+                self._add(s.var)
+            if isinstance(s, ir.Kernel):
+                for v, _, _ in s.grid:
+                    self._add(v)
+
+    def _add(self, v):
+        if v in self.names:
+            return
+        base, n = v.name, 1
+        name = base
+        while name in self.used:
+            n += 1
+            name = f"{base}_{n}"
+        self.used.add(name)
+        self.names[v] = name
+
+
+def _show(e, names):
+    from ..te import expr as E
+    if names.names:
+        e = E.substitute(e, {v: E.Var(n, v.dtype) for v, n in names.names.items() if n != v.name})
+    return expr_str(e)
+
+
+def _buf(b):
+    dims = ", ".join(expr_str(d) for d in b.shape)
+    return f"{b.name}: {b.scope} {b.dtype}[{dims}]"
+
+
+def stmt_str(stmt, indent=0, names=None):
+    if names is None:
+        names = _Names()
+        names.rename(stmt)
+    lines = []
+
+    def emit(s, d):
+        p = "  " * d
+        if isinstance(s, ir.Seq):
+            for c in s.body:
+                emit(c, d)
+        elif isinstance(s, ir.Kernel):
+            grid = ", ".join(f"{names.names.get(v, v.name)} in {t}({_show(e, names)})" for v, e, t in s.grid)
+            thr = ", ".join(f"{v.name} in {t}({e})" for t, (v, e) in s.threads.items())
+            lines.append(f"{p}kernel {s.name} grid[{grid}] cores[{thr}] {{")
+            for b in s.buffers:
+                lines.append(f"{p}  alloc {_buf(b)}")
+            emit(s.body, d + 1)
+            lines.append(f"{p}}}")
+        elif isinstance(s, ir.For):
+            kind = s.kind if s.tag is None else s.tag
+            ann = "".join(f" @{k}={v}" for k, v in s.annotations.items())
+            lines.append(f"{p}for {names.names.get(s.var, s.var.name)} in range({_show(s.extent, names)})"
+                         f"  # {kind}{ann}")
+            emit(s.body, d + 1)
+        elif isinstance(s, ir.IfThenElse):
+            lines.append(f"{p}if {_show(s.cond, names)}:")
+            emit(s.then, d + 1)
+            if s.else_ is not None:
+                lines.append(f"{p}else:")
+                emit(s.else_, d + 1)
+        elif isinstance(s, ir.Store):
+            idx = ", ".join(_show(i, names) for i in s.indices)
+            lines.append(f"{p}{s.buffer.name}[{idx}] = {_show(s.value, names)}")
+        elif isinstance(s, ir.Barrier):
+            lines.append(f"{p}barrier()")
+        elif isinstance(s, ir.AsyncCopy):
+            lines.append(f"{p}async_copy:")
+            emit(s.body, d + 1)
+        elif isinstance(s, ir.CommitGroup):
+            lines.append(f"{p}commit_group()")
+        elif isinstance(s, ir.WaitGroup):
+            lines.append(f"{p}wait_group({s.pending})")
+        elif isinstance(s, ir.Comment):
+            lines.append(f"{p}# {s.text}")
+        elif isinstance(s, ir.Allocate):
+            lines.append(f"{p}alloc {_buf(s.buffer)}")
+            emit(s.body, d)
+        else:
+            lines.append(f"{p}<{type(s).__name__}>")
+    emit(stmt, indent)
+    return "\n".join(lines)
+
+
+def func_str(func):
+    params = ", ".join(_buf(b) for b in func.params)
+    out = [f"func {func.name}({params})"]
+    if func.scalar_vars:
+        out.append("  # symbolic dims: " + ", ".join(v.name for v in func.scalar_vars))
+    for b in func.temps:
+        out.append(f"  alloc {_buf(b)}")
+    out.append(stmt_str(func.body, 1))
+    return "\n".join(out)

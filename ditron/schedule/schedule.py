@@ -1,0 +1,229 @@
+"""The Schedule: one Stage per operation, plus the cache and overlap primitives."""
+from ..errors import ScheduleError
+from ..te import expr as E
+from ..te.tensor import Tensor, Operation, ComputeOp, PlaceholderOp
+from .stage import Stage
+
+SCOPES = ("global", "shared", "local")
+
+
+def _post_order(outputs):
+    order, seen = [], set()
+
+    def visit(op):
+        if op in seen:
+            return
+        seen.add(op)
+        for t in op.input_tensors:
+            visit(t.op)
+        order.append(op)
+    for t in outputs:
+        visit(t.op)
+    return order
+
+
+def _replace_loads(expr, mapping):
+    """Replace loads of tensors in ``mapping`` (Tensor -> Tensor)."""
+    def fn(e):
+        if isinstance(e, E.TensorLoad) and e.tensor in mapping:
+            return E.TensorLoad(mapping[e.tensor],
+                                [_replace_loads(i, mapping) for i in e.indices])
+        return None
+    return E.transform(expr, fn)
+
+
+class Schedule:
+    """How to run a set of output tensors; index it with a tensor to get its :class:`Stage`.
+
+    Examples
+    --------
+    >>> import ditron as dt
+    >>> A = dt.placeholder((64,), name="A")
+    >>> B = dt.compute((64,), lambda i: A[i] * 2, name="B")
+    >>> s = dt.create_schedule(B)
+    >>> s[B].vectorize(B.op.axis[0]) is s[B]
+    True
+    """
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+        self.stages = []
+        self._stage_of = {}        # origin op and current op -> Stage
+        for op in _post_order(self.outputs):
+            st = Stage(op, self)
+            self.stages.append(st)
+            self._stage_of[op] = st
+        for t in self.outputs:
+            self._stage_of[t.op].is_output = True
+
+    # ------------------------------------------------------------------ lookup
+    def __getitem__(self, key):
+        op = key.op if isinstance(key, Tensor) else key
+        if not isinstance(op, Operation) or op not in self._stage_of:
+            names = ", ".join(st.name for st in self.stages)
+            raise ScheduleError(f"{key!r} is not part of this schedule; its stages are: {names}")
+        return self._stage_of[op]
+
+    def stage_of(self, tensor):
+        """The stage producing ``tensor`` (follows ops replaced by cache_read / cache_write)."""
+        return self._stage_of[tensor.op]
+
+    def _owner_of(self, iv):
+        for st in self.stages:
+            if any(iv is a for a in st.all_iter_vars):
+                return st
+        return None
+
+    def readers(self, stage):
+        """Stages whose current op reads the output of ``stage``."""
+        out = []
+        for st in self.stages:
+            if st.is_compute and any(self.stage_of(t) is stage for t in st.op.input_tensors):
+                out.append(st)
+        return out
+
+    def _depends_on(self, consumer, producer):
+        """True if ``consumer`` reads ``producer`` directly or through other stages."""
+        todo, seen = [consumer], set()
+        while todo:
+            st = todo.pop()
+            if st in seen or not st.is_compute:
+                continue
+            seen.add(st)
+            for t in st.op.input_tensors:
+                p = self.stage_of(t)
+                if p is producer:
+                    return True
+                todo.append(p)
+        return False
+
+    def _legal_attach_points(self, stage):
+        pts = []
+        for st in self.stages:
+            if st is stage or st.attach_type == "inline" or not st.is_compute:
+                continue
+            if self._depends_on(st, stage):
+                pts += [(st, iv) for iv in st.leaf_iter_vars]
+        return pts
+
+    # ------------------------------------------------------------------ cache stages
+    def _insert_before(self, new_stage, anchor):
+        k = self.stages.index(anchor)
+        self.stages.insert(k, new_stage)
+        self._stage_of[new_stage.op] = new_stage
+
+    def cache_read(self, tensor, scope, readers):
+        """Copy ``tensor`` into ``scope`` for ``readers``; returns the copy tensor.
+
+        The readers then read the copy. Attach it with ``s[copy].compute_at(...)``.
+        """
+        where = f"cache_read of '{getattr(tensor, 'name', tensor)}'"
+        if not isinstance(tensor, Tensor):
+            raise ScheduleError(f"{where}: expected a tensor, got {tensor!r}")
+        if scope not in SCOPES:
+            raise ScheduleError(f"{where}: unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+        if isinstance(readers, Tensor):
+            readers = [readers]
+        if not readers:
+            raise ScheduleError(f"{where}: give at least one reader tensor")
+        src_stage = self.stage_of(tensor) if tensor.op in self._stage_of else None
+        if src_stage is None:
+            raise ScheduleError(f"{where}: the tensor is not part of this schedule")
+        reader_stages = []
+        for r in readers:
+            st = self[r]
+            if not any(self.stage_of(t) is src_stage for t in st.op.input_tensors):
+                users = ", ".join(s.name for s in self.readers(src_stage)) or "none"
+                raise ScheduleError(f"{where}: '{st.name}' does not read it; its readers are: {users}")
+            reader_stages.append(st)
+        name = self._unique_name(f"{tensor.name}_{scope}")
+        axis = [E.IterVar(E.Range(0, d), f"ax{n}") for n, d in enumerate(tensor.op.shape)]
+        cur = src_stage.op.output()
+        copy_op = ComputeOp(name, axis, E.TensorLoad(cur, axis), cache_of=cur)
+        copy = Stage(copy_op, self)
+        copy.scope = scope
+        self._insert_before(copy, min(reader_stages, key=self.stages.index))
+        for st in reader_stages:
+            mapping = {t: copy_op.output() for t in st.op.input_tensors if self.stage_of(t) is src_stage}
+            self._replace_op(st, ComputeOp(st.op.name, st.op.axis,
+                                           _replace_loads(st.op.body, mapping), st.op.reduce_axis,
+                                           st.op.cache_of))
+        return copy_op.output()
+
+    def cache_write(self, tensor, scope):
+        """Compute ``tensor`` into a ``scope`` buffer, then copy it out; returns the cache tensor.
+
+        Call it before scheduling ``tensor``'s stage: afterwards ``s[tensor]`` is
+        the copy-out stage (same axes) and ``s[cache]`` does the computation.
+        """
+        where = f"cache_write of '{getattr(tensor, 'name', tensor)}'"
+        if scope not in SCOPES:
+            raise ScheduleError(f"{where}: unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+        st = self[tensor]
+        if not st.is_compute:
+            raise ScheduleError(f"{where}: a placeholder has nothing to compute")
+        if st.relations or st.attrs or st.attach_type != "root":
+            raise ScheduleError(f"{where}: call cache_write before scheduling stage '{st.name}' "
+                                "(it already has splits, bindings or an attach point)")
+        op = st.op
+        fresh = {iv: E.IterVar(E.Range(iv.dom.min, iv.dom.extent), iv.name + "_c", iv.kind)
+                 for iv in list(op.axis) + list(op.reduce_axis)}
+        body = E.substitute(op.body, fresh)
+        if isinstance(body, E.Reduce):
+            body = E.Reduce(body.combiner, body.source, [fresh[a] for a in op.body.axis])
+        cache_op = ComputeOp(self._unique_name(f"{op.name}_{scope}"), [fresh[a] for a in op.axis],
+                             body, [fresh[a] for a in op.reduce_axis])
+        cache = Stage(cache_op, self)
+        cache.scope = scope
+        self._insert_before(cache, st)
+        self._replace_op(st, ComputeOp(op.name, op.axis, E.TensorLoad(cache_op.output(), op.axis),
+                                       cache_of=cache_op.output()))
+        st._set_root_axes()
+        return cache_op.output()
+
+    def _replace_op(self, stage, new_op):
+        stage.op = new_op
+        self._stage_of[new_op] = stage
+        stage.root_iter_vars = list(new_op.axis) + list(new_op.reduce_axis)
+
+    def _unique_name(self, base):
+        names = {st.name for st in self.stages}
+        name, n = base, 1
+        while name in names:
+            name, n = f"{base}{n}", n + 1
+        return name
+
+    # ------------------------------------------------------------------ communication
+    def overlap(self, producer, consumer, axis):
+        """Let each ``consumer`` tile along ``axis`` wait only for the ``producer`` chunk it reads.
+
+        ``producer`` must be a communication operator (all_gather, reduce_scatter,
+        all_reduce, all_to_all).
+        """
+        prod = self[producer]
+        self[consumer]._check_leaf(axis, "overlap")
+        raise ScheduleError(
+            f"overlap: producer '{prod.name}' is not a communication operator; overlap applies "
+            "to the outputs of all_gather, reduce_scatter, all_reduce and all_to_all, which "
+            "this build does not provide yet")
+
+
+def create_schedule(outputs):
+    """Create a schedule for one output tensor or a list of them.
+
+    Examples
+    --------
+    >>> import ditron as dt
+    >>> A = dt.placeholder((8,), name="A")
+    >>> B = dt.compute((8,), lambda i: A[i] + 1, name="B")
+    >>> s = dt.create_schedule(B)
+    """
+    if isinstance(outputs, Tensor):
+        outputs = [outputs]
+    outputs = list(outputs)
+    for t in outputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"create_schedule expects tensors, got {t!r}")
+        if isinstance(t.op, PlaceholderOp):
+            raise ScheduleError(f"'{t.name}' is a placeholder; schedule the computed tensors")
+    return Schedule(outputs)

@@ -1,0 +1,132 @@
+"""Example programs with their schedules, shared by the demo, the tests and the benchmarks.
+
+Each function returns ``(schedule, args)`` ready for ``dt.lower`` / ``dt.build``.
+"""
+import ditron as dt
+
+
+def gemm_tiled(M, N, K, dtype="float32", acc="float32", tile=64, ktile=32, stages=3, unroll=True):
+    """The DESIGN.md GEMM: 2-D block tiles, shared-memory staging, a pipelined K loop."""
+    A = dt.placeholder((M, K), dtype, name="A")
+    B = dt.placeholder((K, N), dtype, name="B")
+    k = dt.reduce_axis((0, K), name="k")
+    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype(acc) * B[k, j].astype(acc), axis=k),
+                   name="C")
+    s = dt.create_schedule(C)
+    i, j = s[C].op.axis
+    (kk,) = s[C].op.reduce_axis
+    io, ii = s[C].split(i, factor=tile)
+    jo, ji = s[C].split(j, factor=tile)
+    ko, ki = s[C].split(kk, factor=ktile)
+    s[C].reorder(io, jo, ko, ii, ji, ki)
+    s[C].bind(io, "device.y")
+    s[C].bind(jo, "device.x")
+    AS = s.cache_read(A, "shared", [C])
+    s[AS].compute_at(s[C], ko)
+    BS = s.cache_read(B, "shared", [C])
+    s[BS].compute_at(s[C], ko)
+    if stages > 1:
+        s[C].pipeline(ko, stages=stages)
+    if unroll:
+        s[C].unroll(ki)
+    return s, [A, B, C]
+
+
+def gemm_threads(M, N, K, dtype="float32", stages=2, block=64, ktile=32, per_core=4):
+    """GPU-style GEMM: a block of 16x16 cores, each accumulating a 4x4 tile in registers,
+    with cooperative shared-memory copies."""
+    A = dt.placeholder((M, K), dtype, name="A")
+    B = dt.placeholder((K, N), dtype, name="B")
+    k = dt.reduce_axis((0, K), name="k")
+    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"),
+                                               axis=k), name="C")
+    s = dt.create_schedule(C)
+    CL = s.cache_write(C, "local")
+    i, j = C.op.axis
+    io, jo, ii, ji = s[C].tile(i, j, block, block)
+    s[C].bind(io, "device.y")
+    s[C].bind(jo, "device.x")
+    ty, iii = s[C].split(ii, factor=per_core)
+    tx, jii = s[C].split(ji, factor=per_core)
+    s[C].reorder(io, jo, ty, tx, iii, jii)
+    s[C].bind(ty, "core.y")
+    s[C].bind(tx, "core.x")
+    s[CL].compute_at(s[C], tx)
+    ko, ki = s[CL].split(s[CL].op.reduce_axis[0], factor=ktile)
+    ci, cj = s[CL].op.axis
+    s[CL].reorder(ko, ki, ci, cj)
+    cores = block // per_core
+    for T in (A, B):
+        X = s.cache_read(T, "shared", [CL])
+        s[X].compute_at(s[CL], ko)
+        f = s[X].fuse(*s[X].op.axis)
+        _, fi = s[X].split(f, factor=cores * cores)
+        t_y, t_x = s[X].split(fi, factor=cores)
+        s[X].bind(t_y, "core.y")
+        s[X].bind(t_x, "core.x")
+    if stages > 1:
+        s[CL].pipeline(ko, stages=stages)
+    s[CL].unroll(ci)
+    s[CL].vectorize(cj)
+    return s, [A, B, C]
+
+
+def gemm_cpu_fast(M, N, K):
+    """The fastest fp32 GEMM schedule for the CPU target: blocks over OpenMP threads,
+    register tiles with a vectorized inner axis, K blocked for the cache."""
+    A = dt.placeholder((M, K), "float32", name="A")
+    B = dt.placeholder((K, N), "float32", name="B")
+    k = dt.reduce_axis((0, K), name="k")
+    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k] * B[k, j], axis=k), name="C")
+    s = dt.create_schedule(C)
+    CL = s.cache_write(C, "local")
+    i, j = C.op.axis
+    io, jo, ii, ji = s[C].tile(i, j, 32, 256)
+    s[C].bind(io, "device.y")
+    s[C].bind(jo, "device.x")
+    s[CL].compute_at(s[C], jo)
+    ci, cj = s[CL].op.axis
+    (kk,) = s[CL].op.reduce_axis
+    cio, cii = s[CL].split(ci, factor=4)
+    cjo, cji = s[CL].split(cj, factor=64)
+    ko, ki = s[CL].split(kk, factor=256)
+    s[CL].reorder(ko, cio, cjo, ki, cii, cji)
+    s[CL].unroll(cii)
+    s[CL].vectorize(cji)
+    s[C].vectorize(ji)
+    return s, [A, B, C]
+
+
+def softmax(M, N, dtype="float32"):
+    """Row softmax in four stages: max, exp, sum, divide; reductions attached per row."""
+    X = dt.placeholder((M, N), dtype, name="X")
+    k1 = dt.reduce_axis((0, N), name="k1")
+    mx = dt.compute((M,), lambda i: dt.max(X[i, k1], axis=k1), name="rowmax")
+    ex = dt.compute((M, N), lambda i, j: dt.exp(X[i, j] - mx[i]), name="expx")
+    k2 = dt.reduce_axis((0, N), name="k2")
+    sm = dt.compute((M,), lambda i: dt.sum(ex[i, k2], axis=k2), name="rowsum")
+    Y = dt.compute((M, N), lambda i, j: ex[i, j] / sm[i], name="Y")
+    s = dt.create_schedule(Y)
+    i, j = s[Y].op.axis
+    s[Y].bind(i, "device.x")
+    s[ex].compute_inline()
+    s[mx].compute_at(s[Y], i)
+    s[sm].compute_at(s[Y], i)
+    s[Y].vectorize(j)
+    return s, [X, Y]
+
+
+def elementwise_chain(n, dtype="float32", factor=256):
+    """``relu(a * b + c) * sigmoid(a)`` in one fused loop, split and vectorized."""
+    a = dt.placeholder((n,), dtype, name="a")
+    b = dt.placeholder((n,), dtype, name="b")
+    c = dt.placeholder((n,), dtype, name="c")
+    t = dt.compute((n,), lambda i: a[i] * b[i] + c[i], name="t")
+    out = dt.compute((n,), lambda i: dt.max(t[i], dt.const(0, dtype)) * dt.sigmoid(a[i]), name="out")
+    s = dt.create_schedule(out)
+    s[t].compute_inline()
+    (i,) = s[out].op.axis
+    io, ii = s[out].split(i, factor=factor)
+    s[out].bind(io, "device.x")
+    s[out].vectorize(ii)
+    return s, [a, b, c, out]
