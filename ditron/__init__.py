@@ -11,4 +11,7 @@ from .te import (var, const, placeholder, compute, reduce_axis, sum, max, min,  
                  if_then_else, exp, log, sqrt, rsqrt, tanh, sigmoid, abs, Shard, Tensor)
 from .schedule import create_schedule, Schedule, Stage
 from .lower import lower
-from .driver import build
+# The subpackage ditron.build is imported before the function dt.build is bound, so that
+# importing the subpackage later cannot shadow the function.
+from . import build as _build_pkg  # noqa: F401
+from .driver import build  # noqa: E402

@@ -71,7 +71,7 @@ def gemm_threads(M, N, K, dtype="float32", stages=2, block=64, ktile=32, per_cor
     return s, [A, B, C]
 
 
-def gemm_cpu_fast(M, N, K):
+def gemm_cpu_fast(M, N, K, bi=64, bj=64, ri=8, rj=16, kt=128):
     """The fastest fp32 GEMM schedule for the CPU target: blocks over OpenMP threads,
     register tiles with a vectorized inner axis, K blocked for the cache."""
     A = dt.placeholder((M, K), "float32", name="A")
@@ -81,15 +81,15 @@ def gemm_cpu_fast(M, N, K):
     s = dt.create_schedule(C)
     CL = s.cache_write(C, "local")
     i, j = C.op.axis
-    io, jo, ii, ji = s[C].tile(i, j, 32, 256)
+    io, jo, ii, ji = s[C].tile(i, j, bi, bj)
     s[C].bind(io, "device.y")
     s[C].bind(jo, "device.x")
     s[CL].compute_at(s[C], jo)
     ci, cj = s[CL].op.axis
     (kk,) = s[CL].op.reduce_axis
-    cio, cii = s[CL].split(ci, factor=4)
-    cjo, cji = s[CL].split(cj, factor=64)
-    ko, ki = s[CL].split(kk, factor=256)
+    cio, cii = s[CL].split(ci, factor=ri)
+    cjo, cji = s[CL].split(cj, factor=rj)
+    ko, ki = s[CL].split(kk, factor=kt)
     s[CL].reorder(ko, cio, cjo, ki, cii, cji)
     s[CL].unroll(cii)
     s[CL].vectorize(cji)

@@ -1,0 +1,103 @@
+"""Compile a rendered kernel into a shared library, through the cache."""
+import json
+import logging
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+
+from ..errors import CompileError
+from . import cache, toolchain
+from .paths import package_fingerprint
+
+log = logging.getLogger("ditron.build")
+
+_GCC_ERR = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?:fatal )?error:\s*(?P<msg>.*)$",
+                      re.M)
+_NVCC_ERR = re.compile(r"^(?P<file>[^\n(]+)\((?P<line>\d+)\):\s*error:\s*(?P<msg>.*)$", re.M)
+
+
+def _version():
+    from .. import __version__
+    return __version__
+
+
+def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=None):
+    """Compile ``source`` (rendered for ``signature.target``) and return the library path.
+
+    The result is cached under :func:`ditron.build.cache.cache_dir`, keyed by
+    the source, target, arch, compiler and its version, flags, the ditron
+    version and a fingerprint of its templates and helper headers.
+    """
+    target = signature.target
+    compiler = toolchain.find_compiler(target)
+    flags = toolchain.flags(target, arch) + list(extra_flags)
+    key = cache.key_of({
+        "source": source, "target": target, "arch": arch, "compiler": compiler,
+        "compiler_version": toolchain.compiler_version(compiler), "flags": flags,
+        "ditron": _version(), "package": package_fingerprint(), "shmem": shmem_version,
+        "machine": platform.machine(),
+    })
+    lib_name = f"lib{signature.name}_{key[:16]}.so"
+    if not cache.disabled():
+        hit = cache.lookup(key, lib_name)
+        if hit:
+            log.debug("cache hit for kernel '%s': %s", signature.name, hit)
+            return hit
+        work = cache.staging_dir(key)
+    else:
+        work = tempfile.mkdtemp(prefix=f"ditron-{signature.name}-")
+    src = os.path.join(work, "kernel" + toolchain.EXT[target])
+    with open(src, "w") as f:
+        f.write(source)
+    out = os.path.join(work, lib_name)
+    cmd = toolchain.compile_command(target, src, out, arch, extra_flags, compiler)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=toolchain.compiler_env(target))
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0 or not os.path.isfile(out):
+        kept = _keep_failed(src, signature.name, key, target)
+        shutil.rmtree(work, ignore_errors=True)
+        raise _compile_error(cmd, kept, source, proc.stdout + proc.stderr, signature.name)
+    with open(os.path.join(work, "meta.json"), "w") as f:
+        json.dump({"name": signature.name, "target": target, "arch": arch, "command": cmd,
+                   "seconds": seconds, "created": time.time()}, f, indent=1)
+    if cache.disabled():
+        log.info("compiled kernel '%s' for %s in %.2f s (cache disabled): %s", signature.name,
+                 target, seconds, out)
+        return out
+    final = cache.publish(work, key)
+    log.info("compiled kernel '%s' for %s in %.2f s: %s", signature.name, target, seconds, final)
+    return os.path.join(final, lib_name)
+
+
+def _keep_failed(src, name, key, target):
+    d = os.path.join(cache.cache_dir(), "failed")
+    os.makedirs(d, exist_ok=True)
+    kept = os.path.join(d, f"{name}_{key[:16]}{toolchain.EXT[target]}")
+    shutil.copyfile(src, kept)
+    return kept
+
+
+def _compile_error(cmd, kept, source, log_text, name):
+    lines = source.splitlines()
+    errors = []
+    for m in list(_GCC_ERR.finditer(log_text)) + list(_NVCC_ERR.finditer(log_text)):
+        if not m.group("file").endswith(tuple(toolchain.EXT.values())):
+            continue
+        errors.append((int(m.group("line")), m.group("msg").strip()))
+    parts = [f"compiling kernel '{name}' failed",
+             f"command: {shlex.join(cmd)}",
+             f"source kept at: {kept}"]
+    for line, msg in errors[:10]:
+        parts.append(f"\nerror at line {line}: {msg}")
+        for n in range(max(1, line - 3), min(len(lines), line + 3) + 1):
+            mark = ">" if n == line else " "
+            parts.append(f"{mark}{n:6d} | {lines[n - 1]}")
+    if not errors:
+        parts.append("\ncompiler output:\n" + "\n".join(log_text.strip().splitlines()[:40]))
+    return CompileError("\n".join(parts), command=cmd, source_path=kept, log=log_text)

@@ -1,0 +1,150 @@
+"""A compiled kernel, callable with torch tensors."""
+from .. import _C
+
+_TORCH = None
+
+
+def _torch_dtypes():
+    global _TORCH
+    if _TORCH is None:
+        import torch
+        _TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                  "float64": torch.float64, "int32": torch.int32, "int64": torch.int64,
+                  "int8": torch.int8, "bool": torch.bool}
+    return _TORCH
+
+
+class Module:
+    """A built kernel. Call it with one tensor per argument, outputs included (TVM style).
+
+    Every argument is checked before anything runs: a wrong count or type
+    raises ``TypeError``; a wrong dtype ``TypeError``; a wrong shape, device or
+    layout ``ValueError``, naming the argument with the expected and actual
+    values. Nothing is written on a rejected call.
+
+    Attributes
+    ----------
+    source : str
+        The generated source.
+    signature : KernelSignature
+    lib_path : str
+        The compiled shared library.
+
+    Examples
+    --------
+    >>> import ditron as dt, torch
+    >>> A = dt.placeholder((4,), name="A")
+    >>> B = dt.compute((4,), lambda i: A[i] + 1, name="B")
+    >>> mod = dt.build(dt.create_schedule(B), [A, B], name="inc")
+    >>> b = torch.empty(4); mod(torch.zeros(4), b); b.tolist()
+    [1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, signature, source, lib_path):
+        import torch
+        self.signature, self.source, self.lib_path = signature, source, lib_path
+        self._kernel = _C.Kernel(lib_path)
+        dtypes = _torch_dtypes()
+        self._dtypes = [dtypes[a.dtype] for a in signature.args]
+        self._static = [tuple(a.shape) if all(isinstance(d, int) for d in a.shape) else None
+                        for a in signature.args]
+        self._fast = all(s is not None for s in self._static) and not signature.scalar_vars
+        self._gpu = signature.target in ("cuda", "hip")
+        self._tensor = torch.Tensor
+
+    @property
+    def name(self):
+        return self.signature.name
+
+    @property
+    def target(self):
+        return self.signature.target
+
+    def __repr__(self):
+        args = ", ".join(f"{a.name}: {a.dtype}{list(a.shape)}" for a in self.signature.args)
+        return f"<ditron.Module {self.name}({args}) target={self.target}>"
+
+    def __call__(self, *args):
+        if self._fast and not self._gpu and len(args) == len(self._dtypes):
+            ptrs = []
+            for t, d, s in zip(args, self._dtypes, self._static):
+                if (type(t) is not self._tensor or t.dtype is not d or t.shape != s
+                        or not t.is_cpu or not t.is_contiguous()):
+                    break
+                ptrs.append(t.data_ptr())
+            else:
+                self._kernel(tuple(ptrs), (), 0)
+                return None
+        ptrs, scalars, stream = self._check(args)
+        self._kernel(ptrs, scalars, stream)
+        return None
+
+    # ------------------------------------------------------------------ checks
+    def _where(self, n):
+        return f"argument {n} ('{self.signature.args[n].name}') of kernel '{self.name}'"
+
+    def _check(self, args):
+        sig = self.signature
+        if len(args) != len(sig.args):
+            names = ", ".join(a.name for a in sig.args)
+            raise TypeError(f"kernel '{self.name}' takes {len(sig.args)} tensors ({names}), "
+                            f"got {len(args)}")
+        bound = {}
+        ptrs = []
+        for n, (t, spec, dtype) in enumerate(zip(args, sig.args, self._dtypes)):
+            if not isinstance(t, self._tensor):
+                raise TypeError(f"{self._where(n)}: expected a torch.Tensor, got {type(t).__name__}")
+            if t.dtype is not dtype:
+                raise TypeError(f"{self._where(n)}: expected dtype {spec.dtype}, got "
+                                f"{str(t.dtype).replace('torch.', '')}")
+            if t.dim() != len(spec.shape):
+                raise ValueError(f"{self._where(n)}: expected {len(spec.shape)} dims "
+                                 f"{list(spec.shape)}, got shape {list(t.shape)}")
+            for d, (want, got) in enumerate(zip(spec.shape, t.shape)):
+                if isinstance(want, int):
+                    if want != got:
+                        raise ValueError(f"{self._where(n)}: dim {d} must be {want}, got {got} "
+                                         f"(expected shape {list(spec.shape)}, got {list(t.shape)})")
+                elif want in bound:
+                    first, value = bound[want]
+                    if value != got:
+                        raise ValueError(f"{self._where(n)}: dim {d} is {want}={got}, but {first} "
+                                         f"gave {want}={value}")
+                else:
+                    bound[want] = (f"{self._where(n)} dim {d}", got)
+            self._check_device(n, t)
+            if not t.is_contiguous():
+                raise ValueError(f"{self._where(n)}: must be contiguous (row-major), got strides "
+                                 f"{tuple(t.stride())}; call .contiguous()")
+            ptrs.append(t.data_ptr())
+        scalars = tuple(bound[v][1] for v in sig.scalar_vars)
+        stream = 0
+        if self._gpu:
+            import torch
+            stream = torch.cuda.current_stream().cuda_stream
+        return tuple(ptrs), scalars, stream
+
+    def _check_device(self, n, t):
+        if not self._gpu:
+            if not t.is_cpu:
+                raise ValueError(f"{self._where(n)}: the kernel was built for the CPU target but "
+                                 f"the tensor is on {t.device}")
+            return
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"kernel '{self.name}' was built for target '{self.target}' but no "
+                               "CUDA/ROCm device is present on this machine; build it with "
+                               "target='cpu' to run here")
+        if not t.is_cuda:
+            raise ValueError(f"{self._where(n)}: the kernel runs on the GPU but the tensor is on "
+                             f"{t.device}; move it with .cuda()")
+
+    # ------------------------------------------------------------------ export
+    def export(self, out_dir):
+        """Write a standalone CMake project for this kernel to ``out_dir``; returns the path.
+
+        ``cmake -S out_dir -B build && cmake --build build`` builds a shared library
+        and a Python extension module named after the kernel, without ditron.
+        """
+        from .export import export
+        return export(self, out_dir)

@@ -1,0 +1,35 @@
+"""Packaging: the ditron package, its templates and helper headers, and the ditron._C loader."""
+import os
+import shutil
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup, find_packages
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPyWithHeaders(build_py):
+    """Ship csrc/ditron/*.h inside the package (ditron/_csrc) for non-editable installs."""
+
+    def run(self):
+        super().run()
+        dst = os.path.join(self.build_lib, "ditron", "_csrc", "ditron")
+        shutil.copytree(os.path.join(HERE, "csrc", "ditron"), dst, dirs_exist_ok=True)
+
+
+setup(
+    name="ditron",
+    version="0.1.0",
+    description="A compiler for single- and multi-GPU tensor programs",
+    packages=find_packages(include=["ditron", "ditron.*"]),
+    package_data={"ditron": ["templates/*/*", "templates/*/*/*"]},
+    include_package_data=True,
+    ext_modules=[Pybind11Extension("ditron._C", ["csrc/ditron_C.cpp"], cxx_std=17,
+                                   extra_link_args=["-ldl"])],
+    cmdclass={"build_ext": build_ext, "build_py": BuildPyWithHeaders},
+    python_requires=">=3.9",
+    install_requires=["jinja2>=3", "numpy", "torch>=2.4"],
+    extras_require={"test": ["pytest", "hypothesis", "pybind11>=2.10"]},
+    entry_points={"console_scripts": ["ditron = ditron.cli:main"]},
+)
