@@ -5,6 +5,7 @@ found on PATH (useful for wrappers such as ccache).
 """
 import functools
 import os
+import re
 import shutil
 import subprocess
 
@@ -41,13 +42,18 @@ def find_compiler(target):
 
 @functools.lru_cache(maxsize=None)
 def compiler_version(path):
-    """First line of ``<compiler> --version`` (cached per process)."""
+    """Output of ``<compiler> --version`` (cached per process); part of the cache key."""
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
-        text = (out.stdout or out.stderr).strip().splitlines()
-        return "\n".join(text[:4]) if text else "unknown"
+        return (out.stdout or out.stderr).strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def version_line(path):
+    """The line of ``--version`` output that carries the version number."""
+    lines = compiler_version(path).splitlines()
+    return next((l for l in lines if re.search(r"\d+\.\d+", l)), lines[0] if lines else "unknown")
 
 
 def flags(target, arch=None):
