@@ -55,6 +55,10 @@ class Kernel {
     }
     for (size_t i = 0; i < ns; ++i) s[i] = static_cast<int64_t>(PyLong_AsLongLong(scalars[i].ptr()));
     if (PyErr_Occurred()) throw py::error_already_set();
+    run(p, s, stream);
+  }
+
+  void run(void* const* p, const int64_t* s, uintptr_t stream) const {
     int rc;
     {
       py::gil_scoped_release release;
@@ -66,6 +70,72 @@ class Kernel {
     }
   }
 
+  // Argument checks for the fast path, done here rather than in Python because
+  // interpreting the same attribute reads costs twice as much. ``dtypes`` are
+  // torch dtype objects, ``shapes`` per-arg tuples whose entries are ints
+  // (static dims) or ints < 0 meaning "symbolic dim number -(d+1)".
+  void set_checks(py::object tensor_type, py::list dtypes, py::list shapes, int num_vars, bool on_cpu) {
+    tensor_type_ = tensor_type;
+    dtypes_.clear();
+    shapes_.clear();
+    for (auto d : dtypes) dtypes_.push_back(py::reinterpret_borrow<py::object>(d));
+    for (auto sh : shapes) {
+      std::vector<int64_t> v;
+      for (auto d : sh) v.push_back(d.cast<int64_t>());
+      shapes_.push_back(std::move(v));
+    }
+    num_vars_ = num_vars;
+    on_cpu_ = on_cpu;
+    checks_ = true;
+  }
+
+  // Runs the kernel if every argument passes the checks; returns false (running
+  // nothing) otherwise, so that Python can produce the detailed error.
+  bool launch(const py::tuple& args, uintptr_t stream) const {
+    if (!checks_ || args.size() != dtypes_.size()) return false;
+    static PyObject* s_dtype = PyUnicode_InternFromString("dtype");
+    static PyObject* s_shape = PyUnicode_InternFromString("shape");
+    static PyObject* s_is_cpu = PyUnicode_InternFromString("is_cpu");
+    static PyObject* s_is_cuda = PyUnicode_InternFromString("is_cuda");
+    static PyObject* s_contig = PyUnicode_InternFromString("is_contiguous");
+    static PyObject* s_ptr = PyUnicode_InternFromString("data_ptr");
+    constexpr size_t kSmall = 32;
+    void* ptr_buf[kSmall];
+    int64_t vars[kSmall];
+    const size_t n = args.size();
+    if (n > kSmall || num_vars_ > (int)kSmall) return false;
+    for (int v = 0; v < num_vars_; ++v) vars[v] = -1;
+    for (size_t i = 0; i < n; ++i) {
+      PyObject* t = args[i].ptr();
+      if ((PyObject*)Py_TYPE(t) != tensor_type_.ptr()) return false;
+      py::object dt = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, s_dtype));
+      if (!dt || dt.ptr() != dtypes_[i].ptr()) { PyErr_Clear(); return false; }
+      py::object sh = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, s_shape));
+      if (!sh || !PyTuple_Check(sh.ptr())) { PyErr_Clear(); return false; }
+      const std::vector<int64_t>& want = shapes_[i];
+      if ((size_t)PyTuple_GET_SIZE(sh.ptr()) != want.size()) return false;
+      for (size_t d = 0; d < want.size(); ++d) {
+        const int64_t got = PyLong_AsLongLong(PyTuple_GET_ITEM(sh.ptr(), d));
+        if (want[d] >= 0) {
+          if (got != want[d]) return false;
+        } else {
+          int64_t& v = vars[-want[d] - 1];
+          if (v >= 0 && v != got) return false;
+          v = got;
+        }
+      }
+      py::object dev = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, on_cpu_ ? s_is_cpu : s_is_cuda));
+      if (dev.ptr() != Py_True) { PyErr_Clear(); return false; }
+      py::object c = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_contig));
+      if (c.ptr() != Py_True) { PyErr_Clear(); return false; }
+      py::object p = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_ptr));
+      if (!p) { PyErr_Clear(); return false; }
+      ptr_buf[i] = PyLong_AsVoidPtr(p.ptr());
+    }
+    run(ptr_buf, vars, stream);
+    return true;
+  }
+
   const std::string& path() const { return path_; }
 
  private:
@@ -73,6 +143,12 @@ class Kernel {
   void* handle_ = nullptr;
   EntryFn entry_ = nullptr;
   MessageFn message_ = nullptr;
+  bool checks_ = false;
+  bool on_cpu_ = true;
+  int num_vars_ = 0;
+  py::object tensor_type_;
+  std::vector<py::object> dtypes_;
+  std::vector<std::vector<int64_t>> shapes_;
 };
 
 }  // namespace
@@ -82,5 +158,7 @@ PYBIND11_MODULE(_C, m) {
   py::class_<Kernel>(m, "Kernel")
       .def(py::init<const std::string&>(), py::arg("path"))
       .def("__call__", &Kernel::call, py::arg("ptrs"), py::arg("scalars"), py::arg("stream") = 0)
+      .def("set_checks", &Kernel::set_checks)
+      .def("launch", &Kernel::launch, py::arg("args"), py::arg("stream") = 0)
       .def_property_readonly("path", &Kernel::path);
 }

@@ -83,7 +83,9 @@ def test_killed_builder_does_not_block(fresh_cache, tmp_path):
     delay = tmp_path / "delay"
     delay.write_text("1")
     wrapper = tmp_path / "slow-g++"
-    wrapper.write_text(f"#!/bin/sh\nif [ -f '{delay}' ]; then sleep 120; fi\nexec g++ \"$@\"\n")
+    # Slow down real compiles only (not `--version`, which is part of the cache key).
+    wrapper.write_text(f"#!/bin/sh\ncase \"$*\" in *-shared*) if [ -f '{delay}' ]; then sleep 120; fi;; esac\n"
+                       "exec g++ \"$@\"\n")
     wrapper.chmod(0o755)
     env = dict(os.environ, DITRON_CACHE_DIR=str(fresh_cache), DITRON_CXX=str(wrapper))
     p = subprocess.Popen([sys.executable, "-c", BUILDER], env=env, start_new_session=True,

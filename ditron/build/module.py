@@ -46,11 +46,13 @@ class Module:
         self._kernel = _C.Kernel(lib_path)
         dtypes = _torch_dtypes()
         self._dtypes = [dtypes[a.dtype] for a in signature.args]
-        self._static = [tuple(a.shape) if all(isinstance(d, int) for d in a.shape) else None
-                        for a in signature.args]
-        self._fast = all(s is not None for s in self._static) and not signature.scalar_vars
         self._gpu = signature.target in ("cuda", "hip")
         self._tensor = torch.Tensor
+        var_index = {v: n for n, v in enumerate(signature.scalar_vars)}
+        shapes = [[d if isinstance(d, int) else -(var_index[d] + 1) for d in a.shape] for a in signature.args]
+        self._kernel.set_checks(torch.Tensor, self._dtypes, shapes, len(var_index), not self._gpu)
+        # GPU launches need the current stream, looked up in Python.
+        self._launch = None if self._gpu else self._kernel.launch
 
     @property
     def name(self):
@@ -65,16 +67,10 @@ class Module:
         return f"<ditron.Module {self.name}({args}) target={self.target}>"
 
     def __call__(self, *args):
-        if self._fast and not self._gpu and len(args) == len(self._dtypes):
-            ptrs = []
-            for t, d, s in zip(args, self._dtypes, self._static):
-                if (type(t) is not self._tensor or t.dtype is not d or t.shape != s
-                        or not t.is_cpu or not t.is_contiguous()):
-                    break
-                ptrs.append(t.data_ptr())
-            else:
-                self._kernel(tuple(ptrs), (), 0)
-                return None
+        # Fast path: ditron._C checks every argument and launches; on any mismatch it
+        # launches nothing and the Python checks below say exactly what is wrong.
+        if self._launch is not None and self._launch(args):
+            return None
         ptrs, scalars, stream = self._check(args)
         self._kernel(ptrs, scalars, stream)
         return None
