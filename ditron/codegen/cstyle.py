@@ -9,6 +9,7 @@ import math
 from ..te import expr as E
 from ..te import dtype as _dt
 from ..lower import ir
+from ..te.names import unique_name
 
 C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float for
 goto if inline int long register restrict return short signed sizeof static struct switch typedef
@@ -39,12 +40,7 @@ class CStyleRenderer:
 
     # ------------------------------------------------------------------ names
     def declare(self, var, hint=None):
-        base = hint or var.name
-        name, n = base, 1
-        while name in self.used:
-            n += 1
-            name = f"{base}_{n}"
-        self.used.add(name)
+        name = unique_name(hint or var.name, self.used)
         self.names[var] = name
         return name
 

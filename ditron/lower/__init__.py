@@ -7,6 +7,7 @@ thread indices and places barriers.
 from ..errors import LoweringError
 from ..te import expr as E
 from ..te.tensor import Tensor
+from ..te.names import unique_name
 from ..schedule import Schedule
 from . import ir, arith
 from .bounds import effective_bodies, infer
@@ -43,15 +44,6 @@ def _cleanup(stmt, ranges=None):
     if isinstance(stmt, ir.AsyncCopy):
         return ir.AsyncCopy(_cleanup(stmt.body, ranges))
     return stmt
-
-
-def _unique(name, used):
-    out, n = name, 1
-    while out in used:
-        n += 1
-        out = f"{name}_{n}"
-    used.add(out)
-    return out
 
 
 def lower(sch, args, name="main"):
@@ -93,7 +85,7 @@ def lower(sch, args, name="main"):
         if st.attach_type != "root" and st.is_compute:
             raise LoweringError(f"argument '{t.name}' is {'inlined' if st.attach_type == 'inline' else 'attached with compute_at'}; "
                                 "tensors passed as arguments must be computed at the root")
-        buf = ir.Buffer(_unique(t.name, used), t.dtype, t.op.shape, "global", arg_index=n)
+        buf = ir.Buffer(unique_name(t.name, used), t.dtype, t.op.shape, "global", arg_index=n)
         if any(b is st for b in arg_stage_buf):
             raise LoweringError(f"tensor '{t.name}' is passed twice in the argument list")
         params.append(buf)
@@ -115,13 +107,13 @@ def lower(sch, args, name="main"):
         if st in arg_stage_buf:
             info.buffer = arg_stage_buf[st]
         elif st.attach_type == "root":
-            info.buffer = ir.Buffer(_unique(st.name, used), st.op.dtype, st.op.shape, "global")
+            info.buffer = ir.Buffer(unique_name(st.name, used), st.op.dtype, st.op.shape, "global")
             temps.append(info.buffer)
         else:
             shape = [info.root_range[iv].extent for iv in st.op.axis]
             if info.ring:
                 shape = [info.ring] + shape
-            info.buffer = ir.Buffer(_unique(st.name, used), st.op.dtype, shape, info.scope)
+            info.buffer = ir.Buffer(unique_name(st.name, used), st.op.dtype, shape, info.scope)
 
     builder = NestBuilder(sch, infos, arg_buffers)
     kernels = []

@@ -1,5 +1,6 @@
 """Readable text of lowered IR (what ``print(dt.lower(...))`` shows)."""
 from ..te.printer import expr_str
+from ..te.names import unique_name
 from . import ir
 
 
@@ -20,13 +21,7 @@ class _Names:
     def _add(self, v):
         if v in self.names:
             return
-        base, n = v.name, 1
-        name = base
-        while name in self.used:
-            n += 1
-            name = f"{base}_{n}"
-        self.used.add(name)
-        self.names[v] = name
+        self.names[v] = unique_name(v.name, self.used)
 
 
 def _show(e, names):

@@ -2,6 +2,7 @@
 from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.tensor import Tensor, Operation, ComputeOp, PlaceholderOp
+from ..te.names import unique_name
 from .stage import Stage
 
 SCOPES = ("global", "shared", "local")
@@ -187,11 +188,7 @@ class Schedule:
         stage.root_iter_vars = list(new_op.axis) + list(new_op.reduce_axis)
 
     def _unique_name(self, base):
-        names = {st.name for st in self.stages}
-        name, n = base, 1
-        while name in names:
-            name, n = f"{base}{n}", n + 1
-        return name
+        return unique_name(base, {st.name for st in self.stages})
 
     # ------------------------------------------------------------------ communication
     def overlap(self, producer, consumer, axis):

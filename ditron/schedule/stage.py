@@ -1,6 +1,7 @@
 """A stage: the schedule of one operation (its loop nest and where it runs)."""
 from ..errors import ScheduleError
 from ..te import expr as E
+from ..te.names import unique_name
 from .levels import canonical_level
 from .relations import Split, Fuse, new_axis
 
@@ -106,11 +107,7 @@ class Stage:
         return next(n for n, a in enumerate(self.leaf_iter_vars) if a is iv)
 
     def _fresh_name(self, base):
-        names = {a.name for a in self.all_iter_vars}
-        name, n = base, 1
-        while name in names:
-            name, n = f"{base}{n}", n + 1
-        return name
+        return unique_name(base, {a.name for a in self.all_iter_vars})
 
     # ------------------------------------------------------------------ split / fuse / reorder
     def split(self, parent, factor=None, nparts=None):
