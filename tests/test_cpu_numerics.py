@@ -140,11 +140,11 @@ def test_gemm_fp32_pipelined(stages):
     torch.testing.assert_close(c, a @ b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_gemm_16bit_in_fp32_acc(dtype):
+@pytest.mark.parametrize("dtype,stages", [("float16", 2), ("float16", 3), ("bfloat16", 2)])
+def test_gemm_16bit_in_fp32_acc(dtype, stages):
     M, N, K = 64, 64, 96
-    s, args = schedules.gemm_tiled(M, N, K, dtype=dtype, stages=2)
-    mod = build(s, args, f"gemm_{dtype}")
+    s, args = schedules.gemm_tiled(M, N, K, dtype=dtype, stages=stages)
+    mod = build(s, args, f"gemm_{dtype}_{stages}")
     t = TORCH[dtype]
     a, b = torch.randn(M, K).to(t), torch.randn(K, N).to(t)
     c = torch.empty(M, N)

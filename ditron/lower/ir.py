@@ -116,15 +116,6 @@ class Store(Stmt):
         return self.indices + (self.value,)
 
 
-class Allocate(Stmt):
-    """Storage for ``buffer`` (its scope says where) live during ``body``."""
-    def __init__(self, buffer, body):
-        self.buffer, self.body = buffer, body
-
-    def stmts(self):
-        return (self.body,)
-
-
 class Barrier(Stmt):
     """All cores of a block wait here (``__syncthreads``); shared writes become visible."""
 
@@ -217,8 +208,6 @@ def map_stmt(stmt, fn):
     if isinstance(stmt, IfThenElse):
         return IfThenElse(stmt.cond, map_stmt(stmt.then, fn),
                           None if stmt.else_ is None else map_stmt(stmt.else_, fn))
-    if isinstance(stmt, Allocate):
-        return Allocate(stmt.buffer, map_stmt(stmt.body, fn))
     if isinstance(stmt, AsyncCopy):
         return AsyncCopy(map_stmt(stmt.body, fn))
     if isinstance(stmt, Kernel):

@@ -81,9 +81,6 @@ def stmt_str(stmt, indent=0, names=None):
             lines.append(f"{p}wait_group({s.pending})")
         elif isinstance(s, ir.Comment):
             lines.append(f"{p}# {s.text}")
-        elif isinstance(s, ir.Allocate):
-            lines.append(f"{p}alloc {_buf(s.buffer)}")
-            emit(s.body, d)
         else:
             lines.append(f"{p}<{type(s).__name__}>")
     emit(stmt, indent)
