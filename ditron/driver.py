@@ -43,7 +43,21 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1):
     if world_size != 1:
         raise ValueError(f"world_size={world_size}: distributed builds (the task level) are not "
                          "available in this build; use world_size=1")
+    if target == "cuda" and arch is None:
+        arch = default_cuda_arch()
     func = lower(sch, args, name=name)
     source, signature = render(func, target, arch=arch)
     lib = compile_library(source, signature, arch=arch)
     return Module(signature, source, lib)
+
+
+def default_cuda_arch():
+    """The current device's architecture ("sm_90a" on Hopper), else sm_80 to compile without a GPU."""
+    try:
+        import torch
+        if torch.cuda.is_available() and not getattr(torch.version, "hip", None):
+            major, minor = torch.cuda.get_device_capability()
+            return f"sm_{major}{minor}" + ("a" if major == 9 else "")
+    except Exception:
+        pass
+    return "sm_80"

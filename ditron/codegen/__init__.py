@@ -22,7 +22,10 @@ def _renderer(target):
     if target == "cpu":
         from .cpu import CPURenderer
         return CPURenderer
-    raise DitronError(f"target {target!r} has no renderer in this build yet; available: cpu")
+    if target == "cuda":
+        from .cuda import CUDARenderer
+        return CUDARenderer
+    raise DitronError(f"target {target!r} has no renderer in this build yet; available: cpu, cuda")
 
 
 def _dim(d, func, buf):
@@ -44,10 +47,11 @@ def signature_of(func, target, world_size=1):
 def render(func, target, arch=None):
     """Render a lowered function for ``target``; returns ``(source, KernelSignature)``."""
     from .. import __version__
-    r = _renderer(target)(func)
+    cls = _renderer(target)
+    r = cls(func) if target == "cpu" else cls(func, arch)
     written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
     body = r.render_body()
     source = _env().get_template(r.template).render(
         version=__version__, name=func.name, params=r.params(written), body=body,
-        call_args=r.call_args(written), arch=arch)
+        call_args=r.call_args(written), arch=arch, **r.template_args())
     return source, signature_of(func, target)

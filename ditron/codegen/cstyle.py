@@ -195,3 +195,47 @@ class CStyleRenderer:
 
     def kernel_lines(self, k, d):
         raise NotImplementedError
+
+    def _size(self, buf):
+        n = 1
+        for d in buf.shape:
+            n *= d.value
+        return n
+
+    # ------------------------------------------------------------------ file
+    def template_args(self):
+        """Extra template variables of a target (the CUDA target adds its __global__ functions)."""
+        return {}
+
+    def render_body(self):
+        out = []
+        for b in self.func.temps:
+            n = f"(size_t)({self.flat_size(b)})"
+            out.append(f"  std::vector<{self.ctype(b.dtype)}> {b.name}_storage({n});")
+            out.append(f"  {self.ctype(b.dtype)}* {self.restrict} {b.name} = {b.name}_storage.data();")
+        out += self.lines(self.func.body, 1)
+        return "\n".join(out)
+
+    def flat_size(self, b):
+        text = "(int64_t)1"
+        for dim in b.shape:
+            text = f"{text} * {self.expr(dim)}"
+        return text
+
+    def params(self, written):
+        out = []
+        for b in self.func.params:
+            const = "" if b in written else "const "
+            out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict} {b.name}")
+        for v in self.func.scalar_vars:
+            out.append(f"{self.ctype(v.dtype)} {self.var_name(v)}")
+        return ", ".join(out)
+
+    def call_args(self, written):
+        out = []
+        for n, b in enumerate(self.func.params):
+            const = "" if b in written else "const "
+            out.append(f"static_cast<{const}{self.ctype(b.dtype)}*>(ptrs[{n}])")
+        for n, v in enumerate(self.func.scalar_vars):
+            out.append(f"static_cast<{self.ctype(v.dtype)}>(scalars[{n}])")
+        return ", ".join(out)

@@ -47,22 +47,26 @@ def _shared(bufs):
     return {b for b in bufs if b.scope == "shared"}
 
 
-def _accesses(stmt):
+def _accesses(stmt, async_targets):
+    """Shared buffers read / written by ``stmt``. Asynchronous copies land when their group is
+    waited for, so a WaitGroup counts as writing every buffer such copies target."""
     r, w = ir.buffers_accessed(stmt)
+    if ir.contains(stmt, ir.WaitGroup):
+        w = w | async_targets
     return _shared(r), _shared(w)
 
 
-def _sync_seq(stmts, reads, writes):
+def _sync_seq(stmts, reads, writes, at):
     """Insert barriers into a list of statements; ``reads``/``writes`` are the shared accesses
     pending since the last barrier (updated in place)."""
     out = []
     for s in stmts:
-        r, w = _accesses(s)
+        r, w = _accesses(s, at)
         if (r & writes) or (w & reads):
             out.append(ir.Barrier())
             reads.clear()
             writes.clear()
-        s = _sync(s)
+        s = _sync(s, at)
         if ir.contains(s, ir.Barrier):
             reads.clear()
             writes.clear()
@@ -73,26 +77,31 @@ def _sync_seq(stmts, reads, writes):
     return out
 
 
-def _sync(stmt):
+def _sync(stmt, at):
     if isinstance(stmt, ir.Seq):
-        return ir.Seq(_sync_seq(stmt.body, set(), set()))
+        return ir.Seq(_sync_seq(stmt.body, set(), set(), at))
     if isinstance(stmt, ir.For):
-        body = _sync(stmt.body)
-        r, w = _accesses(body)
+        body = _sync(stmt.body, at)
+        r, w = _accesses(body, at)
         if (r & w) or (w & r):
             tail = body.body[-1] if isinstance(body, ir.Seq) and body.body else body
             if not isinstance(tail, ir.Barrier):
                 body = ir.Seq([body, ir.Barrier()])
         return ir.For(stmt.var, stmt.extent, body, stmt.kind, stmt.tag, stmt.annotations)
     if isinstance(stmt, ir.IfThenElse):
-        return ir.IfThenElse(stmt.cond, _sync(stmt.then), None if stmt.else_ is None else _sync(stmt.else_))
+        return ir.IfThenElse(stmt.cond, _sync(stmt.then, at),
+                             None if stmt.else_ is None else _sync(stmt.else_, at))
     return stmt
 
 
 def insert_barriers(kern):
     if not kern.threads:
         return kern
-    body = _push_guards(_sync(kern.body), {v for v, _ in kern.threads.values()})
+    async_targets = set()
+    for s in ir.walk_stmts(kern.body):
+        if isinstance(s, ir.AsyncCopy):
+            async_targets |= ir.buffers_accessed(s)[1]
+    body = _push_guards(_sync(kern.body, async_targets), {v for v, _ in kern.threads.values()})
     return ir.Kernel(kern.name, kern.grid, body, kern.threads, kern.buffers)
 
 

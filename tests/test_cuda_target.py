@@ -1,0 +1,148 @@
+"""The CUDA target: nvcc compile checks for sm_80 and sm_90a (CI), numerics on a GPU (-m gpu)."""
+import pytest
+import torch
+
+import ditron as dt
+from ditron.build import toolchain
+import schedules
+
+try:
+    toolchain.find_compiler("cuda")
+    HAVE_NVCC = True
+except dt.CompileError:
+    HAVE_NVCC = False
+
+needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc is not installed")
+
+
+def row_sum_cores():
+    X = dt.placeholder((33, 70), "float32", name="X")
+    k = dt.reduce_axis((0, 70), name="k")
+    R = dt.compute((33,), lambda i: dt.sum(X[i, k], axis=k), name="R")
+    s = dt.create_schedule(R)
+    io, ii = s[R].split(R.op.axis[0], factor=8)
+    s[R].bind(io, "device.x")
+    s[R].bind(ii, "core.x")
+    return s, [X, R]
+
+
+def gemm_symbolic_m():
+    M = dt.var("M")
+    A = dt.placeholder((M, 40), "float16", name="A")
+    B = dt.placeholder((40, 48), "float16", name="B")
+    k = dt.reduce_axis((0, 40), name="k")
+    C = dt.compute((M, 48), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"), axis=k),
+                   name="C")
+    s = dt.create_schedule(C)
+    io, ii = s[C].split(C.op.axis[0], factor=16)
+    s[C].bind(io, "device.x")
+    s[C].bind(C.op.axis[1], "core.x")
+    return s, [A, B, C]
+
+
+# name: (builder, inputs(device) -> tensors, reference(tensors) -> expected output, output index)
+CASES = {
+    "gemm_fp32_p3": lambda: schedules.gemm_tiled(256, 192, 160, stages=3),
+    "gemm_fp16_p2": lambda: schedules.gemm_tiled(128, 128, 96, dtype="float16", stages=2),
+    "gemm_threads_tail": lambda: schedules.gemm_threads(200, 136, 100, stages=2),
+    "gemm_threads_p3": lambda: schedules.gemm_threads(256, 256, 128, stages=3),
+    "softmax": lambda: schedules.softmax(64, 100),
+    "elementwise": lambda: schedules.elementwise_chain(5000),
+    "row_sum_cores": row_sum_cores,
+    "gemm_symbolic_m": gemm_symbolic_m,
+}
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compiles_with_nvcc(case, arch):
+    s, args = CASES[case]()
+    mod = dt.build(s, args, target="cuda", arch=arch, name=case)
+    assert mod.target == "cuda" and "__global__" in mod.source
+    assert mod.lib_path.endswith(".so")
+
+
+@needs_nvcc
+def test_generated_code_uses_the_hierarchy():
+    s, args = schedules.gemm_threads(256, 256, 128, stages=2)
+    src = dt.build(s, args, target="cuda", arch="sm_80", name="hier").source
+    assert "blockIdx.y" in src and "threadIdx.x" in src
+    assert "__shared__" in src and "__syncthreads();" in src
+    assert "ditron::cp_async4(" in src and "ditron::cp_async_wait<1>();" in src
+    assert "__launch_bounds__(256)" in src
+
+
+@needs_nvcc
+def test_large_shared_memory_opts_in():
+    s, args = schedules.gemm_tiled(512, 512, 256, tile=128, ktile=64, stages=3)   # 3 * 2 * 128*64*4 B
+    src = dt.build(s, args, target="cuda", arch="sm_90a", name="bigsmem").source
+    assert "cudaFuncAttributeMaxDynamicSharedMemorySize" in src and "extern __shared__" in src
+
+
+def test_limits_are_checked_at_build():
+    A = dt.placeholder((4096,), name="A")
+    B = dt.compute((4096,), lambda i: A[i] * 2, name="B")
+    s = dt.create_schedule(B)
+    io, ii = s[B].split(B.op.axis[0], factor=2048)
+    s[B].bind(io, "device.x")
+    s[B].bind(ii, "core.x")
+    with pytest.raises(dt.ScheduleError, match=r"stage 'B': 2048 cores per block .* limit of 1024"):
+        dt.build(s, [A, B], target="cuda", arch="sm_80", name="toomany")
+    s, args = schedules.gemm_tiled(1024, 1024, 512, tile=256, ktile=128, stages=3)
+    with pytest.raises(dt.ScheduleError, match=r"stage 'C': shared buffers need \d+ bytes .* sm_80 allows 166912"):
+        dt.build(s, args, target="cuda", arch="sm_80", name="toobig")
+    Y = dt.compute((70000, 2), lambda i, j: A[j] + i, name="Y")
+    s = dt.create_schedule(Y)
+    s[Y].bind(Y.op.axis[0], "device.y")
+    with pytest.raises(dt.ScheduleError, match="device.y has extent 70000, above the CUDA grid limit 65535"):
+        dt.build(s, [A, Y], target="cuda", arch="sm_80", name="tall")
+
+
+@needs_nvcc
+def test_call_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    s, args = schedules.elementwise_chain(64)
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="nogpu")
+    with pytest.raises(RuntimeError, match="no CUDA/ROCm device is present"):
+        mod(*[torch.zeros(64) for _ in range(4)])
+
+
+def _inputs(args):
+    out = []
+    for t in args:
+        dt_ = {"float32": torch.float32, "float16": torch.float16}[t.dtype]
+        shape = [d if isinstance(d, int) else 37 for d in t.shape]
+        out.append(torch.randn(*shape, device="cuda").to(dt_))
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_numerics_on_gpu(case):
+    s, args = CASES[case]()
+    cuda = dt.build(s, args, target="cuda", name=case)
+    cpu = dt.build(s, args, target="cpu", name=case)
+    tensors = _inputs(args)
+    host = [t.cpu() for t in tensors]
+    cuda(*tensors)
+    torch.cuda.synchronize()
+    cpu(*host)
+    torch.testing.assert_close(tensors[-1].cpu().float(), host[-1].float(), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_and_replay():
+    s, args = schedules.elementwise_chain(4096)
+    mod = dt.build(s, args, target="cuda", name="graph_ew")
+    a, b, c, out = (torch.randn(4096, device="cuda") for _ in range(4))
+    g = torch.cuda.CUDAGraph()
+    mod(a, b, c, out)
+    torch.cuda.synchronize()
+    with torch.cuda.graph(g):
+        mod(a, b, c, out)
+    a.copy_(torch.randn(4096, device="cuda"))
+    g.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, torch.relu(a * b + c) * torch.sigmoid(a))
