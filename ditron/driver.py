@@ -48,7 +48,7 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1):
     func = lower(sch, args, name=name)
     source, signature = render(func, target, arch=arch)
     lib = compile_library(source, signature, arch=arch)
-    return Module(signature, source, lib)
+    return Module(signature, source, lib, arch)
 
 
 def default_cuda_arch():

@@ -50,3 +50,34 @@ def test_export_builds_and_runs_without_ditron(tmp_path):
     r = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_cuda_export_builds_a_fatbin_for_each_arch(tmp_path):
+    from ditron.build import toolchain
+    try:
+        nvcc = toolchain.find_compiler("cuda")
+    except dt.CompileError:
+        pytest.skip("nvcc is not installed")
+    A = dt.placeholder((256,), "float16", name="A")
+    B = dt.compute((256,), lambda i: A[i] * 2, name="B")
+    s = dt.create_schedule(B)
+    bo, bi = s[B].split(B.op.axis[0], factor=64)
+    s[B].bind(bo, "device.x")
+    s[B].bind(bi, "core.x")
+    mod = dt.build(s, [A, B], target="cuda", arch="sm_80", name="twice")
+    out = tmp_path / "twice"
+    mod.export(str(out), archs=["sm_80", "sm_90a"])
+    cm = (out / "CMakeLists.txt").read_text()
+    assert "code=sm_80" in cm and "code=sm_90a" in cm and "LANGUAGES CXX CUDA" in cm
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(out), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={nvcc}",
+                    f"-DPython3_EXECUTABLE={sys.executable}"], check=True, capture_output=True)
+    r = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lib = build / "libtwice_kernel.so"
+    assert lib.exists()
+    cuobjdump = shutil.which("cuobjdump") or os.path.join(os.path.dirname(os.path.realpath(nvcc)), "cuobjdump")
+    if os.path.exists(cuobjdump):
+        listing = subprocess.run([cuobjdump, "--list-elf", str(lib)], capture_output=True, text=True)
+        assert "sm_80" in listing.stdout and "sm_90a" in listing.stdout, listing.stdout

@@ -7,12 +7,13 @@ from .paths import csrc_dir, helper_headers
 from .toolchain import EXT
 
 
-def export(module, out_dir):
+def export(module, out_dir, archs=None):
     from ..codegen import _env
     from .. import __version__
     sig = module.signature
-    if sig.target != "cpu":
-        raise NotImplementedError(f"export of '{sig.target}' kernels comes with the {sig.target} target")
+    if sig.target == "hip":
+        raise NotImplementedError("export of 'hip' kernels comes with the HIP target")
+    archs = list(archs or [module.arch or "sm_80"]) if sig.target == "cuda" else []
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.join(out_dir, "include"), exist_ok=True)
     source_file = sig.name + EXT[sig.target]
@@ -29,7 +30,8 @@ def export(module, out_dir):
              "vars": [var_index[d] if isinstance(d, str) else -1 for d in a.shape]}
             for a in sig.args]
     ctx = dict(name=sig.name, version=__version__, target=sig.target, args=args,
-               scalar_vars=list(sig.scalar_vars), source_file=source_file)
+               scalar_vars=list(sig.scalar_vars), source_file=source_file, archs=archs,
+               device_memory=sig.target != "cpu")
     env = _env()
     for tpl, out in (("export/kernel.h.j2", f"{sig.name}.h"), ("export/binding.cpp.j2", f"{sig.name}_py.cpp"),
                      ("export/CMakeLists.txt.j2", "CMakeLists.txt"), ("export/README.md.j2", "README.md")):

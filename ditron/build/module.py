@@ -17,7 +17,8 @@ def _torch_dtypes():
 class Module:
     """A built kernel. Call it with one tensor per argument, outputs included (TVM style).
 
-    Every argument is checked before anything runs: a wrong count or type
+    Arguments may be torch tensors or any object with ``__dlpack__`` (numpy,
+    CuPy, ...), which is used in place without a copy. Every argument is checked before anything runs: a wrong count or type
     raises ``TypeError``; a wrong dtype ``TypeError``; a wrong shape, device or
     layout ``ValueError``, naming the argument with the expected and actual
     values. Nothing is written on a rejected call.
@@ -40,9 +41,9 @@ class Module:
     [1.0, 1.0, 1.0, 1.0]
     """
 
-    def __init__(self, signature, source, lib_path):
+    def __init__(self, signature, source, lib_path, arch=None):
         import torch
-        self.signature, self.source, self.lib_path = signature, source, lib_path
+        self.signature, self.source, self.lib_path, self.arch = signature, source, lib_path, arch
         self._kernel = _C.Kernel(lib_path)
         dtypes = _torch_dtypes()
         self._dtypes = [dtypes[a.dtype] for a in signature.args]
@@ -89,7 +90,7 @@ class Module:
         ptrs = []
         for n, (t, spec, dtype) in enumerate(zip(args, sig.args, self._dtypes)):
             if not isinstance(t, self._tensor):
-                raise TypeError(f"{self._where(n)}: expected a torch.Tensor, got {type(t).__name__}")
+                t = self._from_dlpack(n, t)
             if t.dtype is not dtype:
                 raise TypeError(f"{self._where(n)}: expected dtype {spec.dtype}, got "
                                 f"{str(t.dtype).replace('torch.', '')}")
@@ -120,6 +121,18 @@ class Module:
             stream = torch.cuda.current_stream().cuda_stream
         return tuple(ptrs), scalars, stream
 
+    def _from_dlpack(self, n, obj):
+        """Any ``__dlpack__`` object (numpy, CuPy, JAX arrays) is viewed as a tensor, without a copy."""
+        if not hasattr(obj, "__dlpack__"):
+            raise TypeError(f"{self._where(n)}: expected a torch.Tensor or an object with "
+                            f"__dlpack__ (numpy, CuPy), got {type(obj).__name__}")
+        import torch
+        try:
+            return torch.from_dlpack(obj)
+        except Exception as e:  # e.g. a read-only numpy array, an unsupported dtype
+            raise TypeError(f"{self._where(n)}: cannot view {type(obj).__name__} through "
+                            f"DLPack: {e}") from None
+
     def _check_device(self, n, t):
         if not self._gpu:
             if not t.is_cpu:
@@ -136,11 +149,13 @@ class Module:
                              f"{t.device}; move it with .cuda()")
 
     # ------------------------------------------------------------------ export
-    def export(self, out_dir):
+    def export(self, out_dir, archs=None):
         """Write a standalone CMake project for this kernel to ``out_dir``; returns the path.
 
         ``cmake -S out_dir -B build && cmake --build build`` builds a shared library
         and a Python extension module named after the kernel, without ditron.
+        For CUDA kernels ``archs`` (default: the build's arch) lists the GPU
+        architectures the library carries code for, e.g. ``["sm_80", "sm_90a"]``.
         """
         from .export import export
-        return export(self, out_dir)
+        return export(self, out_dir, archs)
