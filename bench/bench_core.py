@@ -13,8 +13,6 @@ Writes ``bench/results/core_cpu_<date>.json`` with the machine, date and commit.
 
     python bench/bench_core.py
 """
-import datetime
-import json
 import os
 import platform
 import shutil
@@ -26,6 +24,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+sys.path.insert(0, HERE)
+from common import commit, now, write_results  # noqa: E402
 
 
 def median_time(fn, repeat=7, number=1):
@@ -50,13 +50,6 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=HERE, text=True).strip()
-    except Exception:
-        return "unknown"
-
-
 def main():
     import torch
     import ditron as dt
@@ -67,7 +60,7 @@ def main():
     cache = tempfile.mkdtemp(prefix="ditron-bench-")
     os.environ["DITRON_CACHE_DIR"] = cache
     results = {"device": f"CPU: {cpu_name()} ({os.cpu_count()} cores)",
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "date": now(),
                "commit": commit(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                "results": {}}
     R = results["results"]
@@ -131,13 +124,7 @@ def main():
                                   "schedule": "examples/schedules.py:gemm_cpu_fast"}
 
     shutil.rmtree(cache, ignore_errors=True)
-    out_dir = os.path.join(HERE, "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"core_cpu_{datetime.date.today().isoformat()}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
-    print(f"written to {path}")
+    write_results(results, "core_cpu")
 
 
 if __name__ == "__main__":

@@ -116,8 +116,9 @@ def softmax(M, N, dtype="float32"):
     return s, [X, Y]
 
 
-def elementwise_chain(n, dtype="float32", factor=256):
-    """``relu(a * b + c) * sigmoid(a)`` in one fused loop, split and vectorized."""
+def elementwise_chain(n, dtype="float32", factor=256, gpu=False):
+    """``relu(a * b + c) * sigmoid(a)`` in one fused loop, split and vectorized
+    (``gpu=True``: the inner part is spread over the cores of each block instead)."""
     a = dt.placeholder((n,), dtype, name="a")
     b = dt.placeholder((n,), dtype, name="b")
     c = dt.placeholder((n,), dtype, name="c")
@@ -128,5 +129,8 @@ def elementwise_chain(n, dtype="float32", factor=256):
     (i,) = s[out].op.axis
     io, ii = s[out].split(i, factor=factor)
     s[out].bind(io, "device.x")
-    s[out].vectorize(ii)
+    if gpu:
+        s[out].bind(ii, "core.x")
+    else:
+        s[out].vectorize(ii)
     return s, [a, b, c, out]

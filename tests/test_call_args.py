@@ -79,7 +79,7 @@ def test_gpu_module_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     from ditron.build import Module
-    from ditron.codegen.signature import ArgSpec, KernelSignature
+    from ditron.codegen.signature import KernelSignature
     # A CPU library wrapped with a CUDA signature stands in for a CUDA build here.
     A = dt.placeholder((4,), name="A")
     B = dt.compute((4,), lambda i: A[i], name="B")

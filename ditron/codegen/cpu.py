@@ -6,7 +6,6 @@ barriers and each barrier-free piece loops over all cores of the block, with
 local buffers kept per core. That is exactly the SIMT semantics the GPU
 targets get from hardware.
 """
-from ..te import expr as E
 from ..lower import ir
 from .cstyle import CStyleRenderer
 

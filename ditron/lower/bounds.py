@@ -9,7 +9,7 @@ vary too), as in TVM.
 """
 from ..errors import LoweringError
 from ..te import expr as E
-from ..schedule.relations import Split, Fuse
+from ..schedule.relations import Split
 from . import arith
 
 

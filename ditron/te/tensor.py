@@ -6,7 +6,7 @@ index, optionally a reduction). Later layers add communication operations
 with the same interface.
 """
 from . import dtype as _dt
-from .expr import Expr, TensorLoad, as_expr, Reduce, walk
+from .expr import TensorLoad, as_expr, Reduce, walk
 
 
 class Shard:

@@ -1,0 +1,136 @@
+"""CUDA-target benchmarks (issue: CUDA target). Needs a GPU; writes bench/results/cuda_<gpu>_<date>.json.
+
+Each figure is measured side by side with its baseline in the same run: CUDA events,
+warm-up, L2 flushed (a 256 MB buffer is rewritten) before every timed iteration,
+median and spread reported.
+
+    python bench/bench_cuda.py            # everything
+    python bench/bench_cuda.py --quick    # small shapes only
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+sys.path.insert(0, HERE)
+from common import commit, now, write_results  # noqa: E402
+
+
+def gpu_time(fn, flush, iters=20, warmup=3):
+    import torch
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    opts = ap.parse_args()
+    import torch
+    import ditron as dt
+    import schedules
+    if not torch.cuda.is_available():
+        sys.exit("bench_cuda.py needs a CUDA GPU")
+    os.environ.setdefault("DITRON_CACHE_DIR", tempfile.mkdtemp(prefix="ditron-bench-"))
+    dev = torch.cuda.get_device_name()
+    flush = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.float32, device="cuda")
+    res = {"device": dev, "date": now(),
+           "commit": commit(), "torch": torch.__version__, "results": {}}
+    R = res["results"]
+
+    # device-to-device copy: the bandwidth reference for memory-bound kernels
+    n = 1 << 28
+    src, dst = torch.empty(n // 4, device="cuda"), torch.empty(n // 4, device="cuda")
+    t = gpu_time(lambda: dst.copy_(src), flush)
+    copy_bw = 2 * n / t["median_s"]
+    R["d2d_copy_GBps"] = copy_bw / 1e9
+
+    # elementwise chain
+    n = 1 << (22 if opts.quick else 26)
+    s, args = schedules.elementwise_chain(n, factor=256, gpu=True)
+    ew = dt.build(s, args, target="cuda", name="ew_chain")
+    a, b, c, o = (torch.randn(n, device="cuda") for _ in range(4))
+    td = gpu_time(lambda: ew(a, b, c, o), flush)
+    tt = gpu_time(lambda: torch.relu(a * b + c) * torch.sigmoid(a), flush)
+    moved = 4 * n * 4
+    R["elementwise_chain"] = {"n": n, "ditron": td, "torch": tt, "speedup_vs_torch": tt["median_s"] / td["median_s"],
+                              "fraction_of_copy_bw": moved / td["median_s"] / copy_bw,
+                              "target": ">= 0.9x torch and >= 85% of copy bandwidth"}
+
+    # softmax (per-row reductions run on one core of the block: cross-core reductions are not
+    # implemented yet, so this measures the current state, far from the target)
+    M, N = (4096, 1024) if opts.quick else (16384, 4096)
+    s, args = schedules.softmax(M, N)
+    sm = dt.build(s, args, target="cuda", name="softmax")
+    x, y = torch.randn(M, N, device="cuda"), torch.empty(M, N, device="cuda")
+    td = gpu_time(lambda: sm(x, y), flush)
+    tt = gpu_time(lambda: torch.softmax(x, 1), flush)
+    R["softmax"] = {"shape": [M, N], "ditron": td, "torch": tt, "speedup_vs_torch": tt["median_s"] / td["median_s"],
+                    "fraction_of_copy_bw": 2 * M * N * 4 / td["median_s"] / copy_bw,
+                    "target": ">= 0.9x torch and >= 85% of copy bandwidth"}
+
+    # SIMT GEMM (no tensor cores yet) against cuBLAS, fp16 in / fp32 accumulate
+    for size in ([1024] if opts.quick else [1024, 4096]):
+        s, args = schedules.gemm_threads(size, size, size, dtype="float16", stages=2)
+        g = dt.build(s, args, target="cuda", name=f"gemm_simt_{size}")
+        A = torch.randn(size, size, device="cuda").half()
+        B = torch.randn(size, size, device="cuda").half()
+        C = torch.empty(size, size, device="cuda")
+        td = gpu_time(lambda: g(A, B, C), flush)
+        tt = gpu_time(lambda: torch.matmul(A, B), flush)
+        torch.testing.assert_close(C, (A.float() @ B.float()), rtol=1e-2, atol=1e-1)
+        flop = 2 * size ** 3
+        R[f"gemm_simt_fp16_{size}"] = {"ditron_TFLOPs": flop / td["median_s"] / 1e12,
+                                      "cublas_TFLOPs": flop / tt["median_s"] / 1e12,
+                                      "fraction": tt["median_s"] / td["median_s"],
+                                      "note": "SIMT path; the mma / wgmma paths are not implemented yet"}
+
+    # build time and launch overhead
+    s, args = schedules.gemm_threads(1024, 1024, 1024, dtype="float16", stages=2)
+    os.environ["DITRON_CACHE_DIR"] = tempfile.mkdtemp(prefix="ditron-cold-")
+    t0 = time.perf_counter()
+    dt.build(s, args, target="cuda", name="gemm_cold")
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dt.build(s, args, target="cuda", name="gemm_cold")
+    R["gemm_build_s"] = {"cold": cold, "cached": time.perf_counter() - t0}
+    A1 = dt.placeholder((1,), "float32", name="A")
+    B1 = dt.compute((1,), lambda i: A1[i] + 1, name="B")
+    one = dt.build(dt.create_schedule(B1), [A1, B1], target="cuda", name="inc1")
+    u, v = torch.zeros(1, device="cuda"), torch.zeros(1, device="cuda")
+    for fn in (lambda: one(u, v), lambda: torch.add(u, 1, out=v)):
+        for _ in range(100):
+            fn()
+    torch.cuda.synchronize()
+    reps = 2000
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        one(u, v)
+    torch.cuda.synchronize()
+    d = (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.add(u, 1, out=v)
+    torch.cuda.synchronize()
+    t = (time.perf_counter() - t0) / reps
+    R["launch_overhead_us"] = {"ditron": d * 1e6, "torch_add_out": t * 1e6, "ratio": d / t}
+
+    write_results(res, "cuda_" + dev.replace(" ", "_").replace("/", "_"))
+
+
+if __name__ == "__main__":
+    main()
