@@ -116,6 +116,30 @@ def softmax(M, N, dtype="float32"):
     return s, [X, Y]
 
 
+def softmax_cores(M, N, dtype="float32", cores=128):
+    """GPU-style row softmax: one block per row, its cores share the row: the max and sum
+    reductions are cross-core reductions (partials in registers, a halving tree in shared
+    memory) and the final division is spread over the same cores."""
+    X = dt.placeholder((M, N), dtype, name="X")
+    k1 = dt.reduce_axis((0, N), name="k1")
+    mx = dt.compute((M,), lambda i: dt.max(X[i, k1], axis=k1), name="rowmax")
+    k2 = dt.reduce_axis((0, N), name="k2")
+    sm = dt.compute((M,), lambda i: dt.sum(dt.exp(X[i, k2] - mx[i]), axis=k2), name="rowsum")
+    Y = dt.compute((M, N), lambda i, j: dt.exp(X[i, j] - mx[i]) / sm[i], name="Y")
+    s = dt.create_schedule(Y)
+    i, j = Y.op.axis
+    s[Y].bind(i, "device.x")
+    jo, ji = s[Y].split(j, factor=cores)
+    s[Y].reorder(i, ji, jo)
+    s[Y].bind(ji, "core.x")
+    for R, k in ((mx, k1), (sm, k2)):
+        s[R].compute_at(s[Y], i)
+        ko, ki = s[R].split(k, factor=cores)
+        s[R].reorder(ki, ko)
+        s[R].bind(ki, "core.x")
+    return s, [X, Y]
+
+
 def elementwise_chain(n, dtype="float32", factor=256, gpu=False):
     """``relu(a * b + c) * sigmoid(a)`` in one fused loop, split and vectorized
     (``gpu=True``: the inner part is spread over the cores of each block instead)."""

@@ -107,6 +107,54 @@ def test_softmax_multi_stage():
     torch.testing.assert_close(y, torch.softmax(x, dim=1))
 
 
+@pytest.mark.parametrize("cores", [32, 24, 1])
+def test_softmax_cross_core_reductions(cores):
+    M, N = 9, 100
+    s, args = schedules.softmax_cores(M, N, cores=cores)
+    mod = build(s, args, f"softmax_xc{cores}")
+    x = torch.randn(M, N) * 2
+    y = torch.empty(M, N)
+    mod(x, y)
+    torch.testing.assert_close(y, torch.softmax(x, 1))
+
+
+@pytest.mark.parametrize("reducer", ["sum", "max", "min"])
+def test_row_reduction_over_cores(reducer):
+    M, N = 5, 77
+    X = dt.placeholder((M, N), "float32", name="X")
+    k = dt.reduce_axis((0, N), name="k")
+    fn = {"sum": dt.sum, "max": dt.max, "min": dt.min}[reducer]
+    R = dt.compute((M,), lambda i: fn(X[i, k], axis=k), name="R")
+    s = dt.create_schedule(R)
+    s[R].bind(R.op.axis[0], "device.x")
+    ko, ki = s[R].split(k, nparts=16)     # 16 cores, 5 elements each, the last ones guarded
+    s[R].bind(ko, "core.x")
+    mod = build(s, [X, R], f"row_cores_{reducer}")
+    x = torch.randn(M, N)
+    r = torch.empty(M)
+    mod(x, r)
+    ref = {"sum": x.sum(1), "max": x.amax(1), "min": x.amin(1)}[reducer]
+    torch.testing.assert_close(r, ref)
+
+
+def test_cross_core_reduction_restrictions():
+    X = dt.placeholder((8, 64), "float32", name="X")
+    k = dt.reduce_axis((0, 64), name="k")
+    R = dt.compute((8,), lambda i: dt.sum(X[i, k], axis=k), name="R")
+    s = dt.create_schedule(R)
+    ko, ki = s[R].split(k, factor=16)
+    s[R].reorder(ko, R.op.axis[0], ki)
+    s[R].bind(ki, "core.x")
+    with pytest.raises(dt.LoweringError, match="data-parallel axes must all be outside the reduce axes"):
+        dt.lower(s, [X, R])
+    s = dt.create_schedule(R)
+    ko, ki = s[R].split(k, factor=16)
+    s[R].bind(R.op.axis[0], "core.y")
+    s[R].bind(ki, "core.x")
+    with pytest.raises(dt.LoweringError, match=r"axes \['i'\] are also bound to cores"):
+        dt.lower(s, [X, R])
+
+
 def test_softmax_with_cores():
     M, N = 12, 100
     X = dt.placeholder((M, N), "float32", name="X")

@@ -47,6 +47,7 @@ CASES = {
     "gemm_threads_tail": lambda: schedules.gemm_threads(200, 136, 100, stages=2),
     "gemm_threads_p3": lambda: schedules.gemm_threads(256, 256, 128, stages=3),
     "softmax": lambda: schedules.softmax(64, 100),
+    "softmax_cores": lambda: schedules.softmax_cores(64, 1000, cores=128),
     "elementwise": lambda: schedules.elementwise_chain(5000, gpu=True),
     "row_sum_cores": row_sum_cores,
     "gemm_symbolic_m": gemm_symbolic_m,

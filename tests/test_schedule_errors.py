@@ -77,7 +77,8 @@ def test_bad_factor(kw):
 def test_bind_reduce_axis():
     A, B, C = gemm()
     s = dt.create_schedule(C)
-    err(lambda: s[C].bind(C.op.reduce_axis[0], "core.x"), "reduce axis 'k'", "cannot be bound")
+    err(lambda: s[C].bind(C.op.reduce_axis[0], "device.x"), "reduce axis 'k'",
+        "can only be bound to a core level")
 
 
 def test_bind_same_level_twice():

@@ -15,6 +15,7 @@ class NestBuilder:
     def __init__(self, sch, infos, arg_buffers):
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
         self.attached = {}
+        self.extra_buffers = []     # buffers that lowering itself adds to the current kernel
         for st in sch.stages:
             if st in infos and st.attach_type == "scope":
                 self.attached.setdefault((st.attach_stage, st.attach_ivar), []).append(st)
@@ -122,12 +123,86 @@ class NestBuilder:
             return self.update(info)
         iv = leaves[k]
         if iv.kind == "reduce" and not init_done and isinstance(info.body, E.Reduce):
+            if self._core_bound_reduce(info):
+                return self.cross_core_reduce(info, k)
             return ir.Seq([self.init(info, leaves[k:]), self.loops(info, k, True)])
         attr = st.attrs.get(iv)
         if attr is not None and attr.pipeline > 1:
             return self.pipelined(info, k, init_done)
         inner = ir.Seq(self.attached_at(st, iv) + [self.loops(info, k + 1, init_done)])
         return self.make_for(info, iv, inner)
+
+    # ------------------------------------------------------------------ cross-core reductions
+    @staticmethod
+    def _core_of(st, iv):
+        attr = st.attrs.get(iv)
+        return attr.bind if attr is not None and (attr.bind or "").startswith("core") else None
+
+    def _core_bound_reduce(self, info):
+        st = info.stage
+        return [iv for iv in st.leaf_iter_vars if iv.kind == "reduce" and self._core_of(st, iv)]
+
+    def cross_core_reduce(self, info, k):
+        """A reduction whose reduce axis is spread over the cores of a block.
+
+        Every core accumulates its share in a register, the partial results meet
+        in shared memory and are combined in log2(cores) halving steps (barriers
+        between them), and core 0 stores the result.
+        """
+        st = info.stage
+        leaves = st.leaf_iter_vars
+        bound = self._core_bound_reduce(info)
+        where = f"stage '{st.name}': reduce axis '{bound[0].name}' bound to {self._core_of(st, bound[0])}"
+        if len(bound) > 1:
+            raise LoweringError(f"{where}: only one reduce axis per stage can be bound to cores")
+        if any(iv.kind != "reduce" for iv in leaves[k:]):
+            raise LoweringError(f"{where}: the data-parallel axes must all be outside the reduce axes "
+                                f"(leaf axes: {st._leaf_names()}); reorder them")
+        others = [iv.name for s, iv in [(st, x) for x in leaves if x is not bound[0]] + info.enclosing
+                  if self._core_of(s, iv)]
+        if others:
+            raise LoweringError(f"{where}: axes {others} are also bound to cores; a cross-core "
+                                "reduction needs the block's cores for the reduce axis alone")
+        rv = bound[0]
+        n = info.ext[rv]
+        if not isinstance(n, E.Const):
+            raise LoweringError(f"{where}: its extent {n!r} must be a constant")
+        tag = self._core_of(st, rv)
+        body = info.body
+        op = body.combiner if body.combiner != "sum" else "+"
+        ident = {"sum": 0, "max": E.lowest(body.dtype), "min": E.highest(body.dtype)}[body.combiner]
+        part = ir.Buffer(f"{st.name}_part", body.dtype, [1], "local")
+        red = ir.Buffer(f"{st.name}_red", body.dtype, [n.value], "shared")
+        self.extra_buffers += [part, red]
+        zero = E.Const(0, "int32")
+        dp = {iv for iv in leaves if iv.kind != "reduce"}
+        dp_guards = [g for g in info.guards if not (E.free_vars(g) - dp - {v for _, v in info.enclosing})]
+        acc = self.guarded(info.guards, ir.Store(part, [zero], E.Binary(op, ir.BufferLoad(part, [zero]),
+                                                                    self.lower_expr(info, body.source),
+                                                                    body.dtype)))
+        for iv in reversed(leaves[k:]):
+            acc = self.make_for(info, iv, acc)
+
+        def on_cores(fn):
+            t = E.IterVar(E.Range(0, n), rv.name + "_t")
+            return ir.For(t, n, fn(t), "core", tag)
+        steps = [on_cores(lambda t: ir.Store(red, [t], ir.BufferLoad(part, [zero])))]
+        half = 1
+        while half < n.value:
+            half *= 2
+        half //= 2
+        while half >= 1:
+            h = E.Const(half, "int32")
+
+            def step(t, h=h):
+                both = E.Logical("&&", E.Compare("<", t, h), E.Compare("<", t + h, n))
+                return ir.IfThenElse(both, ir.Store(red, [t], E.Binary(
+                    op, ir.BufferLoad(red, [t]), ir.BufferLoad(red, [t + h]), body.dtype)))
+            steps.append(on_cores(step))
+            half //= 2
+        final = self.guarded(dp_guards + [ir.CORE0],
+                             ir.Store(info.buffer, self.store_index(info), ir.BufferLoad(red, [zero])))
+        return ir.Seq([ir.Store(part, [zero], E.Const(ident, body.dtype)), acc] + steps + [final])
 
     def pipelined(self, info, k, init_done):
         st = info.stage
@@ -179,6 +254,8 @@ class NestBuilder:
         body = ir.Seq(head + [self.loops(info, ndev)])
         buffers = [self.infos[x].buffer for x in self.sch.stages
                    if x in self.infos and x.attach_type == "scope" and self._root_of(x) is st]
+        buffers += self.extra_buffers
+        self.extra_buffers = []
         return ir.Kernel(st.name, grid, body, buffers=buffers)
 
     def _root_of(self, st):

@@ -188,10 +188,10 @@ class Stage:
         self._check_schedulable("bind")
         self._check_leaf(iv, "bind")
         level = canonical_level(level, f"stage '{self.name}': bind of '{iv.name}'")
-        if iv.kind == "reduce":
-            raise self._err(f"bind of reduce axis '{iv.name}' to {level}: reduce axes cannot be "
-                            "bound (cross-thread reductions are not supported); split it and "
-                            "keep the reduction serial, or bind a data-parallel axis")
+        if iv.kind == "reduce" and not level.startswith("core"):
+            raise self._err(f"bind of reduce axis '{iv.name}' to {level}: a reduce axis can only be "
+                            "bound to a core level (core.x|y|z: a cross-core reduction inside a "
+                            "block); bind a data-parallel axis to the device level")
         if level == "task":
             raise self._err(
                 f"bind of '{iv.name}' to 'task': tasks are the ranks of a distributed program; "
