@@ -63,6 +63,9 @@ def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=
         kept = _keep_failed(src, signature.name, key, target)
         shutil.rmtree(work, ignore_errors=True)
         raise _compile_error(cmd, kept, source, proc.stdout + proc.stderr, signature.name)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "spill" in line.lower():
+            log.warning("kernel '%s': %s", signature.name, line.strip())
     with open(os.path.join(work, "meta.json"), "w") as f:
         json.dump({"name": signature.name, "target": target, "arch": arch, "command": cmd,
                    "seconds": seconds, "created": time.time()}, f, indent=1)
