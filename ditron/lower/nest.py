@@ -69,7 +69,11 @@ class NestBuilder:
                    for st, iv in loops)
 
     def guards(self, info):
-        return info.guards if self._is_distributed(info) else info.guards + [ir.CORE0]
+        """Split and region guards; plus "core 0 only" for a stage whose result every core of
+        the block sees (shared / global storage) but that no core-level axis distributes."""
+        if info.scope == "local" or self._is_distributed(info):
+            return info.guards
+        return info.guards + [ir.CORE0]
 
     def update(self, info):
         body = info.body
