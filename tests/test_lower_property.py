@@ -13,12 +13,12 @@ def programs(draw):
         fi=draw(st.integers(1, 8)), fj=draw(st.integers(1, 6)), fk=draw(st.integers(1, 7)),
         order=draw(st.permutations(range(6))),
         device=draw(st.booleans()), core=draw(st.integers(-1, 5)),
-        caches=[(draw(st.booleans()), draw(st.sampled_from(["shared", "local"])), draw(st.integers(0, 5)))
-                for _ in range(2)],
+        caches=[(draw(st.booleans()), draw(st.sampled_from(["shared", "local"])), draw(st.integers(0, 5)),
+                 draw(st.booleans())) for _ in range(2)],
     )
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_random_schedules_match_torch(p):
     M, N, K = p["M"], p["N"], p["K"]
@@ -38,10 +38,14 @@ def test_random_schedules_match_torch(p):
         s[C].bind(order[0], "device.x")
     if p["core"] >= 1 and order[p["core"]].kind == "data_par":
         s[C].bind(order[p["core"]], "core.x")        # cores emulated serially between barriers
-    for T, (use, scope, at) in zip((A, B), p["caches"]):
+    for T, (use, scope, at, copy_on_cores) in zip((A, B), p["caches"]):
         if use:
             X = s.cache_read(T, scope, [C])
             s[X].compute_at(s[C], order[at])
+            # A shared copy that its own core level ("core.y") distributes, while the
+            # compute uses another one: each level must not redo the other's work.
+            if copy_on_cores and scope == "shared":
+                s[X].bind(s[X].leaf_iter_vars[0], "core.y")
     mod = dt.build(s, [A, B, C], target="cpu", name="prop")
     a, b = torch.randn(M, K), torch.randn(K, N)
     c = torch.full((M, N), float("nan"))

@@ -148,7 +148,7 @@ def _scalar_vars(params, body, temps):
             loop_vars.add(s.var)
         if isinstance(s, ir.Kernel):
             loop_vars |= {v for v, _, _ in s.grid} | {v for v, _ in s.threads.values()}
-    missing = [v.name for v in used - loop_vars - bindable - {ir.CORE0}
+    missing = [v.name for v in used - loop_vars - bindable - set(ir.CORE0.values())
                if not isinstance(v, E.IterVar)]
     if missing:
         raise LoweringError(f"symbolic dims {sorted(missing)} do not appear as a whole dimension "

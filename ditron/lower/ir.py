@@ -41,10 +41,12 @@ class BufferLoad(E.Expr):
         return BufferLoad(self.buffer, c)
 
 
-# True only on the first core of a block. Stores of stages that no core-level
-# axis distributes carry this guard, so that a block with many cores does not
-# compute (or accumulate) them once per core; the thread pass replaces it.
-CORE0 = E.Var("is_core0", "bool")
+# CORE0[level] is true only on the cores whose index at that level is 0. A store
+# into shared or global storage carries it for every core level that its stage
+# does not distribute work over, so that a block with many cores does not
+# compute (or accumulate) it once per core; the thread pass replaces it by
+# ``threadIdx.<level> == 0`` (or true when the block has no such level).
+CORE0 = {lvl: E.Var(f"is_core0_{lvl[-1]}", "bool") for lvl in ("core.x", "core.y", "core.z")}
 
 
 # ---------------------------------------------------------------------------

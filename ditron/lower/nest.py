@@ -62,18 +62,21 @@ class NestBuilder:
             cond = E.Logical("&&", cond, c)
         return ir.IfThenElse(cond, stmt)
 
-    def _is_distributed(self, info):
-        """True if a core-level axis splits this stage's work among the cores of a block."""
+    def _core_levels(self, info):
+        """Core levels over which this stage's work is distributed (own or enclosing loops)."""
         loops = [(info.stage, iv) for iv in info.stage.leaf_iter_vars] + info.enclosing
-        return any(st.attrs.get(iv) is not None and (st.attrs[iv].bind or "").startswith("core")
-                   for st, iv in loops)
+        return {self._core_of(st, iv) for st, iv in loops} - {None}
+
+    def _single_core(self, levels):
+        return [marker for lvl, marker in ir.CORE0.items() if lvl not in levels]
 
     def guards(self, info):
-        """Split and region guards; plus "core 0 only" for a stage whose result every core of
-        the block sees (shared / global storage) but that no core-level axis distributes."""
-        if info.scope == "local" or self._is_distributed(info):
+        """Split and region guards; plus "index 0 only" at every core level that does not
+        distribute this stage, when its result is visible to other cores (shared / global
+        storage): otherwise those cores would each compute, or accumulate, it again."""
+        if info.scope == "local":
             return info.guards
-        return info.guards + [ir.CORE0]
+        return info.guards + self._single_core(self._core_levels(info))
 
     def update(self, info):
         body = info.body
@@ -162,16 +165,17 @@ class NestBuilder:
         if any(iv.kind != "reduce" for iv in leaves[k:]):
             raise LoweringError(f"{where}: the data-parallel axes must all be outside the reduce axes "
                                 f"(leaf axes: {st._leaf_names()}); reorder them")
-        others = [iv.name for s, iv in [(st, x) for x in leaves if x is not bound[0]] + info.enclosing
-                  if self._core_of(s, iv)]
-        if others:
-            raise LoweringError(f"{where}: axes {others} are also bound to cores; a cross-core "
+        also_bound = [iv.name for s, iv in [(st, x) for x in leaves if x is not bound[0]] + info.enclosing
+                      if self._core_of(s, iv)]
+        if also_bound:
+            raise LoweringError(f"{where}: axes {also_bound} are also bound to cores; a cross-core "
                                 "reduction needs the block's cores for the reduce axis alone")
         rv = bound[0]
         n = info.ext[rv]
         if not isinstance(n, E.Const):
             raise LoweringError(f"{where}: its extent {n!r} must be a constant")
         tag = self._core_of(st, rv)
+        others = self._single_core({tag})
         body = info.body
         op = body.combiner if body.combiner != "sum" else "+"
         ident = {"sum": 0, "max": E.lowest(body.dtype), "min": E.highest(body.dtype)}[body.combiner]
@@ -181,15 +185,14 @@ class NestBuilder:
         zero = E.Const(0, "int32")
         dp = {iv for iv in leaves if iv.kind != "reduce"}
         dp_guards = [g for g in info.guards if not (E.free_vars(g) - dp - {v for _, v in info.enclosing})]
-        acc = self.guarded(info.guards, ir.Store(part, [zero], E.Binary(op, ir.BufferLoad(part, [zero]),
-                                                                    self.lower_expr(info, body.source),
-                                                                    body.dtype)))
+        update = E.Binary(op, ir.BufferLoad(part, [zero]), self.lower_expr(info, body.source), body.dtype)
+        acc = self.guarded(info.guards + others, ir.Store(part, [zero], update))
         for iv in reversed(leaves[k:]):
             acc = self.make_for(info, iv, acc)
 
         def on_cores(fn):
             t = E.IterVar(E.Range(0, n), rv.name + "_t")
-            return ir.For(t, n, fn(t), "core", tag)
+            return ir.For(t, n, self.guarded(others, fn(t)), "core", tag)
         steps = [on_cores(lambda t: ir.Store(red, [t], ir.BufferLoad(part, [zero])))]
         half = 1
         while half < n.value:
@@ -204,7 +207,7 @@ class NestBuilder:
                     op, ir.BufferLoad(red, [t]), ir.BufferLoad(red, [t + h]), body.dtype)))
             steps.append(on_cores(step))
             half //= 2
-        final = self.guarded(dp_guards + [ir.CORE0],
+        final = self.guarded(dp_guards + self._single_core(set()),
                              ir.Store(info.buffer, self.store_index(info), ir.BufferLoad(red, [zero])))
         return ir.Seq([ir.Store(part, [zero], E.Const(ident, body.dtype)), acc] + steps + [final])
 

@@ -35,11 +35,10 @@ def bind_threads(kern):
             return ir.IfThenElse(E.Compare("<", tvar, s.extent), body)
         return None
     body = ir.map_stmt(kern.body, fn)
-    core0 = E.Const(True, "bool")
-    for tvar, _ in threads.values():
-        c = E.Compare("==", tvar, E.Const(0, "int32"))
-        core0 = c if E.is_const(core0, True) else E.Logical("&&", core0, c)
-    body = ir.map_exprs(body, lambda e: arith.simplify(E.substitute(e, {ir.CORE0: core0})))
+    core0 = {marker: (E.Compare("==", threads[lvl][0], E.Const(0, "int32")) if lvl in threads
+                      else E.Const(True, "bool"))
+             for lvl, marker in ir.CORE0.items()}
+    body = ir.map_exprs(body, lambda e: arith.simplify(E.substitute(e, core0)))
     return ir.Kernel(kern.name, kern.grid, body, threads, kern.buffers)
 
 
