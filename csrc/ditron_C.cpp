@@ -74,10 +74,13 @@ class Kernel {
   // interpreting the same attribute reads costs twice as much. ``dtypes`` are
   // torch dtype objects, ``shapes`` per-arg tuples whose entries are ints
   // (static dims) or ints < 0 meaning "symbolic dim number -(d+1)".
-  void set_checks(py::object tensor_type, py::list dtypes, py::list shapes, int num_vars, bool on_cpu) {
+  void set_checks(py::object tensor_type, py::list dtypes, py::list shapes, int num_vars, bool on_cpu,
+                  py::list aligns) {
     tensor_type_ = tensor_type;
     dtypes_.clear();
     shapes_.clear();
+    aligns_.clear();
+    for (auto a : aligns) aligns_.push_back(a.cast<uintptr_t>());
     for (auto d : dtypes) dtypes_.push_back(py::reinterpret_borrow<py::object>(d));
     for (auto sh : shapes) {
       std::vector<int64_t> v;
@@ -131,6 +134,7 @@ class Kernel {
       py::object p = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_ptr));
       if (!p) { PyErr_Clear(); return false; }
       ptr_buf[i] = PyLong_AsVoidPtr(p.ptr());
+      if (i < aligns_.size() && reinterpret_cast<uintptr_t>(ptr_buf[i]) % aligns_[i]) return false;
     }
     run(ptr_buf, vars, stream);
     return true;
@@ -149,6 +153,7 @@ class Kernel {
   py::object tensor_type_;
   std::vector<py::object> dtypes_;
   std::vector<std::vector<int64_t>> shapes_;
+  std::vector<uintptr_t> aligns_;
 };
 
 }  // namespace

@@ -142,7 +142,8 @@ def softmax_cores(M, N, dtype="float32", cores=128):
 
 def elementwise_chain(n, dtype="float32", factor=256, gpu=False):
     """``relu(a * b + c) * sigmoid(a)`` in one fused loop, split and vectorized
-    (``gpu=True``: the inner part is spread over the cores of each block instead)."""
+    (``gpu=True``: the inner part is spread over the cores of each block, each core
+    handling one 16-byte vector)."""
     a = dt.placeholder((n,), dtype, name="a")
     b = dt.placeholder((n,), dtype, name="b")
     c = dt.placeholder((n,), dtype, name="c")
@@ -151,10 +152,63 @@ def elementwise_chain(n, dtype="float32", factor=256, gpu=False):
     s = dt.create_schedule(out)
     s[t].compute_inline()
     (i,) = s[out].op.axis
-    io, ii = s[out].split(i, factor=factor)
-    s[out].bind(io, "device.x")
     if gpu:
-        s[out].bind(ii, "core.x")
+        vec = 16 // {"float32": 4, "float16": 2, "bfloat16": 2}.get(dtype, 4)
+        io, ii = s[out].split(i, factor=factor * vec)
+        tx, v = s[out].split(ii, factor=vec)
+        s[out].bind(io, "device.x")
+        s[out].bind(tx, "core.x")
+        s[out].vectorize(v)
     else:
+        io, ii = s[out].split(i, factor=factor)
+        s[out].bind(io, "device.x")
         s[out].vectorize(ii)
     return s, [a, b, c, out]
+
+
+def gemm_mma(M, N, K, dtype="float16", block=(128, 128), warps=(2, 2), ktile=32, stages=3, vec=8,
+             b_transposed=False, staged=True):
+    """Tensor-core GEMM (``tensorize(.., "mma")``): block tiles of ``block`` split over
+    ``warps`` (core.z x core.y; core.x is the 32 lanes of a warp), each warp keeping its
+    tile in registers; operands staged in shared memory by all threads of the block with
+    ``vec``-element vector copies, the K loop pipelined over ``stages`` buffers.
+
+    ``b_transposed``: B is stored (N, K) (``C = A @ B.T``, the nn.Linear layout).
+    ``staged=False``: no shared memory, each lane loads its operand elements itself."""
+    A = dt.placeholder((M, K), dtype, name="A")
+    B = dt.placeholder((N, K) if b_transposed else (K, N), dtype, name="B")
+    k = dt.reduce_axis((0, K), name="k")
+
+    def b_at(kk, j):
+        return B[j, kk] if b_transposed else B[kk, j]
+    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype("float32") * b_at(k, j).astype("float32"),
+                                               axis=k), name="C")
+    s = dt.create_schedule(C)
+    (bm, bn), (wy, wx) = block, warps
+    i, j = C.op.axis
+    bi, ii = s[C].split(i, factor=bm)
+    bj, jj = s[C].split(j, factor=bn)
+    wi, ti = s[C].split(ii, nparts=wy)
+    wj, tj = s[C].split(jj, nparts=wx)
+    ko, tk = s[C].split(k, factor=ktile)
+    s[C].reorder(bi, bj, wi, wj, ko, ti, tj, tk)
+    s[C].bind(bi, "device.y")
+    s[C].bind(bj, "device.x")
+    s[C].bind(wi, "core.z")
+    s[C].bind(wj, "core.y")
+    for T in (A, B) if staged else ():
+        X = s.cache_read(T, "shared", [C])
+        s[X].compute_at(s[C], ko)
+        f = s[X].fuse(*s[X].op.axis)
+        f, fv = s[X].split(f, factor=vec)
+        f, tx = s[X].split(f, factor=32)
+        f, ty = s[X].split(f, factor=wx)
+        f, tz = s[X].split(f, factor=wy)
+        s[X].bind(tz, "core.z")
+        s[X].bind(ty, "core.y")
+        s[X].bind(tx, "core.x")
+        s[X].vectorize(fv)
+    if stages > 1 and staged:
+        s[C].pipeline(ko, stages=stages)
+    s[C].tensorize(ti, "mma")
+    return s, [A, B, C]

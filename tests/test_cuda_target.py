@@ -51,6 +51,12 @@ CASES = {
     "elementwise": lambda: schedules.elementwise_chain(5000, gpu=True),
     "row_sum_cores": row_sum_cores,
     "gemm_symbolic_m": gemm_symbolic_m,
+    "gemm_mma_p3": lambda: schedules.gemm_mma(256, 256, 192),
+    "gemm_mma_bf16_p2": lambda: schedules.gemm_mma(256, 128, 128, dtype="bfloat16", stages=2),
+    "gemm_mma_tail": lambda: schedules.gemm_mma(200, 136, 96, block=(64, 64), warps=(2, 2), stages=2),
+    "gemm_mma_bT": lambda: schedules.gemm_mma(128, 128, 128, block=(64, 64), b_transposed=True),
+    "gemm_mma_unstaged": lambda: schedules.gemm_mma(72, 40, 64, block=(32, 16), warps=(2, 1),
+                                                    staged=False),
 }
 
 
@@ -72,6 +78,33 @@ def test_generated_code_uses_the_hierarchy():
     assert "__shared__" in src and "__syncthreads();" in src
     assert "ditron::cp_async4(" in src and "ditron::cp_async_wait<1>();" in src
     assert "__launch_bounds__(256)" in src
+
+
+@needs_nvcc
+def test_mma_uses_tensor_core_instructions():
+    s, args = schedules.gemm_mma(256, 256, 128)
+    src = dt.build(s, args, target="cuda", arch="sm_80", name="mma_src").source
+    assert "ditron::mma_m16n8k16<ditron::half>" in src
+    assert "ditron::ldmatrix_x4(" in src and "ditron::ldmatrix_x2_trans(" in src
+    assert "ditron::cp_async<16>(" in src                    # 8 halves per vector copy
+    s, args = schedules.gemm_mma(128, 128, 128, block=(64, 64), b_transposed=True)
+    src = dt.build(s, args, target="cuda", arch="sm_80", name="mma_bt").source
+    assert "ditron::ldmatrix_x2(" in src                      # B rows are contiguous along K
+    s, args = schedules.gemm_mma(72, 40, 64, block=(32, 16), warps=(2, 1), staged=False)
+    src = dt.build(s, args, target="cuda", arch="sm_80", name="mma_glob").source
+    assert "ditron::pack16x2(" in src and "ldmatrix" not in src.split("namespace {")[0]
+    s, args = schedules.gemm_mma(128, 128, 64)
+    with pytest.raises(dt.ScheduleError, match="needs sm_80 or newer; the build targets sm_75"):
+        dt.build(s, args, target="cuda", arch="sm_75", name="mma_old")
+
+
+@needs_nvcc
+def test_vectorized_copies_and_alignment_checks():
+    s, args = schedules.elementwise_chain(4096, gpu=True)
+    src = dt.build(s, args, target="cuda", arch="sm_80", name="ew_vec").source
+    assert "reinterpret_cast<uint4*>" in src or "reinterpret_cast<const uint4*>" in src, src
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="ew_vec")
+    assert all(a.align == 16 for a in mod.signature.args)
 
 
 @needs_nvcc
@@ -113,7 +146,7 @@ def test_call_without_gpu_is_a_clear_error():
 def _inputs(args):
     out = []
     for t in args:
-        dt_ = {"float32": torch.float32, "float16": torch.float16}[t.dtype]
+        dt_ = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[t.dtype]
         shape = [d if isinstance(d, int) else 37 for d in t.shape]
         out.append(torch.randn(*shape, device="cuda").to(dt_))
     return out

@@ -51,7 +51,8 @@ class Module:
         self._tensor = torch.Tensor
         var_index = {v: n for n, v in enumerate(signature.scalar_vars)}
         shapes = [[d if isinstance(d, int) else -(var_index[d] + 1) for d in a.shape] for a in signature.args]
-        self._kernel.set_checks(torch.Tensor, self._dtypes, shapes, len(var_index), not self._gpu)
+        self._kernel.set_checks(torch.Tensor, self._dtypes, shapes, len(var_index), not self._gpu,
+                                [a.align for a in signature.args])
         # GPU launches need the current stream, looked up in Python.
         self._launch = None if self._gpu else self._kernel.launch
 
@@ -113,7 +114,13 @@ class Module:
             if not t.is_contiguous():
                 raise ValueError(f"{self._where(n)}: must be contiguous (row-major), got strides "
                                  f"{tuple(t.stride())}; call .contiguous()")
-            ptrs.append(t.data_ptr())
+            ptr = t.data_ptr()
+            if ptr % spec.align:
+                raise ValueError(f"{self._where(n)}: its data must be {spec.align}-byte aligned (the "
+                                 f"kernel reads it with {spec.align}-byte vector accesses), got an "
+                                 f"address {ptr % spec.align} bytes past that; .clone() gives an "
+                                 "aligned copy")
+            ptrs.append(ptr)
         scalars = tuple(bound[v][1] for v in sig.scalar_vars)
         stream = 0
         if self._gpu:

@@ -37,9 +37,11 @@ def _dim(d, func, buf):
                       "be constants or a single dt.var so that they can be checked at call time")
 
 
-def signature_of(func, target, world_size=1):
+def signature_of(func, target, world_size=1, alignment=None):
     written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
-    args = tuple(ArgSpec(b.name, b.dtype, tuple(_dim(d, func, b) for d in b.shape), b in written)
+    alignment = alignment or {}
+    args = tuple(ArgSpec(b.name, b.dtype, tuple(_dim(d, func, b) for d in b.shape), b in written,
+                         alignment.get(b, 1))
                  for b in func.params)
     return KernelSignature(func.name, target, args, tuple(v.name for v in func.scalar_vars), world_size)
 
@@ -54,4 +56,4 @@ def render(func, target, arch=None):
     source = _env().get_template(r.template).render(
         version=__version__, name=func.name, params=r.params(written), body=body,
         call_args=r.call_args(written), arch=arch, **r.template_args())
-    return source, signature_of(func, target)
+    return source, signature_of(func, target, alignment=getattr(r, "alignment", None))

@@ -133,7 +133,7 @@ class CStyleRenderer:
         text = self.expr(indices[0])
         if wide and len(indices) > 1:
             text = f"(int64_t)({text})"
-        for idx, dim in zip(indices[1:], buf.shape[1:]):
+        for idx, dim in zip(indices[1:], buf.layout[1:]):
             text = f"({text}) * {self.expr(dim)} + {self.expr(idx)}"
         return text
 
@@ -162,6 +162,8 @@ class CStyleRenderer:
             return self.kernel_lines(s, d)
         if isinstance(s, ir.AsyncCopy):
             return self.lines(s.body, d)
+        if isinstance(s, ir.MmaTile):
+            return self.mma_lines(s, d)
         if isinstance(s, ir.Barrier):
             return [f"{p}{self.barrier_text()}"]
         if isinstance(s, ir.CommitGroup):
@@ -169,6 +171,11 @@ class CStyleRenderer:
         if isinstance(s, ir.WaitGroup):
             return [f"{p}{self.wait_text(s.pending)}"]
         raise NotImplementedError(f"cannot render statement {type(s).__name__}")
+
+    def mma_lines(self, s, d):
+        """A matrix tile; targets without matrix instructions run the per-lane loops."""
+        m, n, k = s.shape
+        return [f"{'  ' * d}// {s.intrinsic} tile {m}x{n}x{k}, as per-lane loops"] + self.lines(s.fallback, d)
 
     def barrier_text(self):
         return "// barrier"
@@ -198,7 +205,7 @@ class CStyleRenderer:
 
     def _size(self, buf):
         n = 1
-        for d in buf.shape:
+        for d in buf.layout:
             n *= d.value
         return n
 

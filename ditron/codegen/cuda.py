@@ -9,8 +9,11 @@ with commit / wait groups (plain copies below sm_80).
 from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.dtype import itemsize
-from ..lower import ir
+from ..lower import ir, arith
 from .cstyle import CStyleRenderer
+
+ARCH_NUM = {"sm_70": 70, "sm_75": 75, "sm_80": 80, "sm_86": 86, "sm_87": 87, "sm_89": 89, "sm_90": 90,
+            "sm_90a": 90, "sm_100": 100, "sm_100a": 100, "sm_120": 120}
 
 # Largest dynamic shared memory per block (bytes), from the CUDA programming guide's table.
 SMEM_LIMIT = {"sm_70": 96 * 1024, "sm_75": 64 * 1024, "sm_80": 163 * 1024, "sm_86": 99 * 1024,
@@ -20,6 +23,7 @@ STATIC_SMEM = 48 * 1024
 MAX_THREADS = 1024
 MAX_GRID = {"device.x": 2 ** 31 - 1, "device.y": 65535, "device.z": 65535}
 BLOCK_IDX = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
+VECTOR_TYPES = {4: "uint32_t", 8: "uint2", 16: "uint4"}
 THREAD_IDX = {"core.x": "threadIdx.x", "core.y": "threadIdx.y", "core.z": "threadIdx.z"}
 
 
@@ -35,6 +39,7 @@ class CUDARenderer(CStyleRenderer):
         self.kernel_defs = []
         self.written = set()
         self.in_async = False
+        self.alignment = {}      # global buffer -> bytes its base must be aligned to
 
     def barrier_text(self):
         return "__syncthreads();"
@@ -44,6 +49,129 @@ class CUDARenderer(CStyleRenderer):
 
     def wait_text(self, n):
         return f"ditron::cp_async_wait<{n}>();"
+
+    # ------------------------------------------------------------------ vectors
+    def for_lines(self, s, d):
+        if s.kind == "vectorize":
+            out = self.vector_lines(s, d)
+            if out is not None:
+                return out
+        return super().for_lines(s, d)
+
+    def vector_lines(self, s, d):
+        """A vectorized loop over a contiguous, aligned run of 4, 8 or 16 bytes: one vector
+        load per operand and one vector store (``cp.async`` of that size inside a pipeline).
+        Returns None (render a plain loop) when that cannot be proven from the indices:
+        every load or store that depends on the vector axis must be ``base + v`` with
+        ``base`` a multiple of the vector length, and guards must not depend on ``v``."""
+        if not isinstance(s.extent, E.Const):
+            return None
+        n, v = s.extent.value, s.var
+        body, conds = s.body, []
+        while True:
+            if isinstance(body, ir.Seq) and len(body.body) == 1:
+                body = body.body[0]
+            elif isinstance(body, ir.IfThenElse) and body.else_ is None:
+                conds.append(body.cond)
+                body = body.then
+            else:
+                break
+        if not isinstance(body, ir.Store):
+            return None
+        uniform = [arith.uniform_cond(c, v, n) for c in conds]
+        if any(c is None for c in uniform):
+            return None
+        width = n * itemsize(body.buffer.dtype)
+        if width not in VECTOR_TYPES:
+            return None
+        dst = self._vector_base(body.buffer, body.indices, v, n)
+        if dst is None:
+            return None
+        loads = []
+
+        def collect(e):
+            if isinstance(e, ir.BufferLoad) and v in E.free_vars(e):
+                loads.append(e)
+        E.walk(body.value, collect)
+        vname = self.declare(v)     # (the keys below render indices that mention v)
+        bases = {}          # one vector load per distinct (buffer, index)
+        for ld in loads:
+            key = (ld.buffer, self.flat_index(ld.buffer, ld.indices))
+            if key in bases:
+                continue
+            if n * itemsize(ld.dtype) not in VECTOR_TYPES:
+                return None
+            if self._vector_base(ld.buffer, ld.indices, v, n) is None:
+                return None
+            bases[key] = ld
+        p = "  " * d
+        out = []
+        inner = p
+        if uniform:
+            cond = uniform[0]
+            for c in uniform[1:]:
+                cond = E.Logical("&&", cond, c)
+            out.append(f"{p}if ({self.expr(arith.simplify(cond))}) {{")
+            inner = p + "  "
+        vt = VECTOR_TYPES[width]
+        for buf in [body.buffer] + [ld.buffer for ld in loads]:
+            self._need_align(buf, width)
+        dst_ref = self._vector_ref(body.buffer, body.indices, v)
+        copy = (len(loads) == 1 and body.value is loads[0] and loads[0].dtype == body.buffer.dtype)
+        if copy:
+            src_ref = self._vector_ref(loads[0].buffer, loads[0].indices, v)
+            if (self.in_async and body.buffer.scope == "shared" and loads[0].buffer.scope == "global"
+                    and ARCH_NUM.get(self.arch, 80) >= 80):
+                out.append(f"{inner}ditron::cp_async<{width}>({dst_ref}, {src_ref});")
+            else:
+                out.append(f"{inner}*reinterpret_cast<{vt}*>({dst_ref}) = "
+                           f"*reinterpret_cast<const {vt}*>({src_ref});")
+        else:
+            mapping = {}
+            for k, (key, ld) in enumerate(bases.items()):
+                reg = ir.Buffer(f"vec_in{k}", ld.dtype, [n], "local")
+                name = self.declare(E.Var(reg.name, "int32"))
+                reg.name = name
+                t = self.ctype(ld.dtype)
+                w = n * itemsize(ld.dtype)
+                out.append(f"{inner}alignas({w}) {t} {name}[{n}];")
+                out.append(f"{inner}*reinterpret_cast<{VECTOR_TYPES[w]}*>({name}) = *reinterpret_cast<const "
+                           f"{VECTOR_TYPES[w]}*>({self._vector_ref(ld.buffer, ld.indices, v)});")
+                mapping[key] = reg
+            res = self.declare(E.Var("vec_out", "int32"))
+            t = self.ctype(body.buffer.dtype)
+
+            def to_reg(e):
+                if isinstance(e, ir.BufferLoad) and v in E.free_vars(e):
+                    return ir.BufferLoad(mapping[(e.buffer, self.flat_index(e.buffer, e.indices))], [v])
+                return None
+            value = E.transform(body.value, to_reg)
+            out.append(f"{inner}alignas({width}) {t} {res}[{n}];")
+            out.append(f"{inner}#pragma unroll")
+            out.append(f"{inner}for (int32_t {vname} = 0; {vname} < {n}; ++{vname}) "
+                       f"{res}[{vname}] = {self.expr(value)};")
+            out.append(f"{inner}*reinterpret_cast<{vt}*>({dst_ref}) = *reinterpret_cast<const {vt}*>({res});")
+        if uniform:
+            out.append(f"{p}}}")
+        return out
+
+    def _vector_base(self, buf, indices, v, n):
+        """Flat offset of element ``v = 0`` if ``buf[indices]`` is ``base + v`` with ``base``
+        a multiple of ``n`` (so that the run is contiguous and aligned); else None."""
+        sp = arith.split_unit(arith.simplify(ir.flat_index(buf, list(indices))), v, n)
+        if sp is None or sp[1] != 1 or not arith.divisible(sp[0], n):
+            return None
+        return arith.simplify(sp[0])
+
+    def _vector_ref(self, buf, indices, v):
+        """``&buf[first element]`` (64-bit offsets for global buffers, as for scalar accesses)."""
+        zero = {v: E.Const(0, "int32")}
+        at0 = [arith.simplify(E.substitute(i, zero)) for i in indices]
+        return f"&{self.buffer_ref(buf)}[{self.flat_index(buf, at0)}]"
+
+    def _need_align(self, buf, width):
+        if buf.scope == "global":
+            self.alignment[buf] = max(self.alignment.get(buf, 1), width)
 
     def lines(self, s, d):
         if isinstance(s, ir.AsyncCopy):
@@ -59,6 +187,98 @@ class CUDARenderer(CStyleRenderer):
             src = f"{s.value.buffer.name}[{self.flat_index(s.value.buffer, s.value.indices)}]"
             return [f"{'  ' * d}ditron::cp_async4(&{dst}, &{src});"]
         return super().lines(s, d)
+
+    # ------------------------------------------------------------------ tensor cores
+    def mma_lines(self, s, d):
+        """``ldmatrix`` (or per-lane loads) + ``mma.sync.m16n8k16`` over one warp tile.
+
+        Operand fragments follow the PTX ISA layouts of mma.m16n8k16 (A: row-major
+        16x16, B: "col" 16x8): every 32-bit register holds two consecutive-k halves.
+        An operand in shared memory whose rows of 8 halves are contiguous and
+        16-byte aligned is read with ``ldmatrix`` (``.trans`` when the other axis is
+        the contiguous one); otherwise each lane loads its own elements.
+        """
+        if ARCH_NUM.get(self.arch, 80) < 80:
+            raise ScheduleError(f"tensorize 'mma' (tile {s.shape}) needs sm_80 or newer; the build "
+                                f"targets {self.arch}")
+        if s.a.dtype != s.b.dtype:
+            raise ScheduleError(f"tensorize 'mma': operands {s.a.buffer.name} ({s.a.dtype}) and "
+                                f"{s.b.buffer.name} ({s.b.dtype}) must have the same dtype")
+        p = "  " * d
+        tm, tn, tk = s.shape
+        mt, nt = tm // 16, tn // 8
+        i32 = "int32"
+        k0, mi, ni = (E.Var(n, i32) for n in ("mma_k", "mma_m", "mma_n"))
+        lane = s.lane
+        names = {v: self.declare(v) for v in (k0, mi, ni)}
+        t = self.ctype(s.a.dtype)
+        acc = s.frag.name
+        out = [f"{p}{{  // mma tile {tm}x{tn}x{tk}: {mt}x{nt} mma.sync.m16n8k16 per 16-deep step",
+               f"{p}  #pragma unroll",
+               f"{p}  for (int32_t {names[k0]} = 0; {names[k0]} < {tk // 16}; ++{names[k0]}) {{",
+               f"{p}    uint32_t mma_a[{mt}][4], mma_b[{nt}][2];",
+               f"{p}    #pragma unroll",
+               f"{p}    for (int32_t {names[mi]} = 0; {names[mi]} < {mt}; ++{names[mi]}) {{"]
+        out += self._fragment(s.a, s.a_guard, s.m_var, s.k_var, mi * 16, k0 * 16, 4, lane,
+                              f"mma_a[{names[mi]}]", d + 3)
+        out += [f"{p}    }}", f"{p}    #pragma unroll",
+                f"{p}    for (int32_t {names[ni]} = 0; {names[ni]} < {nt}; ++{names[ni]}) {{"]
+        out += self._fragment(s.b, s.b_guard, s.n_var, s.k_var, ni * 8, k0 * 16, 2, lane,
+                              f"mma_b[{names[ni]}]", d + 3)
+        out += [f"{p}    }}",
+                f"{p}    #pragma unroll",
+                f"{p}    for (int32_t {names[mi]} = 0; {names[mi]} < {mt}; ++{names[mi]})",
+                f"{p}      #pragma unroll",
+                f"{p}      for (int32_t {names[ni]} = 0; {names[ni]} < {nt}; ++{names[ni]})",
+                f"{p}        ditron::mma_m16n8k16<{t}>(&{acc}[({names[mi]} * {nt} + {names[ni]}) * 4], "
+                f"mma_a[{names[mi]}], mma_b[{names[ni]}]);",
+                f"{p}  }}", f"{p}}}"]
+        return out
+
+    def _fragment(self, load, guard, g_var, p_var, g0, p0, regs, lane, dst, d):
+        """Lines loading one operand fragment: ``regs`` registers, register ``j`` holding the
+        8x8 block (G block ``j % 2`` if 4 registers else 0, K block ``j // (regs // 2)``)."""
+        p = "  " * d
+        buf = load.buffer
+        flat = ir.flat_index(buf, load.indices)
+        contig = None
+        if buf.scope == "shared" and itemsize(buf.dtype) == 2:
+            for var, trans in ((p_var, False), (g_var, True)):
+                sp = arith.split_unit(arith.simplify(flat), var, 8)
+                if sp is not None and sp[1] == 1 and arith.divisible(sp[0], 8) and contig is None:
+                    contig = trans
+        sub8 = lane // 8
+        if regs == 2:
+            sub8 = sub8 % 2
+        row = lane % 8
+        gblk = (sub8 % 2) * 8 if regs == 4 else E.Const(0, "int32")
+        pblk = (sub8 // 2) * 8 if regs == 4 else sub8 * 8
+        if contig is not None:
+            if contig:      # G contiguous: rows of the stored 8x8 blocks run along K
+                at = {g_var: g0 + gblk, p_var: p0 + pblk + row}
+            else:
+                at = {g_var: g0 + gblk + row, p_var: p0 + pblk}
+            addr = self._index_text(load, at)
+            op = f"ldmatrix_x{regs}{'_trans' if contig else ''}"
+            return [f"{p}ditron::{op}({dst}, &{buf.name}[{addr}]);"]
+        out = []
+        g_in, t_in = lane // 4, (lane % 4) * 2
+        for j in range(regs):
+            gb = (j % 2) * 8 if regs == 4 else 0
+            pb = (j // 2) * 8 if regs == 4 else j * 8
+            vals = []
+            for h in range(2):
+                at = {g_var: g0 + gb + g_in, p_var: p0 + pb + t_in + h}
+                elem = E.substitute(load, at)
+                cond = arith.simplify(E.substitute(guard, at))
+                if not E.is_const(cond, True):
+                    elem = E.Select(cond, elem, E.Const(0.0, load.dtype))
+                vals.append(self.expr(arith.simplify(elem)))
+            out.append(f"{p}{dst}[{j}] = ditron::pack16x2({vals[0]}, {vals[1]});")
+        return out
+
+    def _index_text(self, load, at):
+        return self.flat_index(load.buffer, [arith.simplify(E.substitute(i, at)) for i in load.indices])
 
     # ------------------------------------------------------------------ kernels
     def kernel_lines(self, k, d):
@@ -147,7 +367,12 @@ class CUDARenderer(CStyleRenderer):
         out += self.lines(self.func.body, 1)
         for b in self.func.temps:
             out.append(f"  check(cudaFreeAsync({b.name}, stream), \"freeing {b.name}\");")
-        return "\n".join(out)
+        # Vector accesses assume aligned bases; the Python loader checks this before the
+        # call, this guards exported builds called from elsewhere.
+        checks = [f"  if (reinterpret_cast<uintptr_t>({b.name}) % {n}) throw std::invalid_argument("
+                  f"\"argument {b.name} must be {n}-byte aligned (vector accesses)\");"
+                  for b, n in self.alignment.items() if b in self.func.params]
+        return "\n".join(checks + out)
 
     def template_args(self):
         return {"kernels": "\n\n".join(self.kernel_defs)}

@@ -21,12 +21,15 @@ class ArgSpec:
 
     ``shape`` entries are ints (static dims) or the name of a symbolic
     dimension (``dt.var``), bound at call time from the tensors' shapes.
+    ``align`` is checked at call time: vectorized code reads 16 bytes at once
+    (torch allocations are aligned; a sliced view may not be).
     ``dtype`` is a ditron dtype name ("float32", "float16", ...).
     """
     name: str
     dtype: str
     shape: Tuple[Union[int, str], ...]
     is_output: bool = False
+    align: int = 1                   # bytes the data pointer must be aligned to (vector accesses)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ def _cleanup(stmt, ranges=None):
                              None if stmt.else_ is None else _cleanup(stmt.else_, ranges))
     if isinstance(stmt, ir.AsyncCopy):
         return ir.AsyncCopy(_cleanup(stmt.body, ranges))
+    if isinstance(stmt, ir.MmaTile):
+        return stmt.rebuild(lambda e: e, _cleanup(stmt.fallback, ranges))
     return stmt
 
 

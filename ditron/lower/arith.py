@@ -354,3 +354,83 @@ def simplify_cond(cond, ranges):
     for c in keep[1:]:
         out = E.Logical("&&", out, c)
     return out
+
+
+# ---------------------------------------------------------------------------
+# vector / lane analysis: is an index ``base + v`` with ``base`` a multiple of n?
+
+def divisible(e, n):
+    """True if integer expression ``e`` is provably a multiple of ``n`` (for every value
+    of its variables). Conservative: False means "not proven"."""
+    if isinstance(e, E.Const):
+        return e.value % n == 0
+    if isinstance(e, E.Binary):
+        if e.op in ("+", "-"):
+            return divisible(e.a, n) and divisible(e.b, n)
+        if e.op == "*":
+            return divisible(e.a, n) or divisible(e.b, n)
+        if e.op == "%":
+            return divisible(e.a, n) and divisible(e.b, n)
+    return False
+
+
+def split_unit(e, v, n):
+    """Write ``e`` as ``(base, s)`` with ``e == base + s * v`` for every ``v`` in ``[0, n)``,
+    ``base`` free of ``v`` and ``s`` in {0, 1}; None when that is not provable.
+
+    Floor division and modulo by a multiple ``d`` of ``n`` keep the form when the base
+    is a multiple of ``n``: ``(b + v) // d == b // d`` and ``(b + v) % d == b % d + v``.
+    That is what makes a vectorized axis of a fused, split copy contiguous.
+    """
+    if v not in E.free_vars(e):
+        return e, 0
+    if e is v:
+        return E.Const(0, "int32"), 1
+    if isinstance(e, E.Binary):
+        if e.op in ("+", "-"):
+            a, b = split_unit(e.a, v, n), split_unit(e.b, v, n)
+            if a is None or b is None:
+                return None
+            s = a[1] + b[1] if e.op == "+" else a[1] - b[1]
+            if s not in (0, 1):
+                return None
+            return E.Binary(e.op, a[0], b[0], e.dtype), s
+        if e.op == "*":
+            for x, c in ((e.a, e.b), (e.b, e.a)):
+                if v in E.free_vars(c):
+                    continue
+                sx = split_unit(x, v, n)
+                if sx is None:
+                    return None
+                if sx[1] == 0:
+                    return E.Binary("*", sx[0], c, e.dtype), 0
+                if isinstance(c, E.Const) and c.value in (0, 1):
+                    return E.Binary("*", sx[0], c, e.dtype), c.value
+                return None
+            return None
+        if e.op in ("//", "%") and v not in E.free_vars(e.b):
+            a = split_unit(e.a, v, n)
+            if a is None or a[1] != 1 or not divisible(a[0], n) or not divisible(e.b, n):
+                return None
+            return E.Binary(e.op, a[0], e.b, e.dtype), (0 if e.op == "//" else 1)
+    return None
+
+
+def uniform_cond(c, v, n):
+    """``c`` rewritten free of ``v`` if it provably has the same value for all ``v`` in
+    ``[0, n)``; else None."""
+    if v not in E.free_vars(c):
+        return c
+    if isinstance(c, E.Logical):
+        a, b = uniform_cond(c.a, v, n), uniform_cond(c.b, v, n)
+        return None if a is None or b is None else E.Logical(c.op, a, b)
+    if isinstance(c, E.Compare) and c.op in ("<", ">="):
+        a, b = split_unit(c.a, v, n), split_unit(c.b, v, n)
+        if a is None or b is None or b[1] != 0:
+            return None
+        if a[1] == 0:
+            return E.Compare(c.op, a[0], b[0])
+        # base + v < bound with both multiples of n: true for all v iff base < bound
+        if divisible(a[0], n) and divisible(b[0], n):
+            return E.Compare(c.op, a[0], b[0])
+    return None

@@ -22,6 +22,16 @@ class Buffer:
     def __init__(self, name, dtype, shape, scope="global", arg_index=None):
         self.name, self.dtype, self.scope, self.arg_index = name, dtype, scope, arg_index
         self.shape = [E.as_expr(d, "int32") for d in shape]
+        self.pad = 0        # extra elements after each row (last dim), against bank conflicts
+
+    @property
+    def layout(self):
+        """The dims that address the storage: ``shape`` with the row padding added."""
+        if not self.pad:
+            return self.shape
+        last = self.shape[-1]
+        padded = E.Const(last.value + self.pad, "int32") if isinstance(last, E.Const) else last + self.pad
+        return self.shape[:-1] + [padded]
 
     def __repr__(self):
         return f"Buffer({self.name}, {self.scope}, {self.dtype}{list(self.shape)})"
@@ -141,6 +151,49 @@ class WaitGroup(Stmt):
         self.pending = pending
 
 
+class MmaTile(Stmt):
+    """One warp's share of a tensorized tile: ``frag += a @ b`` over a ``(m, n, k)`` tile.
+
+    ``frag`` is the warp's float32 accumulator, spread over its 32 lanes in the
+    m16n8 accumulator layout (lane ``l`` holds rows ``l/4`` and ``l/4 + 8``,
+    columns ``2*(l%4)`` and ``+1`` of every 16x8 piece; see :func:`mma_acc_coords`).
+    ``a`` and ``b`` are the operand loads, written over the tile variables
+    ``m_var`` / ``k_var`` and ``k_var`` / ``n_var``; ``a_guard`` / ``b_guard`` say
+    when an element is inside the tensor (outside it reads as zero). ``lane`` is
+    the lane index (the core.x loop variable, then ``threadIdx.x``).
+
+    ``fallback`` is the same computation as plain per-lane IR: each lane
+    accumulates exactly the elements it owns. Targets without matrix
+    instructions (the CPU) render it; it is also what barrier placement and
+    the other generic passes look at.
+    """
+    def __init__(self, intrinsic, shape, frag, a, b, m_var, n_var, k_var, lane, a_guard, b_guard,
+                 fallback):
+        self.intrinsic, self.shape, self.frag = intrinsic, tuple(shape), frag
+        self.a, self.b, self.lane, self.a_guard, self.b_guard = a, b, lane, a_guard, b_guard
+        self.m_var, self.n_var, self.k_var = m_var, n_var, k_var
+        self.fallback = fallback
+
+    def exprs(self):
+        return (self.a, self.b, self.lane, self.a_guard, self.b_guard)
+
+    def stmts(self):
+        return (self.fallback,)
+
+    def rebuild(self, fn_expr, fallback):
+        return MmaTile(self.intrinsic, self.shape, self.frag, fn_expr(self.a), fn_expr(self.b),
+                       self.m_var, self.n_var, self.k_var, fn_expr(self.lane), fn_expr(self.a_guard),
+                       fn_expr(self.b_guard), fallback)
+
+
+def mma_acc_coords(lane, mi, ni, q):
+    """(row, column) inside a warp tile of the accumulator element ``q`` (0..3) that
+    ``lane`` holds for the 16x8 piece ``(mi, ni)`` (PTX ISA, mma.m16n8k16 C/D layout)."""
+    row = mi * 16 + lane // 4 + (q // 2) * 8
+    col = ni * 8 + (lane % 4) * 2 + q % 2
+    return row, col
+
+
 class Comment(Stmt):
     def __init__(self, text):
         self.text = text
@@ -184,6 +237,14 @@ class PrimFunc:
     __repr__ = __str__
 
 
+def flat_index(buf, indices):
+    """Row-major element offset of ``buf[indices]`` as an expression."""
+    flat = indices[0] if indices else E.Const(0, "int32")
+    for idx, dim in zip(indices[1:], buf.layout[1:]):
+        flat = flat * dim + idx
+    return flat
+
+
 # ---------------------------------------------------------------------------
 # generic traversal
 
@@ -214,6 +275,8 @@ def map_stmt(stmt, fn):
         return AsyncCopy(map_stmt(stmt.body, fn))
     if isinstance(stmt, Kernel):
         return Kernel(stmt.name, stmt.grid, map_stmt(stmt.body, fn), stmt.threads, stmt.buffers)
+    if isinstance(stmt, MmaTile):
+        return stmt.rebuild(lambda e: e, map_stmt(stmt.fallback, fn))
     return stmt
 
 
@@ -230,6 +293,8 @@ def map_exprs(stmt, fn):
         if isinstance(s, Kernel):
             return Kernel(s.name, [(v, fn(e), t) for v, e, t in s.grid], map_exprs(s.body, fn),
                           s.threads, s.buffers)
+        if isinstance(s, MmaTile):
+            return s.rebuild(fn, map_exprs(s.fallback, fn))
         return None
     return map_stmt(stmt, visit)
 

@@ -9,6 +9,7 @@ from ..errors import LoweringError
 from ..te import expr as E
 from . import arith
 from . import ir
+from .mma import MmaLowering, tensorized_axis, accumulator_start
 
 
 class NestBuilder:
@@ -16,6 +17,7 @@ class NestBuilder:
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
         self.attached = {}
         self.extra_buffers = []     # buffers that lowering itself adds to the current kernel
+        self.mma = {}               # stage -> MmaLowering of a tensorized stage being built
         for st in sch.stages:
             if st in infos and st.attach_type == "scope":
                 self.attached.setdefault((st.attach_stage, st.attach_ivar), []).append(st)
@@ -129,6 +131,11 @@ class NestBuilder:
         if k == len(leaves):
             return self.update(info)
         iv = leaves[k]
+        if st in self.mma and k == self.mma[st].t:
+            return self.mma[st].tile()
+        if (not init_done and isinstance(info.body, E.Reduce) and tensorized_axis(st)
+                and k == accumulator_start(st)):
+            return self.tensorized(info, k)
         if iv.kind == "reduce" and not init_done and isinstance(info.body, E.Reduce):
             if self._core_bound_reduce(info):
                 return self.cross_core_reduce(info, k)
@@ -138,6 +145,14 @@ class NestBuilder:
             return self.pipelined(info, k, init_done)
         inner = ir.Seq(self.attached_at(st, iv) + [self.loops(info, k + 1, init_done)])
         return self.make_for(info, iv, inner)
+
+    def tensorized(self, info, k):
+        """Accumulator fill, the reduce loops with matrix tiles inside, write-back."""
+        mma = self.mma[info.stage] = MmaLowering(self, info)
+        try:
+            return ir.Seq([mma.fill(), self.loops(info, k, True), mma.write_back()])
+        finally:
+            del self.mma[info.stage]
 
     # ------------------------------------------------------------------ cross-core reductions
     @staticmethod

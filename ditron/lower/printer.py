@@ -17,6 +17,9 @@ class _Names:
             if isinstance(s, ir.Kernel):
                 for v, _, _ in s.grid:
                     self._add(v)
+            if isinstance(s, ir.MmaTile):
+                for v in (s.m_var, s.n_var, s.k_var):
+                    self._add(v)
 
     def _add(self, v):
         if v in self.names:
@@ -33,6 +36,8 @@ def _show(e, names):
 
 def _buf(b):
     dims = ", ".join(expr_str(d) for d in b.shape)
+    if b.pad:
+        dims += f" (rows padded by {b.pad})"
     return f"{b.name}: {b.scope} {b.dtype}[{dims}]"
 
 
@@ -72,6 +77,13 @@ def stmt_str(stmt, indent=0, names=None):
             lines.append(f"{p}{s.buffer.name}[{idx}] = {_show(s.value, names)}")
         elif isinstance(s, ir.Barrier):
             lines.append(f"{p}barrier()")
+        elif isinstance(s, ir.MmaTile):
+            m, n, k = s.shape
+            lines.append(f"{p}{s.intrinsic}_tile[{m}x{n}x{k}] {s.frag.name} += "
+                         f"{_show(s.a, names)} * {_show(s.b, names)}  "
+                         f"# {names.names.get(s.m_var, s.m_var.name)}, {names.names.get(s.n_var, s.n_var.name)}, "
+                         f"{names.names.get(s.k_var, s.k_var.name)} over the tile; per lane:")
+            emit(s.fallback, d + 1)
         elif isinstance(s, ir.AsyncCopy):
             lines.append(f"{p}async_copy:")
             emit(s.body, d + 1)

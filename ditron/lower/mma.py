@@ -1,0 +1,220 @@
+"""Lowering of ``tensorize(ax, "mma")``: warp-level matrix tiles with a register accumulator.
+
+The tile below the tensorized axis (two data-parallel axes and one reduce axis)
+is computed by one warp: the 32 lanes are the block's ``core.x`` cores, so the
+stage itself must not bind core.x (its outer axes may bind core.y / core.z: one
+warp per value). Each warp keeps its part of the output tile in registers for
+the whole reduction: the accumulator is zeroed where the reduction starts (just
+outside the outermost reduce loop), every tile adds one ``(m, n, k)`` product,
+and the accumulator is written back after the last reduce loop. That is why
+the data-parallel axes of the stage must all be outside its reduce axes.
+
+The tile becomes an :class:`~ditron.lower.ir.MmaTile`; the CUDA renderer turns
+it into ``ldmatrix`` + ``mma.sync.m16n8k16`` and the CPU target runs its
+per-lane fallback, which owns exactly the accumulator elements the hardware
+layout gives each lane, so the write-back is the same code on both.
+"""
+from ..errors import LoweringError, ScheduleError
+from ..te import expr as E
+from ..te.dtype import itemsize
+from . import ir
+
+LANES = 32
+INSTR = {"mma": (16, 8, 16)}
+# Accumulator registers per lane above which a tile would spill; ptxas needs the
+# rest of the 255 registers for operand fragments, addresses and loop state.
+MAX_ACC_REGS = 128
+
+
+def tensorized_axis(stage):
+    """``(leaf index, intrinsic)`` of the stage's tensorized axis, or None."""
+    for n, iv in enumerate(stage.leaf_iter_vars):
+        attr = stage.attrs.get(iv)
+        if attr is not None and attr.tensorize:
+            return n, attr.tensorize
+    return None
+
+
+def accumulator_start(stage):
+    """Leaf index where the accumulator's life begins: the first reduce axis or the tile."""
+    t, _ = tensorized_axis(stage)
+    leaves = stage.leaf_iter_vars
+    first_reduce = next(n for n, iv in enumerate(leaves) if iv.kind == "reduce")
+    return min(t, first_reduce)
+
+
+def _pad_rows(buf):
+    """Pad the rows of a shared operand buffer so that the 8 rows one ``ldmatrix`` reads
+    fall into different banks: a row pitch that is an odd number of 16-byte units."""
+    last = buf.shape[-1] if buf.shape else None
+    if buf.scope != "shared" or itemsize(buf.dtype) != 2 or not isinstance(last, E.Const):
+        return
+    pitch = last.value * 2
+    if pitch % 16 == 0 and (pitch // 16) % 2 == 0:
+        buf.pad = 8
+
+
+def _strip_cast(e):
+    return e.value if isinstance(e, E.Cast) else e
+
+
+def _conj(conds):
+    out = E.Const(True, "bool")
+    for c in conds:
+        out = c if E.is_const(out, True) else E.Logical("&&", out, c)
+    return out
+
+
+class MmaLowering:
+    """Builds the accumulator's fill, the tiles and the write-back for one stage."""
+
+    def __init__(self, nb, info):
+        self.nb, self.info = nb, info
+        st = self.stage = info.stage
+        leaves = st.leaf_iter_vars
+        self.t, self.intrinsic = tensorized_axis(st)
+        self.where = f"stage '{st.name}': tensorize({leaves[self.t].name!r}, {self.intrinsic!r})"
+        if self.intrinsic not in INSTR:
+            raise LoweringError(f"{self.where}: the {self.intrinsic!r} path is not implemented yet; "
+                                f"available: {', '.join(INSTR)}")
+        self._check_structure(leaves)
+        self._pick_operands(leaves)
+        self._check_guards()
+        m, n, _ = INSTR[self.intrinsic]
+        self.mt, self.nt = self.tm // m, self.tn // n
+        nacc = self.tm * self.tn // LANES
+        if nacc > MAX_ACC_REGS:
+            raise ScheduleError(f"{self.where}: the {self.tm}x{self.tn} warp tile needs {nacc} "
+                                f"accumulator registers per lane; at most {MAX_ACC_REGS} fit (a warp "
+                                f"tile of at most {MAX_ACC_REGS * LANES} elements, e.g. 64x64)")
+        self.frag = ir.Buffer(f"{st.name}_acc", "float32", [nacc], "local")
+        self.lane = E.IterVar(E.Range(0, LANES), "lane")
+        nb.extra_buffers.append(self.frag)
+
+    # ------------------------------------------------------------------ checks
+    def _check_structure(self, leaves):
+        st, info = self.stage, self.info
+        if info.scope == "local":
+            raise LoweringError(f"{self.where}: the stage is in local scope, but a tensorized stage "
+                                "keeps its accumulator in registers already; store it to shared or "
+                                "global memory (drop the cache_write, or use scope 'shared')")
+        start = accumulator_start(st)
+        between = [iv.name for iv in leaves[start:self.t] if iv.kind != "reduce"]
+        if between:
+            raise LoweringError(f"{self.where}: data-parallel axes {between} lie between the reduce "
+                                f"axes and the tile (leaf axes: {st._leaf_names()}); the accumulator "
+                                "stays in registers across the reduction, so order the axes as "
+                                "[data-parallel..., reduce..., tile]")
+        for iv in leaves[start:]:
+            if self.nb._core_of(st, iv):
+                raise LoweringError(f"{self.where}: reduce axis '{iv.name}' is bound to "
+                                    f"{self.nb._core_of(st, iv)}; the reduction of a tensorized "
+                                    "stage runs inside one warp")
+        bound_x = [iv.name for s, iv in [(st, x) for x in leaves] + info.enclosing
+                   if self.nb._core_of(s, iv) == "core.x"]
+        if bound_x:
+            raise LoweringError(f"{self.where}: axes {bound_x} are bound to core.x, but core.x holds "
+                                "the 32 lanes of each warp; bind the warp axes to core.y / core.z")
+        inside = [x.name for iv in leaves[self.t:] for x in self.nb.attached.get((st, iv), [])]
+        if inside:
+            raise LoweringError(f"{self.where}: stages {inside} are attached inside the tile; "
+                                f"attach them at or outside '{leaves[self.t].name}'")
+
+    def _pick_operands(self, leaves):
+        info, body = self.info, self.info.body
+        tile = leaves[self.t:]
+        dp = [iv for iv in tile if iv.kind == "data_par"]
+        (self.k_var,) = [iv for iv in tile if iv.kind == "reduce"]
+        src = body.source
+        loads = [self.nb.lower_expr(info, _strip_cast(x)) for x in (src.a, src.b)]
+        owner = []
+        for ld in loads:
+            mine = [iv for iv in dp if iv in E.free_vars(ld)]
+            if len(mine) != 1:
+                raise LoweringError(f"{self.where}: operand {ld!r} must depend on exactly one of the "
+                                    f"tile's data-parallel axes {[iv.name for iv in dp]}")
+            owner.append(mine[0])
+        if owner[0] is owner[1]:
+            raise LoweringError(f"{self.where}: both operands depend on '{owner[0].name}' only; "
+                                "the tile is not a matrix product")
+        ext = {iv: E.const_value(info.ext[iv]) for iv in tile}
+        m, n, k = INSTR[self.intrinsic]
+        # Either operand can play the role of the instruction's A (rows = M):
+        # C = A B and C^T = B^T A^T are the same tile. Prefer the first.
+        for ai in (0, 1):
+            mv, nv = owner[ai], owner[1 - ai]
+            if ext[mv] and ext[nv] and ext[mv] % m == 0 and ext[nv] % n == 0:
+                break
+        else:
+            raise LoweringError(f"{self.where}: tile extents {[(iv.name, ext[iv]) for iv in dp]} do "
+                                f"not fit m{m}n{n}k{k}: one axis must be a multiple of {m}, the other "
+                                f"of {n}")
+        if not ext[self.k_var] or ext[self.k_var] % k:
+            raise LoweringError(f"{self.where}: the reduce axis '{self.k_var.name}' has extent "
+                                f"{ext[self.k_var]}; {self.intrinsic} needs a multiple of {k}")
+        self.m_var, self.n_var = mv, nv
+        self.a, self.b = loads[ai], loads[1 - ai]
+        for ld in (self.a, self.b):
+            _pad_rows(ld.buffer)
+        self.tm, self.tn, self.tk = ext[mv], ext[nv], ext[self.k_var]
+
+    def _check_guards(self):
+        st = self.stage
+        red = {iv for iv in st.leaf_iter_vars if iv.kind == "reduce"}
+        for g in self.info.guards:
+            fv = E.free_vars(g)
+            if fv & red:
+                raise LoweringError(f"{self.where}: the reduction needs a bounds guard ({g!r}); a "
+                                    "tensorized reduction must divide evenly: make the reduce extent a "
+                                    "multiple of its split factors")
+            if self.m_var in fv and self.n_var in fv:
+                raise LoweringError(f"internal: guard {g!r} couples both tile axes")
+        self.a_guard = _conj([g for g in self.info.guards if self.n_var not in E.free_vars(g)])
+        self.b_guard = _conj([g for g in self.info.guards if self.m_var not in E.free_vars(g)])
+
+    # ------------------------------------------------------------------ statements
+    def _on_lanes(self, body):
+        return ir.For(self.lane, LANES, body, "core", "core.x")
+
+    def _each_acc(self, name, fn):
+        """Loops over the accumulator elements of this lane: ``fn(row, col, index)``."""
+        mi = E.IterVar(E.Range(0, self.mt), f"{name}_mi")
+        ni = E.IterVar(E.Range(0, self.nt), f"{name}_ni")
+        q = E.IterVar(E.Range(0, 4), f"{name}_q")
+        row, col = ir.mma_acc_coords(self.lane, mi, ni, q)
+        body = fn(row, col, (mi * self.nt + ni) * 4 + q)
+        for v, n in ((q, 4), (ni, self.nt), (mi, self.mt)):
+            body = ir.For(v, n, body, "unroll")
+        return body
+
+    def fill(self):
+        e = E.IterVar(E.Range(0, self.frag.shape[0].value), "acc_i")
+        zero = ir.Store(self.frag, [e], E.Const(0.0, "float32"))
+        return self._on_lanes(ir.For(e, self.frag.shape[0], zero, "unroll"))
+
+    def tile(self):
+        info = self.info
+        kk = E.IterVar(E.Range(0, self.tk), "kk")
+        product = self.nb.lower_expr(info, info.body.source)
+
+        def acc(row, col, idx):
+            sub = {self.m_var: row, self.n_var: col, self.k_var: kk}
+            value = E.Binary("+", ir.BufferLoad(self.frag, [idx]), E.substitute(product, sub), "float32")
+            guards = [E.substitute(g, sub) for g in info.guards]
+            return ir.For(kk, self.tk, self.nb.guarded(guards, ir.Store(self.frag, [idx], value)))
+        fallback = self._each_acc("t", acc)
+        node = ir.MmaTile(self.intrinsic, (self.tm, self.tn, self.tk), self.frag, self.a, self.b,
+                          self.m_var, self.n_var, self.k_var, self.lane, self.a_guard, self.b_guard,
+                          fallback)
+        return self._on_lanes(node)
+
+    def write_back(self):
+        info, nb = self.info, self.nb
+        levels = nb._core_levels(info) | {"core.x"}
+
+        def store(row, col, idx):
+            sub = {self.m_var: row, self.n_var: col}
+            guards = [E.substitute(g, sub) for g in info.guards] + nb._single_core(levels)
+            index = [E.substitute(i, sub) for i in nb.store_index(info)]
+            return nb.guarded(guards, ir.Store(info.buffer, index, ir.BufferLoad(self.frag, [idx])))
+        return self._on_lanes(self._each_acc("w", store))

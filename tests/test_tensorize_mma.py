@@ -1,0 +1,94 @@
+"""tensorize(ax, "mma"): warp tiles on tensor cores. Numerics on the CPU target (which runs
+each lane's share of the accumulator as loops), nvcc compile checks, errors."""
+import pytest
+import torch
+
+import ditron as dt
+import schedules
+
+TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _run_cpu(s, args, M, N, K, dtype, b_transposed=False, name="mma"):
+    mod = dt.build(s, args, target="cpu", name=name)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(M, K, generator=g).to(TORCH[dtype])
+    b = torch.randn(*((N, K) if b_transposed else (K, N)), generator=g).to(TORCH[dtype])
+    c = torch.full((M, N), float("nan"))
+    mod(a, b, c)
+    ref = a.float() @ (b.float().T if b_transposed else b.float())
+    torch.testing.assert_close(c, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("M,N,K,kw", [
+    (64, 64, 64, dict(block=(32, 32), warps=(2, 2), ktile=16, stages=2)),
+    (96, 80, 48, dict(block=(32, 32), warps=(2, 2), ktile=16, stages=3)),         # M, N tails
+    (64, 48, 64, dict(block=(64, 16), warps=(2, 1), ktile=32, stages=1)),
+    (32, 32, 32, dict(block=(32, 32), warps=(1, 1), ktile=32, stages=1, dtype="bfloat16")),
+    (48, 40, 32, dict(block=(32, 16), warps=(1, 1), ktile=16, stages=2, b_transposed=True)),
+    (40, 24, 32, dict(block=(32, 16), warps=(2, 1), ktile=16, staged=False)),    # operands from global
+])
+def test_mma_gemm_matches_torch_on_cpu(M, N, K, kw):
+    kw = dict(kw)
+    dtype = kw.setdefault("dtype", "float16")
+    s, args = schedules.gemm_mma(M, N, K, **kw)
+    _run_cpu(s, args, M, N, K, dtype, kw.get("b_transposed", False))
+
+
+def test_operands_may_come_in_either_order():
+    A = dt.placeholder((32, 32), "float16", name="A")
+    B = dt.placeholder((32, 16), "float16", name="B")
+    k = dt.reduce_axis((0, 32), name="k")
+    C = dt.compute((32, 16), lambda i, j: dt.sum(B[k, j].astype("float32") * A[i, k].astype("float32"),
+                                                 axis=k), name="C")
+    s = dt.create_schedule(C)
+    i, j = C.op.axis
+    s[C].tensorize(i, "mma")
+    text = str(dt.lower(s, [A, B, C]))
+    assert "mma_tile[16x32x32]" in text      # B plays the instruction's A: C^T = B^T A^T
+    _run_cpu(s, [A, B, C], 32, 16, 32, "float16")
+
+
+def _gemm(K=64, ktile=16):
+    A = dt.placeholder((64, K), "float16", name="A")
+    B = dt.placeholder((K, 64), "float16", name="B")
+    k = dt.reduce_axis((0, K), name="k")
+    C = dt.compute((64, 64), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"),
+                                                 axis=k), name="C")
+    s = dt.create_schedule(C)
+    i, j = C.op.axis
+    io, ii = s[C].split(i, factor=32)
+    ko, ki = s[C].split(k, factor=ktile)
+    return s, [A, B, C], (io, ii, j, ko, ki)
+
+
+def test_errors_name_the_stage_and_what_to_do():
+    s, args, (io, ii, j, ko, ki) = _gemm()
+    s[C_ := args[2]].reorder(io, ko, ii, j, ki)
+    s[C_].tensorize(ii, "mma")
+    dt.lower(s, args)                           # valid: [dp, reduce, tile]
+    s, args, (io, ii, j, ko, ki) = _gemm()
+    C = args[2]
+    s[C].reorder(ko, io, ii, j, ki)
+    s[C].tensorize(ii, "mma")
+    with pytest.raises(dt.DitronError, match=r"stage 'C'.*data-parallel axes \['i_o'\] lie between"):
+        dt.lower(s, args)
+    s, args, (io, ii, j, ko, ki) = _gemm(K=40, ktile=16)
+    C = args[2]
+    s[C].reorder(io, ko, ii, j, ki)
+    s[C].tensorize(ii, "mma")
+    with pytest.raises(dt.DitronError, match="tensorized reduction must divide evenly"):
+        dt.lower(s, args)
+    s, args, (io, ii, j, ko, ki) = _gemm()
+    C = args[2]
+    s[C].reorder(io, ko, ii, j, ki)
+    s[C].bind(io, "core.x")
+    s[C].tensorize(ii, "mma")
+    with pytest.raises(dt.DitronError, match="core.x holds the 32 lanes"):
+        dt.lower(s, args)
+
+
+def test_accumulator_register_limit():
+    s, args = schedules.gemm_mma(256, 256, 64, block=(128, 128), warps=(1, 1), stages=1)
+    with pytest.raises(dt.ScheduleError, match=r"128x128 warp tile needs 512 accumulator registers"):
+        dt.lower(s, args)
