@@ -92,3 +92,91 @@ def test_accumulator_register_limit():
     s, args = schedules.gemm_mma(256, 256, 64, block=(128, 128), warps=(1, 1), stages=1)
     with pytest.raises(dt.ScheduleError, match=r"128x128 warp tile needs 512 accumulator registers"):
         dt.lower(s, args)
+
+
+# ---------------------------------------------------------------------------
+# The CUDA fragment loads, checked without a GPU: emulate ldmatrix (PTX ISA: lanes
+# 8j..8j+7 give the row addresses of matrix j; lane t receives row t/4, columns
+# 2(t%4), 2(t%4)+1, or the transpose with .trans) over every lane, rebuild the
+# operand tile from the fragments in the mma.m16n8k16 layout, and compare it with
+# the operand read directly.
+
+from ditron.codegen.cuda import fragment_plan
+from ditron.lower import ir, arith
+from ditron.te import expr as E
+import numpy as np
+
+
+def _const(e, env):
+    v = arith.simplify(E.substitute(e, env))
+    assert isinstance(v, E.Const), v
+    return int(v.value)
+
+
+def _flat(load, at, env):
+    idx = [E.substitute(i, at) for i in load.indices]
+    return _const(ir.flat_index(load.buffer, idx), env)
+
+
+def _check_operand(tile, load, guard, g_var, p_var, regs, g_extent, memory):
+    env = {v: E.Const(0, "int32") for v in E.free_vars(load) | E.free_vars(guard)
+           if v is not g_var and v is not p_var}
+    lane_var = tile.lane
+    gstep = 16 if regs == 4 else 8
+    for g0 in range(0, g_extent, gstep):
+        for p0 in range(0, tile.shape[2], 16):
+            frags = []
+            for lane in range(32):
+                env[lane_var] = E.Const(lane, "int32")
+                plan = fragment_plan(load, guard, g_var, p_var, E.Const(g0, "int32"), E.Const(p0, "int32"),
+                                     regs, E.Const(lane, "int32"))
+                frags.append(plan)
+            kind = frags[0][0]
+            got = np.zeros((regs, 32, 2))
+            if kind == "ldmatrix":
+                trans = frags[0][1]
+                addr = [_flat(load, at, {**env, lane_var: E.Const(l, "int32")})
+                        for l, (_, _, at) in enumerate(frags)]
+                for j in range(regs):
+                    for t in range(32):
+                        for h in range(2):
+                            if trans:
+                                got[j, t, h] = memory[addr[8 * j + 2 * (t % 4) + h] + t // 4]
+                            else:
+                                got[j, t, h] = memory[addr[8 * j + t // 4] + 2 * (t % 4) + h]
+            else:
+                for t, (_, plan) in enumerate(frags):
+                    for j, pair in enumerate(plan):
+                        for h, (at, cond) in enumerate(pair):
+                            e = {**env, lane_var: E.Const(t, "int32")}
+                            got[j, t, h] = memory[_flat(load, at, e)] if _const(cond, e) else 0.0
+            for j in range(regs):
+                gb = (j % 2) * 8 if regs == 4 else 0
+                pb = (j // 2) * 8 if regs == 4 else j * 8
+                for t in range(32):
+                    for h in range(2):
+                        at = {g_var: E.Const(g0 + gb + t // 4, "int32"),
+                              p_var: E.Const(p0 + pb + 2 * (t % 4) + h, "int32")}
+                        want = memory[_flat(load, at, env)] if _const(guard, {**env, **at}) else 0.0
+                        assert got[j, t, h] == want, (kind, j, t, h)
+            yield kind
+
+
+@pytest.mark.parametrize("kw,kinds", [
+    (dict(), {"ldmatrix"}),
+    (dict(b_transposed=True), {"ldmatrix"}),
+    (dict(staged=False), {"elements"}),
+])
+def test_cuda_fragment_loads_follow_the_ptx_layout(kw, kinds):
+    s, args = schedules.gemm_mma(64, 64, 64, block=(64, 32), warps=(2, 1), ktile=32, stages=1, **kw)
+    func = dt.lower(s, args)
+    tile = next(x for x in ir.walk_stmts(func.body) if isinstance(x, ir.MmaTile))
+    seen = set()
+    for load, guard, g_var, regs, g_ext in ((tile.a, tile.a_guard, tile.m_var, 4, tile.shape[0]),
+                                            (tile.b, tile.b_guard, tile.n_var, 2, tile.shape[1])):
+        size = 1
+        for dim in load.buffer.layout:
+            size *= dim.value
+        memory = np.random.default_rng(1).permutation(size).astype(np.float64) + 1.0
+        seen |= set(_check_operand(tile, load, guard, g_var, tile.k_var, regs, g_ext, memory))
+    assert seen == kinds

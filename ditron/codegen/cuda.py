@@ -27,6 +27,56 @@ VECTOR_TYPES = {4: "uint32_t", 8: "uint2", 16: "uint4"}
 THREAD_IDX = {"core.x": "threadIdx.x", "core.y": "threadIdx.y", "core.z": "threadIdx.z"}
 
 
+def fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane):
+    """How each lane loads one mma.m16n8k16 operand fragment.
+
+    The operand is ``load`` (a BufferLoad over the tile variables ``g_var``, the
+    M or N axis, and ``p_var``, the K axis); the fragment covers G in
+    ``[g0, g0 + 8 * regs // 2)`` and K in ``[p0, p0 + 16)``. Register ``j`` holds
+    the 8x8 block (G block ``j % 2`` when there are 4 registers, else 0; K block
+    ``j // 2``, resp. ``j``), and in it this lane's elements
+    ``(G = lane / 4, K = 2 * (lane % 4) + {0, 1})`` (PTX ISA: fragments of
+    mma.m16n8k16 for A and B).
+
+    Returns ``("ldmatrix", trans, at)``: one ``ldmatrix.x{regs}`` where this lane
+    gives the address of ``load`` at ``at`` (a substitution of the tile
+    variables), when the buffer is shared and rows of 8 elements are contiguous
+    and 16-byte aligned along K (``trans=False``) or along G (``trans=True``);
+    or ``("elements", [[(at_lo, cond_lo), (at_hi, cond_hi)] per register])``.
+    """
+    buf = load.buffer
+    flat = arith.simplify(ir.flat_index(buf, list(load.indices)))
+    contig = None
+    if buf.scope == "shared" and itemsize(buf.dtype) == 2:
+        for var, trans in ((p_var, False), (g_var, True)):
+            sp = arith.split_unit(flat, var, 8)
+            if sp is not None and sp[1] == 1 and arith.divisible(sp[0], 8):
+                contig = trans
+                break
+    if contig is not None:
+        # ldmatrix: lanes 8*j .. 8*j+7 give the 8 row addresses of matrix j.
+        sub = lane // 8 if regs == 4 else (lane // 8) % 2
+        row = lane % 8
+        gblk = (sub % 2) * 8 if regs == 4 else E.Const(0, "int32")
+        pblk = (sub // 2) * 8 if regs == 4 else sub * 8
+        if contig:
+            at = {g_var: g0 + gblk, p_var: p0 + pblk + row}
+        else:
+            at = {g_var: g0 + gblk + row, p_var: p0 + pblk}
+        return "ldmatrix", contig, at
+    regs_plan = []
+    g_in, t_in = lane // 4, (lane % 4) * 2
+    for j in range(regs):
+        gb = (j % 2) * 8 if regs == 4 else 0
+        pb = (j // 2) * 8 if regs == 4 else j * 8
+        pair = []
+        for h in range(2):
+            at = {g_var: g0 + gb + g_in, p_var: p0 + pb + t_in + h}
+            pair.append((at, arith.simplify(E.substitute(guard, at))))
+        regs_plan.append(pair)
+    return "elements", regs_plan
+
+
 class CUDARenderer(CStyleRenderer):
     target = "cuda"
     template = "cuda/kernel.cu.j2"
@@ -236,41 +286,18 @@ class CUDARenderer(CStyleRenderer):
         return out
 
     def _fragment(self, load, guard, g_var, p_var, g0, p0, regs, lane, dst, d):
-        """Lines loading one operand fragment: ``regs`` registers, register ``j`` holding the
-        8x8 block (G block ``j % 2`` if 4 registers else 0, K block ``j // (regs // 2)``)."""
         p = "  " * d
+        plan = fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane)
         buf = load.buffer
-        flat = ir.flat_index(buf, load.indices)
-        contig = None
-        if buf.scope == "shared" and itemsize(buf.dtype) == 2:
-            for var, trans in ((p_var, False), (g_var, True)):
-                sp = arith.split_unit(arith.simplify(flat), var, 8)
-                if sp is not None and sp[1] == 1 and arith.divisible(sp[0], 8) and contig is None:
-                    contig = trans
-        sub8 = lane // 8
-        if regs == 2:
-            sub8 = sub8 % 2
-        row = lane % 8
-        gblk = (sub8 % 2) * 8 if regs == 4 else E.Const(0, "int32")
-        pblk = (sub8 // 2) * 8 if regs == 4 else sub8 * 8
-        if contig is not None:
-            if contig:      # G contiguous: rows of the stored 8x8 blocks run along K
-                at = {g_var: g0 + gblk, p_var: p0 + pblk + row}
-            else:
-                at = {g_var: g0 + gblk + row, p_var: p0 + pblk}
-            addr = self._index_text(load, at)
-            op = f"ldmatrix_x{regs}{'_trans' if contig else ''}"
-            return [f"{p}ditron::{op}({dst}, &{buf.name}[{addr}]);"]
+        if plan[0] == "ldmatrix":
+            _, trans, at = plan
+            op = f"ldmatrix_x{regs}{'_trans' if trans else ''}"
+            return [f"{p}ditron::{op}({dst}, &{buf.name}[{self._index_text(load, at)}]);"]
         out = []
-        g_in, t_in = lane // 4, (lane % 4) * 2
-        for j in range(regs):
-            gb = (j % 2) * 8 if regs == 4 else 0
-            pb = (j // 2) * 8 if regs == 4 else j * 8
+        for j, pair in enumerate(plan[1]):
             vals = []
-            for h in range(2):
-                at = {g_var: g0 + gb + g_in, p_var: p0 + pb + t_in + h}
+            for at, cond in pair:
                 elem = E.substitute(load, at)
-                cond = arith.simplify(E.substitute(guard, at))
                 if not E.is_const(cond, True):
                     elem = E.Select(cond, elem, E.Const(0.0, load.dtype))
                 vals.append(self.expr(arith.simplify(elem)))
