@@ -36,6 +36,46 @@ def gpu_time(fn, flush, iters=20, warmup=3):
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
 
+# LLaMA-70B (hidden 8192, 64 query / 8 kv heads of 128, MLP 28672) at tensor parallelism 8:
+# (N, K) of the QKV, O, fused gate+up and down projections on one GPU.
+LLAMA70B_TP8 = {"qkv": (1280, 8192), "o": (8192, 1024), "gate_up": (7168, 8192), "down": (8192, 3584)}
+MMA_CONFIGS = [dict(block=(128, 128), warps=(2, 2), ktile=32, stages=3),
+               dict(block=(128, 256), warps=(2, 4), ktile=32, stages=3),
+               dict(block=(64, 128), warps=(1, 2), ktile=32, stages=4)]
+
+
+def mma_gemms(opts, flush, dt, schedules):
+    import torch
+    shapes = [(4096, 4096, 4096)] + ([] if opts.quick else [(8192, 8192, 8192)])
+    for m in ([128, 4096] if opts.quick else [128, 1024, 4096, 8192]):
+        shapes += [(m, n, k) for n, k in LLAMA70B_TP8.values()]
+    out = {}
+    for dtype in ("float16", "bfloat16"):
+        tdt = getattr(torch, dtype)
+        for M, N, K in shapes:
+            A = torch.randn(M, K, device="cuda").to(tdt)
+            B = torch.randn(K, N, device="cuda").to(tdt)
+            C = torch.empty(M, N, device="cuda")
+            tt = gpu_time(lambda: torch.matmul(A, B), flush)
+            best = None
+            for cfg in MMA_CONFIGS:
+                s, args = schedules.gemm_mma(M, N, K, dtype=dtype, **cfg)
+                g = dt.build(s, args, target="cuda", name=f"gemm_mma_{M}_{N}_{K}")
+                td = gpu_time(lambda: g(A, B, C), flush)
+                if best is None or td["median_s"] < best[1]["median_s"]:
+                    best = (cfg, td)
+            if M * N * K <= 4096 ** 3:
+                torch.testing.assert_close(C, A.float() @ B.float(), rtol=2e-2, atol=2e-1)
+            flop = 2 * M * N * K
+            out[f"{dtype}_{M}x{N}x{K}"] = {
+                "ditron_TFLOPs": flop / best[1]["median_s"] / 1e12,
+                "cublas_TFLOPs": flop / tt["median_s"] / 1e12,
+                "fraction": tt["median_s"] / best[1]["median_s"], "config": best[0],
+                "ditron": best[1], "cublas": tt}
+    out["target"] = "mma path >= 0.6x cuBLAS at 4096^3 and 8192^3"
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -97,6 +137,10 @@ def main():
                                       "cublas_TFLOPs": flop / tt["median_s"] / 1e12,
                                       "fraction": tt["median_s"] / td["median_s"],
                                       "note": "SIMT path; the mma / wgmma paths are not implemented yet"}
+
+    # Tensor cores, mma.sync path: fp16 / bf16 in, fp32 out, against cuBLAS (torch.matmul,
+    # same inputs, 16-bit output). Each shape takes the best of a few block configurations.
+    R["gemm_mma"] = mma_gemms(opts, flush, dt, schedules)
 
     # build time and launch overhead
     s, args = schedules.gemm_threads(1024, 1024, 1024, dtype="float16", stages=2)
