@@ -212,3 +212,35 @@ def gemm_mma(M, N, K, dtype="float16", block=(128, 128), warps=(2, 2), ktile=32,
         s[C].pipeline(ko, stages=stages)
     s[C].tensorize(ti, "mma")
     return s, [A, B, C]
+
+
+def gemm_wgmma(M, N, K, dtype="bfloat16", block=(128, 256), consumers=2, stages=4):
+    """Hopper GEMM (``tensorize(.., "wgmma")``, sm_90a): ``C = A @ B.T`` with A (M, K) and
+    B (N, K) both K-major (the nn.Linear layout). Each block computes a ``block`` tile;
+    ``consumers`` warpgroups (core.y; core.x is the 128 lanes of a warpgroup) split its
+    rows, each keeping its part in registers. On CUDA the operand copies become TMA loads
+    issued by one extra producer warp, ``stages`` deep, synchronized with mbarriers; on
+    the CPU target they run as plain copies."""
+    A = dt.placeholder((M, K), dtype, name="A")
+    B = dt.placeholder((N, K), dtype, name="B")
+    k = dt.reduce_axis((0, K), name="k")
+    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype("float32") * B[j, k].astype("float32"),
+                                               axis=k), name="C")
+    s = dt.create_schedule(C)
+    bm, bn = block
+    i, j = C.op.axis
+    bi, ii = s[C].split(i, factor=bm)
+    bj, tj = s[C].split(j, factor=bn)
+    wi, ti = s[C].split(ii, nparts=consumers)
+    ko, tk = s[C].split(k, factor=64)
+    s[C].reorder(bi, bj, wi, ko, ti, tj, tk)
+    s[C].bind(bi, "device.y")
+    s[C].bind(bj, "device.x")
+    s[C].bind(wi, "core.y")
+    for T in (A, B):
+        X = s.cache_read(T, "shared", [C])
+        s[X].compute_at(s[C], ko)
+    if stages > 1:
+        s[C].pipeline(ko, stages=stages)
+    s[C].tensorize(ti, "wgmma")
+    return s, [A, B, C]

@@ -166,6 +166,47 @@ def test_numerics_on_gpu(case):
     torch.testing.assert_close(tensors[-1].cpu().float(), host[-1].float(), rtol=2e-3, atol=2e-3)
 
 
+@needs_nvcc
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_wgmma_compiles_for_sm_90a(dtype):
+    s, args = schedules.gemm_wgmma(1000, 768, 512, dtype=dtype, block=(128, 128), consumers=1, stages=3)
+    mod = dt.build(s, args, target="cuda", arch="sm_90a", name=f"wgmma_{dtype}")
+    assert "ditron/hopper.h" in mod.source
+
+
+def _is_hopper():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M,N,K,kw", [(512, 512, 256, {}),
+                                      (1000, 768, 512, dict(block=(128, 128), consumers=1, stages=3))])
+def test_wgmma_numerics_on_gpu(M, N, K, kw):
+    if not _is_hopper():
+        pytest.skip("wgmma needs an sm_90 GPU")
+    s, args = schedules.gemm_wgmma(M, N, K, **kw)
+    mod = dt.build(s, args, target="cuda", arch="sm_90a", name="wgmma_gpu")
+    a = torch.randn(M, K, device="cuda").bfloat16()
+    b = torch.randn(N, K, device="cuda").bfloat16()
+    c = torch.full((M, N), float("nan"), device="cuda")
+    mod(a, b, c)
+    torch.testing.assert_close(c, a.float() @ b.float().T, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.gpu
+def test_mma_cupy_input():
+    cupy = pytest.importorskip("cupy")
+    s, args = schedules.gemm_mma(256, 128, 64, block=(64, 64), stages=2)
+    mod = dt.build(s, args, target="cuda", name="mma_cupy")
+    a = cupy.random.standard_normal((256, 64)).astype(cupy.float16)
+    b = cupy.random.standard_normal((64, 128)).astype(cupy.float16)
+    c = cupy.zeros((256, 128), dtype=cupy.float32)
+    mod(a, b, c)
+    torch.cuda.synchronize()
+    ref = torch.from_dlpack(a).float() @ torch.from_dlpack(b).float()
+    torch.testing.assert_close(torch.from_dlpack(c), ref, rtol=1e-3, atol=1e-2)
+
+
 @pytest.mark.gpu
 def test_cuda_graph_capture_and_replay():
     s, args = schedules.elementwise_chain(4096)

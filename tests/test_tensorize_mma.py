@@ -180,3 +180,35 @@ def test_cuda_fragment_loads_follow_the_ptx_layout(kw, kinds):
         memory = np.random.default_rng(1).permutation(size).astype(np.float64) + 1.0
         seen |= set(_check_operand(tile, load, guard, g_var, tile.k_var, regs, g_ext, memory))
     assert seen == kinds
+
+
+# ---------------------------------------------------------------------------
+# wgmma (Hopper): the same program runs on the CPU target with the warpgroup
+# accumulator layout; on CUDA it becomes a TMA + mbarrier warp-specialized kernel.
+
+@pytest.mark.parametrize("M,N,K,kw", [
+    (128, 64, 128, dict(block=(128, 64), consumers=2, stages=2)),
+    (200, 72, 192, dict(block=(128, 64), consumers=2, stages=3)),               # M, N tails
+    (64, 40, 64, dict(block=(64, 40), consumers=1, stages=1, dtype="float16")),
+])
+def test_wgmma_gemm_matches_torch_on_cpu(M, N, K, kw):
+    kw = dict(kw)
+    dtype = kw.setdefault("dtype", "bfloat16")
+    s, args = schedules.gemm_wgmma(M, N, K, **kw)
+    _run_cpu(s, args, M, N, K, dtype, b_transposed=True, name="wgmma")
+
+
+def test_wgmma_kernel_structure_and_errors():
+    s, args = schedules.gemm_wgmma(512, 512, 256)
+    src = dt.build(s, args, target="cuda", arch="sm_90a", name="wgmma_src").source
+    for piece in ("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16", "ditron::tma_load_2d(",
+                  "ditron::mbar_wait(&full[", "ditron::mbar_arrive(&empty[", "block(128, 3)",
+                  "CU_TENSOR_MAP_DATA_TYPE_BFLOAT16", "__grid_constant__ CUtensorMap"):
+        assert piece in src, piece
+    with pytest.raises(dt.ScheduleError, match="needs arch='sm_90a'"):
+        dt.build(s, args, target="cuda", arch="sm_80", name="wgmma_80")
+    s, args = schedules.gemm_mma(128, 128, 128, block=(64, 64), warps=(1, 1), ktile=64, stages=1)
+    C = args[2]
+    s[C].tensorize(s[C].leaf_iter_vars[5], "wgmma")          # B is (K, N): not K-major
+    with pytest.raises(dt.DitronError, match="K-major operands"):
+        dt.lower(s, args)

@@ -90,6 +90,8 @@ class CUDARenderer(CStyleRenderer):
         self.written = set()
         self.in_async = False
         self.alignment = {}      # global buffer -> bytes its base must be aligned to
+        self.helper_defs = {}    # name -> device function text, emitted before the kernels
+        self.includes = set()
 
     def barrier_text(self):
         return "__syncthreads();"
@@ -310,6 +312,9 @@ class CUDARenderer(CStyleRenderer):
     # ------------------------------------------------------------------ kernels
     def kernel_lines(self, k, d):
         fname = f"{self.func.name}_{k.name}_k{len(self.kernel_defs)}"
+        wg = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile) and s.intrinsic == "wgmma"]
+        if wg:
+            return self.wgmma_kernel_lines(k, d, fname, wg[0])
         nthreads = 1
         for _, ext in k.threads.values():
             nthreads *= ext
@@ -370,6 +375,18 @@ class CUDARenderer(CStyleRenderer):
         host.append(f"{p}}}")
         return host
 
+    def wgmma_kernel_lines(self, k, d, fname, tile):
+        from .wgmma import WgmmaKernel
+        kern = WgmmaKernel(self, k, tile)
+        self.kernel_defs.append("\n".join(kern.device(fname)))
+        limit = SMEM_LIMIT.get(self.arch, 48 * 1024)
+        if kern.smem > limit:
+            raise ScheduleError(f"stage '{k.name}': the wgmma operand ring needs {kern.smem} bytes of "
+                                f"shared memory per block; {self.arch} allows {limit} (fewer stages or "
+                                "a smaller block tile)")
+        self.includes.add("ditron/hopper.h")
+        return kern.host(fname, d)
+
     def kernel_params(self):
         out = []
         for b in list(self.func.params) + list(self.func.temps):
@@ -402,4 +419,5 @@ class CUDARenderer(CStyleRenderer):
         return "\n".join(checks + out)
 
     def template_args(self):
-        return {"kernels": "\n\n".join(self.kernel_defs)}
+        return {"kernels": "\n\n".join(list(self.helper_defs.values()) + self.kernel_defs),
+                "includes": sorted(self.includes)}

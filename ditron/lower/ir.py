@@ -168,8 +168,8 @@ class MmaTile(Stmt):
     the other generic passes look at.
     """
     def __init__(self, intrinsic, shape, frag, a, b, m_var, n_var, k_var, lane, a_guard, b_guard,
-                 fallback):
-        self.intrinsic, self.shape, self.frag = intrinsic, tuple(shape), frag
+                 fallback, tma=None):
+        self.intrinsic, self.shape, self.frag, self.tma = intrinsic, tuple(shape), frag, tma
         self.a, self.b, self.lane, self.a_guard, self.b_guard = a, b, lane, a_guard, b_guard
         self.m_var, self.n_var, self.k_var = m_var, n_var, k_var
         self.fallback = fallback
@@ -183,13 +183,20 @@ class MmaTile(Stmt):
     def rebuild(self, fn_expr, fallback):
         return MmaTile(self.intrinsic, self.shape, self.frag, fn_expr(self.a), fn_expr(self.b),
                        self.m_var, self.n_var, self.k_var, fn_expr(self.lane), fn_expr(self.a_guard),
-                       fn_expr(self.b_guard), fallback)
+                       fn_expr(self.b_guard), fallback, self.tma)
 
 
-def mma_acc_coords(lane, mi, ni, q):
+def mma_acc_coords(lane, mi, ni, q, intrinsic="mma"):
     """(row, column) inside a warp tile of the accumulator element ``q`` (0..3) that
-    ``lane`` holds for the 16x8 piece ``(mi, ni)`` (PTX ISA, mma.m16n8k16 C/D layout)."""
-    row = mi * 16 + lane // 4 + (q // 2) * 8
+    ``lane`` holds for the 16x8 piece ``(mi, ni)`` (PTX ISA, mma.m16n8k16 C/D layout).
+
+    For "wgmma" the pieces are 64x8 and ``lane`` runs over a warpgroup: warp
+    ``lane / 32`` holds rows ``16 * (lane / 32)`` on, in the same layout (PTX ISA,
+    wgmma .m64nNk16 accumulator D)."""
+    if intrinsic == "wgmma":
+        row = mi * 64 + (lane // 32) * 16 + (lane % 32) // 4 + (q // 2) * 8
+    else:
+        row = mi * 16 + lane // 4 + (q // 2) * 8
     col = ni * 8 + (lane % 4) * 2 + q % 2
     return row, col
 

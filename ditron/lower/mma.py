@@ -19,8 +19,10 @@ from ..te import expr as E
 from ..te.dtype import itemsize
 from . import ir
 
-LANES = 32
-INSTR = {"mma": (16, 8, 16)}
+INSTR = {"mma": (16, 8, 16), "wgmma": (64, 8, 16)}
+LANES = {"mma": 32, "wgmma": 128}          # a warp / a warpgroup
+WGMMA_K = 64                               # one 128-byte swizzled row of 16-bit elements
+WGMMA_MAX_N = 256
 # Accumulator registers per lane above which a tile would spill; ptxas needs the
 # rest of the 255 registers for operand fragments, addresses and loop state.
 MAX_ACC_REGS = 128
@@ -81,15 +83,18 @@ class MmaLowering:
         self._pick_operands(leaves)
         self._check_guards()
         m, n, _ = INSTR[self.intrinsic]
+        self.lanes = LANES[self.intrinsic]
         self.mt, self.nt = self.tm // m, self.tn // n
-        nacc = self.tm * self.tn // LANES
+        nacc = self.tm * self.tn // self.lanes
         if nacc > MAX_ACC_REGS:
             raise ScheduleError(f"{self.where}: the {self.tm}x{self.tn} warp tile needs {nacc} "
-                                f"accumulator registers per lane; at most {MAX_ACC_REGS} fit (a warp "
-                                f"tile of at most {MAX_ACC_REGS * LANES} elements, e.g. 64x64)")
+                                f"accumulator registers per lane; at most {MAX_ACC_REGS} fit (a tile "
+                                f"of at most {MAX_ACC_REGS * self.lanes} elements per "
+                                f"{'warp' if self.lanes == 32 else 'warpgroup'})")
         self.frag = ir.Buffer(f"{st.name}_acc", "float32", [nacc], "local")
-        self.lane = E.IterVar(E.Range(0, LANES), "lane")
+        self.lane = E.IterVar(E.Range(0, self.lanes), "lane")
         nb.extra_buffers.append(self.frag)
+        self.tma = self._tma_operands() if self.intrinsic == "wgmma" else None
 
     # ------------------------------------------------------------------ checks
     def _check_structure(self, leaves):
@@ -114,7 +119,10 @@ class MmaLowering:
                    if self.nb._core_of(s, iv) == "core.x"]
         if bound_x:
             raise LoweringError(f"{self.where}: axes {bound_x} are bound to core.x, but core.x holds "
-                                "the 32 lanes of each warp; bind the warp axes to core.y / core.z")
+                                f"the {LANES.get(self.intrinsic, 32)} lanes of each "
+                                f"{'warpgroup' if self.intrinsic == 'wgmma' else 'warp'}; bind the "
+                                f"{'warpgroup' if self.intrinsic == 'wgmma' else 'warp'} axes to "
+                                "core.y / core.z")
         inside = [x.name for iv in leaves[self.t:] for x in self.nb.attached.get((st, iv), [])]
         if inside:
             raise LoweringError(f"{self.where}: stages {inside} are attached inside the tile; "
@@ -149,13 +157,19 @@ class MmaLowering:
             raise LoweringError(f"{self.where}: tile extents {[(iv.name, ext[iv]) for iv in dp]} do "
                                 f"not fit m{m}n{n}k{k}: one axis must be a multiple of {m}, the other "
                                 f"of {n}")
+        if self.intrinsic == "wgmma" and (ext[mv] % m or ext[nv] > WGMMA_MAX_N
+                                          or ext[self.k_var] != WGMMA_K):
+            raise LoweringError(f"{self.where}: wgmma tiles are (multiple of {m}) x (multiple of "
+                                f"{n}, at most {WGMMA_MAX_N}) x {WGMMA_K}; got "
+                                f"{ext[mv]}x{ext[nv]}x{ext[self.k_var]}")
         if not ext[self.k_var] or ext[self.k_var] % k:
             raise LoweringError(f"{self.where}: the reduce axis '{self.k_var.name}' has extent "
                                 f"{ext[self.k_var]}; {self.intrinsic} needs a multiple of {k}")
         self.m_var, self.n_var = mv, nv
         self.a, self.b = loads[ai], loads[1 - ai]
-        for ld in (self.a, self.b):
-            _pad_rows(ld.buffer)
+        if self.intrinsic == "mma":
+            for ld in (self.a, self.b):
+                _pad_rows(ld.buffer)
         self.tm, self.tn, self.tk = ext[mv], ext[nv], ext[self.k_var]
 
     def _check_guards(self):
@@ -174,14 +188,14 @@ class MmaLowering:
 
     # ------------------------------------------------------------------ statements
     def _on_lanes(self, body):
-        return ir.For(self.lane, LANES, body, "core", "core.x")
+        return ir.For(self.lane, self.lanes, body, "core", "core.x")
 
     def _each_acc(self, name, fn):
         """Loops over the accumulator elements of this lane: ``fn(row, col, index)``."""
         mi = E.IterVar(E.Range(0, self.mt), f"{name}_mi")
         ni = E.IterVar(E.Range(0, self.nt), f"{name}_ni")
         q = E.IterVar(E.Range(0, 4), f"{name}_q")
-        row, col = ir.mma_acc_coords(self.lane, mi, ni, q)
+        row, col = ir.mma_acc_coords(self.lane, mi, ni, q, self.intrinsic)
         body = fn(row, col, (mi * self.nt + ni) * 4 + q)
         for v, n in ((q, 4), (ni, self.nt), (mi, self.mt)):
             body = ir.For(v, n, body, "unroll")
@@ -205,7 +219,7 @@ class MmaLowering:
         fallback = self._each_acc("t", acc)
         node = ir.MmaTile(self.intrinsic, (self.tm, self.tn, self.tk), self.frag, self.a, self.b,
                           self.m_var, self.n_var, self.k_var, self.lane, self.a_guard, self.b_guard,
-                          fallback)
+                          fallback, self.tma)
         return self._on_lanes(node)
 
     def write_back(self):
@@ -218,3 +232,51 @@ class MmaLowering:
             index = [E.substitute(i, sub) for i in nb.store_index(info)]
             return nb.guarded(guards, ir.Store(info.buffer, index, ir.BufferLoad(self.frag, [idx])))
         return self._on_lanes(self._each_acc("w", store))
+
+    # ------------------------------------------------------------------ wgmma: TMA operands
+    def _tma_operands(self):
+        """What the Hopper kernel needs to load the operands with TMA instead of the copy
+        stages' loops: per operand (A role, B role), the global tensor, the origin of the
+        copied region (over the block and the reduce loop), the box, the shared buffer,
+        and the K loop. Both operands must be K-major cache_read copies of 2-D tensors."""
+        st, info = self.stage, self.info
+        leaves = st.leaf_iter_vars
+        start = accumulator_start(st)
+        outer = leaves[start:self.t]
+        if len(outer) > 1:
+            raise LoweringError(f"{self.where}: wgmma needs at most one reduce loop outside the tile "
+                                f"(the K loop the copies are attached at), got {[v.name for v in outer]}")
+        k_loop = (outer[0], info.ext[outer[0]]) if outer else None
+        out = []
+        for role, load, var in (("A", self.a, self.m_var), ("B", self.b, self.n_var)):
+            copy = next((x for x in self.nb.infos.values() if x.buffer is load.buffer), None)
+            where = f"{self.where}: operand {role} ({load.buffer.name})"
+            if (copy is None or load.buffer.scope != "shared"
+                    or getattr(copy.stage.op, "cache_of", None) is None):
+                raise LoweringError(f"{where} must be a shared-memory cache_read copy "
+                                    "(s.cache_read(T, 'shared', [C]) attached at the K loop)")
+            src = copy.stage.op.cache_of
+            src_buf = self.nb.arg_buffers.get(self.nb.sch.stage_of(src).op)
+            if src_buf is None or len(src_buf.shape) != 2:
+                raise LoweringError(f"{where}: TMA copies 2-D input tensors; '{src.name}' is not one")
+            flat = ir.flat_index(load.buffer, list(load.indices))
+            unit = _split_unit(flat, self.k_var)
+            if unit is None:
+                raise LoweringError(f"{where}: wgmma reads K-major operands (K contiguous in memory, "
+                                    f"e.g. A as (M, K) and B as (N, K), the nn.Linear weight layout); "
+                                    f"this one is not contiguous along '{self.k_var.name}'")
+            axes = copy.stage.op.axis
+            origin = [copy.root_range[ax].min for ax in axes]
+            box = [E.const_value(copy.root_range[ax].extent) for ax in axes]
+            if None in box or box[1] != WGMMA_K or box[0] > 256:
+                raise LoweringError(f"{where}: its copied region is {box}; TMA boxes here are "
+                                    f"(rows <= 256) x {WGMMA_K}")
+            out.append({"global": src_buf, "origin": origin, "box": box, "smem": load.buffer,
+                        "ring": copy.ring})
+        return {"operands": out, "k_loop": k_loop}
+
+
+def _split_unit(flat, var):
+    from . import arith
+    sp = arith.split_unit(arith.simplify(flat), var, 8)
+    return sp if sp is not None and sp[1] == 1 else None

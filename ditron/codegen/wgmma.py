@@ -1,0 +1,188 @@
+"""The Hopper kernel of a ``tensorize(ax, "wgmma")`` stage (CUDA, sm_90a).
+
+A kernel whose stage is tensorized with wgmma is not rendered statement by
+statement: its structure is fixed, and the lowered IR supplies the pieces.
+
+- One producer warpgroup (``threadIdx.y == consumers``), of which one thread
+  issues the TMA loads of both operand tiles of each K step into a ring of
+  ``stages`` shared buffers and counts them on a "full" mbarrier per slot.
+- ``consumers`` warpgroups (``threadIdx.y`` = the stage's core.y axis), each
+  waiting on "full", issuing ``wgmma.mma_async`` m64nNk16 over the 64-wide K
+  step with descriptors of the 128-byte-swizzled tiles, waiting for them, and
+  releasing the slot on its "empty" mbarrier.
+- The accumulator write-back is the lowered IR's own (the same code the CPU
+  target runs), so guards for partial tiles come from the schedule.
+
+What the IR provides: the operand copies' global tensors, region origins over
+the block and K loop, and boxes (``MmaTile.tma``), the shared ring buffers,
+the operand addresses for each (m, k) offset (``MmaTile.a``/``b``), the K loop.
+"""
+from ..errors import ScheduleError
+from ..lower import ir, arith
+from ..te import expr as E
+from ..te.dtype import itemsize
+
+TMA_TYPES = {"float16": "CU_TENSOR_MAP_DATA_TYPE_FLOAT16", "bfloat16": "CU_TENSOR_MAP_DATA_TYPE_BFLOAT16"}
+PTX_TYPES = {"float16": "f16", "bfloat16": "bf16"}
+
+
+def wgmma_function(n, dtype):
+    """Source of a device function issuing one ``wgmma.mma_async.m64n{n}k16`` (fp32 accumulate,
+    both operands K-major from shared-memory descriptors, accumulating into ``d``)."""
+    regs = n // 2
+    t = PTX_TYPES[dtype]
+    outs = ", ".join(f"%{i}" for i in range(regs))
+    cons = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
+    name = f"ditron_wgmma_m64n{n}k16_{t}"
+    return name, (
+        f"__device__ __forceinline__ void {name}(float* d, uint64_t desc_a, uint64_t desc_b) {{\n"
+        f"#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n"
+        f"  asm volatile(\"{{\\n .reg .pred p;\\n setp.ne.b32 p, %{regs + 2}, 0;\\n"
+        f" wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{outs}}}, %{regs}, %{regs + 1},"
+        f" p, 1, 1, 0, 0;\\n}}\\n\"\n"
+        f"               : {cons}\n"
+        f"               : \"l\"(desc_a), \"l\"(desc_b), \"r\"(1));\n"
+        f"#endif\n}}")
+
+
+class WgmmaKernel:
+    def __init__(self, r, k, tile):
+        self.r, self.k, self.tile = r, k, tile
+        where = f"stage '{k.name}': tensorize 'wgmma'"
+        if r.arch != "sm_90a":
+            raise ScheduleError(f"{where} needs arch='sm_90a' (warpgroup MMA and TMA); the build "
+                                f"targets {r.arch}")
+        if tile.a.dtype != tile.b.dtype or tile.a.dtype not in TMA_TYPES:
+            raise ScheduleError(f"{where}: operands must both be float16 or bfloat16, got "
+                                f"{tile.a.dtype} and {tile.b.dtype}")
+        extra = [t for t in k.threads if t not in ("core.x", "core.y")]
+        if extra or k.threads.get("core.x", (None, 128))[1] != 128:
+            raise ScheduleError(f"{where}: the block's cores must be the 128 lanes of a warpgroup "
+                                f"(core.x) times the consumer warpgroups (core.y); got "
+                                f"{ {t: e for t, (_, e) in k.threads.items()} }")
+        self.where = where
+        self.consumers = k.threads["core.y"][1] if "core.y" in k.threads else 1
+        ops = tile.tma["operands"]
+        self.ops = ops
+        self.stages = max(ops[0]["ring"], 1)
+        if ops[1]["ring"] != ops[0]["ring"]:
+            raise ScheduleError(f"{where}: both operand copies must be pipelined alike")
+        smem_bufs = {op["smem"] for op in ops}
+        others = [b.name for b in k.buffers if b.scope == "shared" and b not in smem_bufs]
+        if others:
+            raise ScheduleError(f"{where}: the kernel may hold only the GEMM and its two operand "
+                                f"copies; shared buffers {others} belong to other stages")
+        self.write_back = [s for s in (k.body.body if isinstance(k.body, ir.Seq) else [k.body])
+                           if not ir.contains(s, ir.MmaTile) and tile.frag in ir.buffers_accessed(s)[0]]
+
+    # ------------------------------------------------------------------ device
+    def device(self, fname):
+        r, k, tile = self.r, self.k, self.tile
+        t = r.ctype(tile.a.dtype)
+        tm, tn, _ = tile.shape
+        nthreads = 128 * (self.consumers + 1)
+        wname, wdef = wgmma_function(tn, tile.a.dtype)
+        if wname not in r.helper_defs:
+            r.helper_defs[wname] = wdef
+        out = [f"__global__ void __launch_bounds__({nthreads}, 1) {fname}(const __grid_constant__ CUtensorMap "
+               f"tma_a, const __grid_constant__ CUtensorMap tma_b, {r.kernel_params()}) {{"]
+        for v, _, tag in k.grid:
+            out.append(f"  const int32_t {r.declare(v)} = {BLOCK[tag]};")
+        for tag, (v, _) in k.threads.items():
+            out.append(f"  const int32_t {r.declare(v)} = {THREAD[tag]};")
+        out.append("  extern __shared__ __align__(1024) unsigned char ditron_smem[];")
+        off = 0
+        for op in self.ops:
+            b = op["smem"]
+            out.append(f"  {t}* {b.name} = reinterpret_cast<{t}*>(ditron_smem + {off});")
+            off += r._size(b) * itemsize(b.dtype)
+            off = (off + 1023) // 1024 * 1024
+        self.bar_offset = off
+        self.smem = off + 2 * 8 * self.stages
+        out.append(f"  uint64_t* full = reinterpret_cast<uint64_t*>(ditron_smem + {off});")
+        out.append(f"  uint64_t* empty = full + {self.stages};")
+        out.append(f"  {r.ctype('float32')} {tile.frag.name}[{r._size(tile.frag)}];")
+        out.append("  if (threadIdx.x == 0 && threadIdx.y == 0) {")
+        out.append(f"    for (int s = 0; s < {self.stages}; ++s) {{ ditron::mbar_init(&full[s], 1); "
+                   f"ditron::mbar_init(&empty[s], {self.consumers}); }}")
+        out.append("    ditron::mbar_init_fence();")
+        out.append("  }")
+        out.append("  __syncthreads();")
+        kvar, kext = tile.tma["k_loop"] if tile.tma["k_loop"] else (E.Var("k_step", "int32"), E.Const(1, "int32"))
+        kname = r.declare(kvar)
+        nk = r.expr(kext)
+        slot = f"{kname} % {self.stages}"
+        nbytes = sum(op["box"][0] * op["box"][1] * itemsize(tile.a.dtype) for op in self.ops)
+        # producer
+        out.append(f"  if (threadIdx.y == {self.consumers}) {{  // producer warpgroup: TMA loads")
+        out.append("    if (threadIdx.x == 0) {")
+        out.append(f"      for (int32_t {kname} = 0; {kname} < {nk}; ++{kname}) {{")
+        out.append(f"        const int32_t slot = {slot};")
+        out.append(f"        if ({kname} >= {self.stages}) ditron::mbar_wait(&empty[slot], "
+                   f"(({kname} / {self.stages}) + 1) & 1);")
+        out.append(f"        ditron::mbar_expect_tx(&full[slot], {nbytes});")
+        for op, name in zip(self.ops, ("tma_a", "tma_b")):
+            b = op["smem"]
+            rows, k0 = (r.expr(arith.simplify(e)) for e in op["origin"])
+            per_slot = op["box"][0] * op["box"][1]
+            out.append(f"        ditron::tma_load_2d({b.name} + slot * {per_slot}, &{name}, {k0}, {rows}, "
+                       f"&full[slot]);")
+        out.append("      }")
+        out.append("    }")
+        out.append("    return;")
+        out.append("  }")
+        # consumers
+        out.append(f"  for (int e = 0; e < {r._size(tile.frag)}; ++e) {tile.frag.name}[e] = 0.0f;")
+        out.append(f"  for (int32_t {kname} = 0; {kname} < {nk}; ++{kname}) {{")
+        out.append(f"    ditron::mbar_wait(&full[{slot}], ({kname} / {self.stages}) & 1);")
+        out.append("    ditron::wgmma_fence();")
+        mi, kk = E.Var("wg_m", "int32"), E.Var("wg_k", "int32")
+        mname, kkname = r.declare(mi), r.declare(kk)
+        zero = E.Const(0, "int32")
+        a_at = r._index_text(tile.a, {tile.m_var: mi * 64, tile.k_var: kk * 16})
+        b_at = r._index_text(tile.b, {tile.n_var: zero, tile.k_var: kk * 16})
+        out.append("    #pragma unroll")
+        out.append(f"    for (int32_t {kkname} = 0; {kkname} < 4; ++{kkname}) {{")
+        out.append("      #pragma unroll")
+        out.append(f"      for (int32_t {mname} = 0; {mname} < {tm // 64}; ++{mname})")
+        out.append(f"        {wname}(&{tile.frag.name}[{mname} * {tn // 2}], "
+                   f"ditron::wgmma_desc_k128(&{tile.a.buffer.name}[{a_at}]), "
+                   f"ditron::wgmma_desc_k128(&{tile.b.buffer.name}[{b_at}]));")
+        out.append("    }")
+        out.append("    ditron::wgmma_commit();")
+        out.append("    ditron::wgmma_wait<0>();")
+        out.append(f"    if (threadIdx.x == 0) ditron::mbar_arrive(&empty[{slot}]);")
+        out.append("  }")
+        for s in self.write_back:
+            out += r.lines(s, 1)
+        out.append("}")
+        return out
+
+    # ------------------------------------------------------------------ host
+    def host(self, fname, d):
+        r, k = self.r, self.k
+        p = "  " * d
+        dims = {tag: r.expr(ext) for _, ext, tag in k.grid}
+        grid = ", ".join(dims.get(f"device.{a}", "1") for a in "xyz")
+        out = [f"{p}{{  // launch {fname} (wgmma, TMA, {self.stages}-slot ring, "
+               f"{self.consumers} consumer warpgroups + 1 producer)"]
+        for op, name in zip(self.ops, ("tma_a", "tma_b")):
+            g = op["global"]
+            r._need_align(g, 16)
+            rows, cols = (r.expr(x) for x in g.shape)
+            out.append(f"{p}  const CUtensorMap {name} = ditron::make_tma_2d({g.name}, "
+                       f"{TMA_TYPES[g.dtype]}, {rows}, {cols}, {op['box'][0]}, {op['box'][1]}, "
+                       f"\"argument {g.name}\");")
+        out.append(f"{p}  check(cudaFuncSetAttribute({fname}, cudaFuncAttributeMaxDynamicSharedMemorySize, "
+                   f"{self.smem}), \"shared memory opt-in for {k.name}\");")
+        out.append(f"{p}  const dim3 grid({grid}), block(128, {self.consumers + 1});")
+        out.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
+        out.append(f"{p}    {fname}<<<grid, block, {self.smem}, stream>>>(tma_a, tma_b, {r.kernel_args()});")
+        out.append(f"{p}    check(cudaGetLastError(), \"launch of {fname} (stage {k.name})\");")
+        out.append(f"{p}  }}")
+        out.append(f"{p}}}")
+        return out
+
+
+BLOCK = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
+THREAD = {"core.x": "threadIdx.x", "core.y": "threadIdx.y", "core.z": "threadIdx.z"}
