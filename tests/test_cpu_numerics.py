@@ -14,7 +14,19 @@ TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.b
          "float64": torch.float64, "int32": torch.int32, "int64": torch.int64, "int8": torch.int8}
 
 
+try:
+    from ditron.build import toolchain
+    toolchain.find_compiler("cuda")
+    CUDA_ARCHS = ["sm_80", "sm_90a"]
+except dt.CompileError:
+    CUDA_ARCHS = []
+
+
 def build(s, args, name):
+    """The CPU build that the test runs, plus the CUDA compile checks of the same program
+    (nvcc for sm_80 and sm_90a, where nvcc is installed)."""
+    for arch in CUDA_ARCHS:
+        dt.build(s, args, target="cuda", arch=arch, name=name)
     return dt.build(s, args, target="cpu", name=name)
 
 

@@ -4,12 +4,37 @@
 // '//' and '%' on integers have floor semantics, math functions are overloaded
 // per dtype. cp.async helpers fall back to plain copies below sm_80.
 #pragma once
+#if defined(__CUDACC_RTC__)
+// NVRTC: no host standard library; the fixed-width types come from libcu++.
+#include <cuda/std/cstdint>
+using cuda::std::int8_t;
+using cuda::std::int32_t;
+using cuda::std::int64_t;
+using cuda::std::uint16_t;
+using cuda::std::uint32_t;
+using cuda::std::uint64_t;
+using cuda::std::uintptr_t;
+#else
 #include <cstdint>
+#include <cstdlib>
 #include <math.h>
+#endif
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
 namespace ditron {
+
+// DITRON_LAUNCH_BLOCKING=1: synchronize after every launch, so that a fault inside a
+// kernel (illegal address, trap) is reported with that kernel's name.
+#if !defined(__CUDACC_RTC__)
+inline bool sync_after_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("DITRON_LAUNCH_BLOCKING");
+    return v != nullptr && *v != '\0' && *v != '0';
+  }();
+  return on;
+}
+#endif
 
 using half = __half;
 using bfloat16 = __nv_bfloat16;

@@ -23,6 +23,14 @@ STATIC_SMEM = 48 * 1024
 MAX_THREADS = 1024
 MAX_GRID = {"device.x": 2 ** 31 - 1, "device.y": 65535, "device.z": 65535}
 BLOCK_IDX = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
+HOST_MARKER = "// ---- host code (nvcc only) ----"
+
+
+def device_source(source):
+    """The device part of a generated CUDA file (what an NVRTC build compiles)."""
+    return source.split(HOST_MARKER)[0]
+
+
 VECTOR_TYPES = {4: "uint32_t", 8: "uint2", 16: "uint4"}
 THREAD_IDX = {"core.x": "threadIdx.x", "core.y": "threadIdx.y", "core.z": "threadIdx.z"}
 
@@ -371,6 +379,8 @@ class CUDARenderer(CStyleRenderer):
         host.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
         host.append(f"{p}    {fname}<<<grid, block, {smem if dynamic else 0}, stream>>>({self.kernel_args()});")
         host.append(f"{p}    check(cudaGetLastError(), \"launch of {fname} (stage {k.name})\");")
+        host.append(f"{p}    if (ditron::sync_after_launch()) check(cudaStreamSynchronize(stream), "
+                    f"\"kernel {fname} (stage {k.name})\");")
         host.append(f"{p}  }}")
         host.append(f"{p}}}")
         return host

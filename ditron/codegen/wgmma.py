@@ -179,6 +179,8 @@ class WgmmaKernel:
         out.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
         out.append(f"{p}    {fname}<<<grid, block, {self.smem}, stream>>>(tma_a, tma_b, {r.kernel_args()});")
         out.append(f"{p}    check(cudaGetLastError(), \"launch of {fname} (stage {k.name})\");")
+        out.append(f"{p}    if (ditron::sync_after_launch()) check(cudaStreamSynchronize(stream), "
+                   f"\"kernel {fname} (stage {k.name})\");")
         out.append(f"{p}  }}")
         out.append(f"{p}}}")
         return out
