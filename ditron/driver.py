@@ -1,8 +1,10 @@
 """``dt.build``: lower, render, compile and load in one call."""
+import os
+
 TARGETS = ("cpu", "cuda", "hip")
 
 
-def build(sch, args, target="cpu", name="main", arch=None, world_size=1):
+def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compiler=None):
     """Compile a schedule into a callable module.
 
     Parameters
@@ -17,6 +19,12 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1):
         GPU architecture ("sm_90a", "gfx90a"); default: the current device's.
     world_size : int
         Number of ranks of a distributed program (1: single rank).
+    compiler : {"nvcc", "nvrtc"}, optional
+        CUDA only. "nvcc" (the default, or ``$DITRON_CUDA_COMPILER``) compiles device and
+        host code into a shared library called through ``ditron._C``; "nvrtc" compiles the
+        device code alone (about 5x faster to build, see bench/results/build_*.json) and
+        launches through the driver API. nvcc stays the default until the NVRTC launch
+        path has been validated on a GPU.
 
     Returns
     -------
@@ -45,7 +53,15 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1):
                          "available in this build; use world_size=1")
     if target == "cuda" and arch is None:
         arch = default_cuda_arch()
+    compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or "nvcc"
+    if compiler not in ("nvcc", "nvrtc") or (compiler == "nvrtc" and target != "cuda"):
+        raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc'")
     func = lower(sch, args, name=name)
+    if compiler == "nvrtc":
+        from .codegen import render_nvrtc
+        from .build.nvrtc import compile_cubin, NvrtcModule
+        source, signature, device, plan = render_nvrtc(func, arch)
+        return NvrtcModule(signature, source, compile_cubin(device, name, arch), arch, plan)
     source, signature = render(func, target, arch=arch)
     lib = compile_library(source, signature, arch=arch)
     return Module(signature, source, lib, arch)

@@ -152,11 +152,10 @@ def _inputs(args):
     return out
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_numerics_on_gpu(case):
+def check_gpu_against_cpu(case, **build_kw):
+    """Build CASES[case] for the GPU (``build_kw``) and the CPU, run both on the same inputs."""
     s, args = CASES[case]()
-    cuda = dt.build(s, args, target="cuda", name=case)
+    cuda = dt.build(s, args, target="cuda", name=case, **build_kw)
     cpu = dt.build(s, args, target="cpu", name=case)
     tensors = _inputs(args)
     host = [t.cpu() for t in tensors]
@@ -166,12 +165,20 @@ def test_numerics_on_gpu(case):
     torch.testing.assert_close(tensors[-1].cpu().float(), host[-1].float(), rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_numerics_on_gpu(case):
+    check_gpu_against_cpu(case)
+
+
 @needs_nvcc
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_wgmma_compiles_for_sm_90a(dtype):
     s, args = schedules.gemm_wgmma(1000, 768, 512, dtype=dtype, block=(128, 128), consumers=1, stages=3)
     mod = dt.build(s, args, target="cuda", arch="sm_90a", name=f"wgmma_{dtype}")
     assert "ditron/hopper.h" in mod.source
+    s, args = schedules.gemm_wgmma(256, 256, 128, dtype=dtype)     # 2 K steps, 4 pipeline slots
+    dt.build(s, args, target="cuda", arch="sm_90a", name=f"wgmma_short_{dtype}")
 
 
 def _is_hopper():

@@ -43,18 +43,22 @@ class Module:
 
     def __init__(self, signature, source, lib_path, arch=None):
         import torch
-        self.signature, self.source, self.lib_path, self.arch = signature, source, lib_path, arch
+        self._init_checks(signature, source, lib_path, arch)
         self._kernel = _C.Kernel(lib_path)
-        dtypes = _torch_dtypes()
-        self._dtypes = [dtypes[a.dtype] for a in signature.args]
-        self._gpu = signature.target in ("cuda", "hip")
-        self._tensor = torch.Tensor
         var_index = {v: n for n, v in enumerate(signature.scalar_vars)}
         shapes = [[d if isinstance(d, int) else -(var_index[d] + 1) for d in a.shape] for a in signature.args]
         self._kernel.set_checks(torch.Tensor, self._dtypes, shapes, len(var_index), not self._gpu,
                                 [a.align for a in signature.args])
         # GPU launches need the current stream, looked up in Python.
         self._launch = None if self._gpu else self._kernel.launch
+
+    def _init_checks(self, signature, source, lib_path, arch):
+        import torch
+        self.signature, self.source, self.lib_path, self.arch = signature, source, lib_path, arch
+        dtypes = _torch_dtypes()
+        self._dtypes = [dtypes[a.dtype] for a in signature.args]
+        self._gpu = signature.target in ("cuda", "hip")
+        self._tensor = torch.Tensor
 
     @property
     def name(self):

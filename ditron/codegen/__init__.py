@@ -46,14 +46,46 @@ def signature_of(func, target, world_size=1, alignment=None):
     return KernelSignature(func.name, target, args, tuple(v.name for v in func.scalar_vars), world_size)
 
 
-def render(func, target, arch=None):
-    """Render a lowered function for ``target``; returns ``(source, KernelSignature)``."""
+def _source(r, func, arch):
+    """Render the function's body with renderer ``r`` into its target's file template."""
     from .. import __version__
-    cls = _renderer(target)
-    r = cls(func) if target == "cpu" else cls(func, arch)
     written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
     body = r.render_body()
-    source = _env().get_template(r.template).render(
+    return _env().get_template(r.template).render(
         version=__version__, name=func.name, params=r.params(written), body=body,
         call_args=r.call_args(written), arch=arch, **r.template_args())
+
+
+def render(func, target, arch=None):
+    """Render a lowered function for ``target``; returns ``(source, KernelSignature)``."""
+    cls = _renderer(target)
+    r = cls(func) if target == "cpu" else cls(func, arch)
+    source = _source(r, func, arch)
     return source, signature_of(func, target, alignment=getattr(r, "alignment", None))
+
+def render_nvrtc(func, arch):
+    """Render for an NVRTC build: ``(source, signature, device_source, plan)``.
+
+    ``plan`` says what the generated host code would do, so that a loader can do
+    it without compiled host code: ``{"launches": [{"name", "stage", "grid" (3
+    exprs over the symbolic dims), "block", "smem"}], "temps": [(name, dtype,
+    size expr)], "kernel_args": [names]}``. Programs whose host part is more
+    than a sequence of kernel launches (or that need TMA descriptors) raise
+    :class:`DitronError`; they build with nvcc.
+    """
+    from .cuda import CUDARenderer, device_source
+    for s in (func.body.body if isinstance(func.body, ir.Seq) else [func.body]):
+        if not isinstance(s, (ir.Kernel, ir.Comment)):
+            raise DitronError(f"'{func.name}': its host code is more than a sequence of kernel launches "
+                              f"({type(s).__name__} outside a kernel); build it with compiler='nvcc'")
+    r = CUDARenderer(func, arch)
+    source = _source(r, func, arch)
+    if r.includes:
+        raise DitronError(f"'{func.name}': wgmma kernels need TMA descriptors made by host code; "
+                          "build it with compiler='nvcc'")
+    plan = {"launches": r.launches,
+            "temps": [(b.name, b.dtype, r.flat_size_expr(b)) for b in func.temps],
+            "kernel_args": [b.name for b in list(func.params) + list(func.temps)]
+            + [v.name for v in func.scalar_vars]}
+    signature = signature_of(func, "cuda", alignment=r.alignment)
+    return source, signature, device_source(source), plan

@@ -223,6 +223,12 @@ class CStyleRenderer:
         out += self.lines(self.func.body, 1)
         return "\n".join(out)
 
+    def flat_size_expr(self, b):
+        n = E.Const(1, "int64")
+        for dim in b.shape:
+            n = n * dim
+        return n
+
     def flat_size(self, b):
         text = "(int64_t)1"
         for dim in b.shape:

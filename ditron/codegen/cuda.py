@@ -100,6 +100,7 @@ class CUDARenderer(CStyleRenderer):
         self.alignment = {}      # global buffer -> bytes its base must be aligned to
         self.helper_defs = {}    # name -> device function text, emitted before the kernels
         self.includes = set()
+        self.launches = []       # what the host code launches, in order (for NVRTC builds)
 
     def barrier_text(self):
         return "__syncthreads();"
@@ -323,6 +324,12 @@ class CUDARenderer(CStyleRenderer):
         wg = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile) and s.intrinsic == "wgmma"]
         if wg:
             return self.wgmma_kernel_lines(k, d, fname, wg[0])
+        if any(isinstance(s, ir.MmaTile) for s in ir.walk_stmts(k.body)):
+            lanes = k.threads.get("core.x", (None, 1))[1]
+            if lanes % 32:
+                raise ScheduleError(f"stage '{k.name}': mma tiles need warps of 32 consecutive "
+                                    f"threads, but other stages of the kernel make core.x {lanes} "
+                                    "wide; use a multiple of 32 for core.x")
         nthreads = 1
         for _, ext in k.threads.values():
             nthreads *= ext
@@ -347,7 +354,8 @@ class CUDARenderer(CStyleRenderer):
                                 f"({', '.join(b.name for b in shared)}); {self.arch} allows {limit}")
         dynamic = smem > STATIC_SMEM
         # device side
-        out = [f"__global__ void __launch_bounds__({nthreads}) {fname}({self.kernel_params()}) {{"]
+        # extern "C": NVRTC builds look kernels up by these plain names.
+        out = [f"extern \"C\" __global__ void __launch_bounds__({nthreads}) {fname}({self.kernel_params()}) {{"]
         for v, _, tag in k.grid:
             out.append(f"  const int32_t {self.declare(v)} = {BLOCK_IDX[tag]};")
         for tag, (v, _) in k.threads.items():
@@ -371,6 +379,12 @@ class CUDARenderer(CStyleRenderer):
         dims = {tag: self.expr(ext) for _, ext, tag in k.grid}
         grid = ", ".join(dims.get(f"device.{a}", "1") for a in "xyz")
         block = ", ".join(str(k.threads[f"core.{a}"][1]) if f"core.{a}" in k.threads else "1" for a in "xyz")
+        self.launches.append({"name": fname, "stage": k.name,
+                              "grid": [dict((t, e) for _, e, t in k.grid).get(f"device.{a}", E.Const(1, "int32"))
+                                       for a in "xyz"],
+                              "block": tuple(k.threads[f"core.{a}"][1] if f"core.{a}" in k.threads else 1
+                                             for a in "xyz"),
+                              "smem": smem if dynamic else 0})
         host = [f"{p}{{  // launch {fname}"]
         if dynamic:
             host.append(f"{p}  check(cudaFuncSetAttribute({fname}, cudaFuncAttributeMaxDynamicSharedMemorySize, "

@@ -84,7 +84,7 @@ class WgmmaKernel:
         wname, wdef = wgmma_function(tn, tile.a.dtype)
         if wname not in r.helper_defs:
             r.helper_defs[wname] = wdef
-        out = [f"__global__ void __launch_bounds__({nthreads}, 1) {fname}(const __grid_constant__ CUtensorMap "
+        out = [f"extern \"C\" __global__ void __launch_bounds__({nthreads}, 1) {fname}(const __grid_constant__ CUtensorMap "
                f"tma_a, const __grid_constant__ CUtensorMap tma_b, {r.kernel_params()}) {{"]
         for v, _, tag in k.grid:
             out.append(f"  const int32_t {r.declare(v)} = {BLOCK[tag]};")
@@ -139,8 +139,11 @@ class WgmmaKernel:
         mi, kk = E.Var("wg_m", "int32"), E.Var("wg_k", "int32")
         mname, kkname = r.declare(mi), r.declare(kk)
         zero = E.Const(0, "int32")
-        a_at = r._index_text(tile.a, {tile.m_var: mi * 64, tile.k_var: kk * 16})
-        b_at = r._index_text(tile.b, {tile.n_var: zero, tile.k_var: kk * 16})
+        # The operand loads are written over what the K loop variable became where this
+        # tile sits (the pipeline's steady loop or its epilogue); rewrite them over kvar.
+        a, b = (E.substitute(x, self._k_rewrite(tile.k_at, kvar)) for x in (tile.a, tile.b))
+        a_at = r._index_text(a, {tile.m_var: mi * 64, tile.k_var: kk * 16})
+        b_at = r._index_text(b, {tile.n_var: zero, tile.k_var: kk * 16})
         out.append("    #pragma unroll")
         out.append(f"    for (int32_t {kkname} = 0; {kkname} < 4; ++{kkname}) {{")
         out.append("      #pragma unroll")
@@ -157,6 +160,17 @@ class WgmmaKernel:
             out += r.lines(s, 1)
         out.append("}")
         return out
+
+    def _k_rewrite(self, k_at, kvar):
+        k_at = arith.simplify(k_at)
+        if isinstance(k_at, E.Const):
+            return {}
+        if isinstance(k_at, E.Var):
+            return {k_at: kvar}
+        if (isinstance(k_at, E.Binary) and k_at.op == "+" and isinstance(k_at.b, E.Const)
+                and isinstance(k_at.a, E.Var)):
+            return {k_at.a: kvar - k_at.b}
+        raise ScheduleError(f"{self.where}: internal: cannot place the K loop ({k_at!r})")
 
     # ------------------------------------------------------------------ host
     def host(self, fname, d):

@@ -168,14 +168,17 @@ class MmaTile(Stmt):
     the other generic passes look at.
     """
     def __init__(self, intrinsic, shape, frag, a, b, m_var, n_var, k_var, lane, a_guard, b_guard,
-                 fallback, tma=None):
+                 fallback, tma=None, k_at=None):
         self.intrinsic, self.shape, self.frag, self.tma = intrinsic, tuple(shape), frag, tma
+        # k_at: what the K loop variable (tma["k_loop"]) has become here; passes that
+        # rewrite the loop (pipelining) substitute it like every other expression.
+        self.k_at = k_at if k_at is not None else E.Const(0, "int32")
         self.a, self.b, self.lane, self.a_guard, self.b_guard = a, b, lane, a_guard, b_guard
         self.m_var, self.n_var, self.k_var = m_var, n_var, k_var
         self.fallback = fallback
 
     def exprs(self):
-        return (self.a, self.b, self.lane, self.a_guard, self.b_guard)
+        return (self.a, self.b, self.lane, self.a_guard, self.b_guard, self.k_at)
 
     def stmts(self):
         return (self.fallback,)
@@ -183,7 +186,7 @@ class MmaTile(Stmt):
     def rebuild(self, fn_expr, fallback):
         return MmaTile(self.intrinsic, self.shape, self.frag, fn_expr(self.a), fn_expr(self.b),
                        self.m_var, self.n_var, self.k_var, fn_expr(self.lane), fn_expr(self.a_guard),
-                       fn_expr(self.b_guard), fallback, self.tma)
+                       fn_expr(self.b_guard), fallback, self.tma, fn_expr(self.k_at))
 
 
 def mma_acc_coords(lane, mi, ni, q, intrinsic="mma"):

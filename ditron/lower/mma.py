@@ -219,7 +219,8 @@ class MmaLowering:
         fallback = self._each_acc("t", acc)
         node = ir.MmaTile(self.intrinsic, (self.tm, self.tn, self.tk), self.frag, self.a, self.b,
                           self.m_var, self.n_var, self.k_var, self.lane, self.a_guard, self.b_guard,
-                          fallback, self.tma)
+                          fallback, self.tma,
+                          self.tma["k_loop"][0] if self.tma and self.tma["k_loop"] else None)
         return self._on_lanes(node)
 
     def write_back(self):

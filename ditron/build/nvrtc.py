@@ -1,0 +1,282 @@
+"""The NVRTC path of the CUDA target: device code JIT-compiled to a cubin, launched
+through the CUDA driver API, with the host code's work (temporaries, grid sizes,
+launch order) done from the launch plan that the renderer records.
+
+Measured here (bench/results/build_*.json): NVRTC compiles a kernel's device code
+in 0.06-0.3 s where the nvcc path (device and host code into a shared library)
+takes 1.4-1.8 s. ``dt.build(..., compiler="nvrtc")`` (or
+``DITRON_CUDA_COMPILER=nvrtc``) selects it; programs it cannot express (wgmma
+kernels, which need TMA descriptors from host code; host loops around kernels)
+raise and build with nvcc. NVRTC comes from the ``nvidia-cuda-nvrtc`` wheel, the
+CUDA toolkit's lib64, or ``$DITRON_NVRTC``.
+"""
+import ctypes
+import glob
+import json
+import logging
+import os
+import tempfile
+import time
+
+from ..errors import CompileError, DitronError
+from ..te import expr as E
+from . import cache
+from .compile import _compile_error, _version
+from .module import Module
+from .paths import csrc_dir, package_fingerprint
+
+log = logging.getLogger("ditron.build")
+
+
+# ---------------------------------------------------------------------------
+# finding NVRTC and the CUDA headers
+
+def find_nvrtc():
+    """Path of libnvrtc, or None."""
+    if os.environ.get("DITRON_NVRTC"):
+        return os.environ["DITRON_NVRTC"]
+    import site
+    roots = site.getsitepackages() + [site.getusersitepackages()]
+    hits = []
+    for root in roots:
+        hits += glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so.*"))
+        hits += glob.glob(os.path.join(root, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so.*"))
+    hits += glob.glob(os.path.join(_cuda_home(), "lib64", "libnvrtc.so*"))
+    hits = sorted(h for h in hits if "builtins" not in os.path.basename(h))
+    return hits[0] if hits else None
+
+
+def _cuda_home():
+    return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+
+
+def _include_dirs():
+    dirs = [csrc_dir()]
+    inc = os.path.join(_cuda_home(), "include")
+    if os.path.isfile(os.path.join(inc, "cuda_fp16.h")):
+        dirs += [inc, os.path.join(inc, "cccl")]
+    import site
+    for root in site.getsitepackages():
+        dirs += sorted(glob.glob(os.path.join(root, "nvidia", "*", "include")))
+        dirs += sorted(glob.glob(os.path.join(root, "nvidia", "*", "include", "cccl")))
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+_LIB = None
+
+
+def _nvrtc():
+    global _LIB
+    if _LIB is None:
+        path = find_nvrtc()
+        if path is None:
+            raise CompileError("NVRTC is not installed: pip install nvidia-cuda-nvrtc (or set "
+                               "DITRON_NVRTC to libnvrtc.so), or build with compiler='nvcc'",
+                               command=[], source_path="", log="")
+        _LIB = ctypes.CDLL(path)
+        _LIB.nvrtcGetErrorString.restype = ctypes.c_char_p
+    return _LIB
+
+
+def nvrtc_version():
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    _nvrtc().nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    return f"{major.value}.{minor.value}"
+
+
+# ---------------------------------------------------------------------------
+# compiling
+
+def compile_cubin(device_source, name, arch):
+    """Compile ``device_source`` for ``arch`` with NVRTC, through the kernel cache; returns
+    the cubin's path."""
+    lib = _nvrtc()
+    opts = [f"-arch={arch}", "-std=c++17", "--use_fast_math"] + [f"-I{d}" for d in _include_dirs()]
+    key = cache.key_of({"source": device_source, "target": "cuda-nvrtc", "arch": arch,
+                        "nvrtc": nvrtc_version(), "flags": opts[:3], "ditron": _version(),
+                        "package": package_fingerprint()})
+    cubin_name = f"{name}_{key[:16]}.cubin"
+    if not cache.disabled():
+        hit = cache.lookup(key, cubin_name)
+        if hit:
+            return hit
+        work = cache.staging_dir(key)
+    else:
+        work = tempfile.mkdtemp(prefix=f"ditron-{name}-")
+    src_path = os.path.join(work, "kernel.cu")
+    with open(src_path, "w") as f:
+        f.write(device_source)
+    t0 = time.perf_counter()
+    prog = ctypes.c_void_p()
+    _check_nvrtc(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), device_source.encode(), b"kernel.cu",
+                                             0, None, None), "nvrtcCreateProgram")
+    try:
+        arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+        rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
+        n = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(n))
+        buf = ctypes.create_string_buffer(max(n.value, 1))
+        lib.nvrtcGetProgramLog(prog, buf)
+        log_text = buf.value.decode(errors="replace")
+        if rc != 0:
+            kept = os.path.join(cache.cache_dir(), "failed", f"{name}_{key[:16]}.cu")
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            with open(kept, "w") as f:
+                f.write(device_source)
+            raise _compile_error(["nvrtc"] + opts, kept, device_source, log_text, name)
+        size = ctypes.c_size_t()
+        _check_nvrtc(lib, lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "nvrtcGetCUBINSize")
+        image = ctypes.create_string_buffer(size.value)
+        _check_nvrtc(lib, lib.nvrtcGetCUBIN(prog, image), "nvrtcGetCUBIN")
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    seconds = time.perf_counter() - t0
+    with open(os.path.join(work, cubin_name), "wb") as f:
+        f.write(image.raw)
+    with open(os.path.join(work, "meta.json"), "w") as f:
+        json.dump({"name": name, "target": "cuda-nvrtc", "arch": arch, "options": opts,
+                   "seconds": seconds, "created": time.time()}, f, indent=1)
+    if cache.disabled():
+        return os.path.join(work, cubin_name)
+    final = cache.publish(work, key)
+    log.info("compiled kernel '%s' with NVRTC for %s in %.2f s: %s", name, arch, seconds, final)
+    return os.path.join(final, cubin_name)
+
+
+def _check_nvrtc(lib, rc, what):
+    if rc != 0:
+        raise CompileError(f"{what} failed: {lib.nvrtcGetErrorString(rc).decode()}", command=[],
+                           source_path="", log="")
+
+
+# ---------------------------------------------------------------------------
+# the driver API (loaded on first launch: it needs a GPU)
+
+class _Driver:
+    def __init__(self):
+        try:
+            self.lib = ctypes.CDLL("libcuda.so.1")
+        except OSError as e:
+            raise RuntimeError(f"the CUDA driver (libcuda.so.1) cannot be loaded: {e}") from None
+        self.lib.cuGetErrorString.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+        self.lib.cuLaunchKernel.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.cuModuleGetFunction.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
+        self.lib.cuFuncSetAttribute.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        self.lib.cuStreamSynchronize.argtypes = [ctypes.c_void_p]
+        self.check(self.lib.cuInit(0), "cuInit")
+
+    def check(self, rc, what):
+        if rc != 0:
+            msg = ctypes.c_char_p()
+            self.lib.cuGetErrorString(rc, ctypes.byref(msg))
+            text = msg.value.decode() if msg.value else f"CUresult {rc}"
+            raise RuntimeError(f"{what}: {text}")
+
+    def ensure_context(self, device):
+        ctx = ctypes.c_void_p()
+        self.check(self.lib.cuCtxGetCurrent(ctypes.byref(ctx)), "cuCtxGetCurrent")
+        if not ctx.value:
+            dev = ctypes.c_int()
+            self.check(self.lib.cuDeviceGet(ctypes.byref(dev), device), "cuDeviceGet")
+            self.check(self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
+            self.check(self.lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+
+
+_DRIVER = None
+
+
+def _driver():
+    global _DRIVER
+    if _DRIVER is None:
+        _DRIVER = _Driver()
+    return _DRIVER
+
+
+# ---------------------------------------------------------------------------
+# grid sizes over the symbolic dims
+
+def _py(e):
+    """Python text of an integer expression over the symbolic dims (floor // and %, as ditron)."""
+    if isinstance(e, E.Const):
+        return repr(int(e.value))
+    if isinstance(e, E.Var):
+        return f"s[{e.name!r}]"
+    if isinstance(e, E.Binary) and e.op in ("+", "-", "*", "//", "%"):
+        return f"({_py(e.a)} {e.op} {_py(e.b)})"
+    if isinstance(e, E.Binary) and e.op in ("min", "max"):
+        return f"{e.op}({_py(e.a)}, {_py(e.b)})"
+    if isinstance(e, E.Cast):
+        return _py(e.value)
+    raise DitronError(f"grid size {e!r} cannot be evaluated at launch; build with compiler='nvcc'")
+
+
+def _evaluator(exprs):
+    return eval("lambda s: (" + ", ".join(_py(e) for e in exprs) + ",)")  # noqa: S307 (own text)
+
+
+class NvrtcModule(Module):
+    """A CUDA module built by NVRTC: same calling convention and checks as :class:`Module`."""
+
+    def __init__(self, signature, source, cubin_path, arch, plan):
+        self._init_checks(signature, source, cubin_path, arch)
+        self.plan = plan
+        self._launches = [(ln["name"], ln["stage"], _evaluator(ln["grid"]), ln["block"], ln["smem"])
+                          for ln in plan["launches"]]
+        self._temps = [(name, dtype, _evaluator([size])) for name, dtype, size in plan["temps"]]
+        self._functions = None
+
+    def __call__(self, *args):
+        ptrs, scalars, stream = self._check(args)
+        self._run(ptrs, scalars, stream)
+
+    def _load(self):
+        import torch
+        drv = _driver()
+        drv.ensure_context(torch.cuda.current_device())
+        with open(self.lib_path, "rb") as f:
+            self._image = ctypes.create_string_buffer(f.read())
+        mod = ctypes.c_void_p()
+        drv.check(drv.lib.cuModuleLoadData(ctypes.byref(mod), self._image), f"loading kernel '{self.name}'")
+        self._functions = {}
+        for name, _, _, _, smem in self._launches:
+            fn = ctypes.c_void_p()
+            drv.check(drv.lib.cuModuleGetFunction(ctypes.byref(fn), mod, name.encode()),
+                      f"kernel '{self.name}': function {name}")
+            if smem > 48 * 1024:     # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+                drv.check(drv.lib.cuFuncSetAttribute(fn, 8, smem), f"shared memory opt-in for {name}")
+            self._functions[name] = fn
+
+    def _run(self, ptrs, scalars, stream):
+        import torch
+        if self._functions is None:
+            self._load()
+        drv = _driver()
+        sizes = dict(zip(self.signature.scalar_vars, scalars))
+        temps = [torch.empty(int(size(sizes)[0]), dtype=_torch_dtype(dtype), device="cuda")
+                 for _, dtype, size in self._temps]
+        values = [ctypes.c_void_p(p) for p in ptrs] + [ctypes.c_void_p(t.data_ptr()) for t in temps]
+        values += [ctypes.c_int32(v) for v in scalars]
+        params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p)
+                                                   for v in values])
+        blocking = os.environ.get("DITRON_LAUNCH_BLOCKING", "") not in ("", "0")
+        for name, stage, grid, block, smem in self._launches:
+            gx, gy, gz = grid(sizes)
+            if gx <= 0 or gy <= 0 or gz <= 0:
+                continue
+            drv.check(drv.lib.cuLaunchKernel(self._functions[name], gx, gy, gz, *block, smem,
+                                             ctypes.c_void_p(stream), params, None),
+                      f"kernel '{self.name}': launch of {name} (stage {stage})")
+            if blocking:
+                drv.check(drv.lib.cuStreamSynchronize(ctypes.c_void_p(stream)),
+                          f"kernel '{self.name}': kernel {name} (stage {stage})")
+        # The temporaries may be freed now: torch's allocator orders their reuse after the
+        # work already queued on this (the current) stream.
+        del temps
+
+
+def _torch_dtype(dtype):
+    import torch
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+            "float64": torch.float64, "int32": torch.int32, "int64": torch.int64, "int8": torch.int8,
+            "bool": torch.bool}[dtype]

@@ -1,0 +1,65 @@
+"""The NVRTC build path of the CUDA target: device code compiled by NVRTC, launched
+through the driver API from the renderer's launch plan. Compile checks and plans here;
+numerics on a GPU (-m gpu)."""
+import pytest
+import torch
+
+import ditron as dt
+from ditron.build.nvrtc import find_nvrtc
+import schedules
+from test_cuda_target import CASES, check_gpu_against_cpu
+
+needs_nvrtc = pytest.mark.skipif(find_nvrtc() is None, reason="NVRTC (nvidia-cuda-nvrtc) is not installed")
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_case_compiles_with_nvrtc(case, arch):
+    s, args = CASES[case]()
+    mod = dt.build(s, args, target="cuda", arch=arch, name=case, compiler="nvrtc")
+    assert mod.lib_path.endswith(".cubin")
+    assert mod.plan["launches"] and all(len(ln["grid"]) == 3 for ln in mod.plan["launches"])
+
+
+@needs_nvrtc
+def test_plan_evaluates_grids_over_symbolic_dims_and_sizes_temporaries():
+    import test_cuda_target
+    s, args = test_cuda_target.gemm_symbolic_m()
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="sym", compiler="nvrtc")
+    (name, stage, grid, block, smem), = mod._launches
+    assert grid({"M": 37}) == (3, 1, 1) and block == (48, 1, 1) and stage == "C"
+    A = dt.placeholder((10, 12), "float32", name="A")
+    T = dt.compute((12, 10), lambda i, j: A[j, i], name="T")
+    U = dt.compute((12, 10), lambda i, j: T[i, j] * 2, name="U")
+    mod = dt.build(dt.create_schedule(U), [A, U], target="cuda", arch="sm_80", name="tmp",
+                   compiler="nvrtc")
+    assert [ln["stage"] for ln in mod.plan["launches"]] == ["T", "U"]
+    (tname, tdtype, tsize), = mod._temps
+    assert tdtype == "float32" and tsize({}) == (120,)
+
+
+@needs_nvrtc
+def test_nvrtc_errors_are_compile_errors_and_wgmma_needs_nvcc():
+    s, args = schedules.gemm_wgmma(256, 256, 128)
+    with pytest.raises(dt.DitronError, match="build it with compiler='nvcc'"):
+        dt.build(s, args, target="cuda", arch="sm_90a", name="wg_nvrtc", compiler="nvrtc")
+    with pytest.raises(ValueError, match="valid are 'nvcc' and, for target='cuda', 'nvrtc'"):
+        dt.build(s, args, target="cpu", name="x", compiler="nvrtc")
+
+
+@needs_nvrtc
+def test_call_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    s, args = schedules.elementwise_chain(64, gpu=True)
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="nvrtc_nogpu", compiler="nvrtc")
+    with pytest.raises(RuntimeError, match="no CUDA/ROCm device is present"):
+        mod(*[torch.zeros(64) for _ in range(4)])
+
+
+@pytest.mark.gpu
+@needs_nvrtc
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nvrtc_numerics_on_gpu(case):
+    check_gpu_against_cpu(case, compiler="nvrtc")
