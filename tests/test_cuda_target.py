@@ -87,6 +87,7 @@ def test_mma_uses_tensor_core_instructions():
     assert "ditron::mma_m16n8k16<ditron::half>" in src
     assert "ditron::ldmatrix_x4(" in src and "ditron::ldmatrix_x2_trans(" in src
     assert "ditron::cp_async<16>(" in src                    # 8 halves per vector copy
+    assert "*reinterpret_cast<uint2*>(&C[" in src             # accumulator pairs, 8-byte stores
     s, args = schedules.gemm_mma(128, 128, 128, block=(64, 64), b_transposed=True)
     src = dt.build(s, args, target="cuda", arch="sm_80", name="mma_bt").source
     assert "ditron::ldmatrix_x2(" in src                      # B rows are contiguous along K

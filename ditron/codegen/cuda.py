@@ -137,7 +137,7 @@ class CUDARenderer(CStyleRenderer):
                 body = body.then
             else:
                 break
-        if not isinstance(body, ir.Store):
+        if not isinstance(body, ir.Store) or body.buffer.scope == "local":
             return None
         uniform = [arith.uniform_cond(c, v, n) for c in conds]
         if any(c is None for c in uniform):
@@ -151,7 +151,9 @@ class CUDARenderer(CStyleRenderer):
         loads = []
 
         def collect(e):
-            if isinstance(e, ir.BufferLoad) and v in E.free_vars(e):
+            # registers (local buffers) are read element by element: a vector view of a
+            # register array would move it to local memory
+            if isinstance(e, ir.BufferLoad) and v in E.free_vars(e) and e.buffer.scope != "local":
                 loads.append(e)
         E.walk(body.value, collect)
         vname = self.declare(v)     # (the keys below render indices that mention v)
@@ -203,7 +205,7 @@ class CUDARenderer(CStyleRenderer):
             t = self.ctype(body.buffer.dtype)
 
             def to_reg(e):
-                if isinstance(e, ir.BufferLoad) and v in E.free_vars(e):
+                if isinstance(e, ir.BufferLoad) and v in E.free_vars(e) and e.buffer.scope != "local":
                     return ir.BufferLoad(mapping[(e.buffer, self.flat_index(e.buffer, e.indices))], [v])
                 return None
             value = E.transform(body.value, to_reg)

@@ -17,7 +17,7 @@ layout gives each lane, so the write-back is the same code on both.
 from ..errors import LoweringError, ScheduleError
 from ..te import expr as E
 from ..te.dtype import itemsize
-from . import ir
+from . import ir, arith
 
 INSTR = {"mma": (16, 8, 16), "wgmma": (64, 8, 16)}
 LANES = {"mma": 32, "wgmma": 128}          # a warp / a warpgroup
@@ -190,14 +190,21 @@ class MmaLowering:
     def _on_lanes(self, body):
         return ir.For(self.lane, self.lanes, body, "core", "core.x")
 
-    def _each_acc(self, name, fn):
-        """Loops over the accumulator elements of this lane: ``fn(row, col, index)``."""
+    def _each_acc(self, name, fn, vector_pairs=False):
+        """Loops over the accumulator elements of this lane: ``fn(row, col, index)``.
+
+        Element ``q = 2 * h + p`` of a piece sits at row ``+ 8 h``, column ``+ p``: the
+        pairs over ``p`` are adjacent columns, so ``vector_pairs`` vectorizes that loop
+        (the write-back then stores 8 bytes at a time)."""
         mi = E.IterVar(E.Range(0, self.mt), f"{name}_mi")
         ni = E.IterVar(E.Range(0, self.nt), f"{name}_ni")
-        q = E.IterVar(E.Range(0, 4), f"{name}_q")
+        h = E.IterVar(E.Range(0, 2), f"{name}_h")
+        pair = E.IterVar(E.Range(0, 2), f"{name}_p")
+        q = h * 2 + pair
         row, col = ir.mma_acc_coords(self.lane, mi, ni, q, self.intrinsic)
-        body = fn(row, col, (mi * self.nt + ni) * 4 + q)
-        for v, n in ((q, 4), (ni, self.nt), (mi, self.mt)):
+        body = fn(arith.simplify(row), arith.simplify(col), arith.simplify((mi * self.nt + ni) * 4 + q))
+        body = ir.For(pair, 2, body, "vectorize" if vector_pairs else "unroll")
+        for v, n in ((h, 2), (ni, self.nt), (mi, self.mt)):
             body = ir.For(v, n, body, "unroll")
         return body
 
@@ -232,7 +239,7 @@ class MmaLowering:
             guards = [E.substitute(g, sub) for g in info.guards] + nb._single_core(levels)
             index = [E.substitute(i, sub) for i in nb.store_index(info)]
             return nb.guarded(guards, ir.Store(info.buffer, index, ir.BufferLoad(self.frag, [idx])))
-        return self._on_lanes(self._each_acc("w", store))
+        return self._on_lanes(self._each_acc("w", store, vector_pairs=True))
 
     # ------------------------------------------------------------------ wgmma: TMA operands
     def _tma_operands(self):
@@ -278,6 +285,5 @@ class MmaLowering:
 
 
 def _split_unit(flat, var):
-    from . import arith
     sp = arith.split_unit(arith.simplify(flat), var, 8)
     return sp if sp is not None and sp[1] == 1 else None
