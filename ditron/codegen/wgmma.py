@@ -8,8 +8,9 @@ statement: its structure is fixed, and the lowered IR supplies the pieces.
   ``stages`` shared buffers and counts them on a "full" mbarrier per slot.
 - ``consumers`` warpgroups (``threadIdx.y`` = the stage's core.y axis), each
   waiting on "full", issuing ``wgmma.mma_async`` m64nNk16 over the 64-wide K
-  step with descriptors of the 128-byte-swizzled tiles, waiting for them, and
-  releasing the slot on its "empty" mbarrier.
+  step with descriptors of the 128-byte-swizzled tiles, keeping one step of
+  MMAs in flight and releasing the previous step's slot on its "empty"
+  mbarrier (one arrival per consumer warpgroup).
 - The accumulator write-back is the lowered IR's own (the same code the CPU
   target runs), so guards for partial tiles come from the schedule.
 
@@ -153,9 +154,16 @@ class WgmmaKernel:
                    f"ditron::wgmma_desc_k128(&{tile.b.buffer.name}[{b_at}]));")
         out.append("    }")
         out.append("    ditron::wgmma_commit();")
-        out.append("    ditron::wgmma_wait<0>();")
-        out.append(f"    if (threadIdx.x == 0) ditron::mbar_arrive(&empty[{slot}]);")
+        if self.stages > 1:
+            # keep this step's MMAs in flight; the previous step's are done: free its slot
+            out.append("    ditron::wgmma_wait<1>();")
+            out.append(f"    if (threadIdx.x == 0 && {kname} > 0) "
+                       f"ditron::mbar_arrive(&empty[({kname} - 1) % {self.stages}]);")
+        else:
+            out.append("    ditron::wgmma_wait<0>();")
+            out.append(f"    if (threadIdx.x == 0) ditron::mbar_arrive(&empty[{slot}]);")
         out.append("  }")
+        out.append("  ditron::wgmma_wait<0>();")
         for s in self.write_back:
             out += r.lines(s, 1)
         out.append("}")
