@@ -182,6 +182,29 @@ def test_wgmma_compiles_for_sm_90a(dtype):
     dt.build(s, args, target="cuda", arch="sm_90a", name=f"wgmma_short_{dtype}")
 
 
+@needs_nvcc
+def test_tensor_core_instructions_survive_into_ptx(tmp_path):
+    """The helpers guard their asm by architecture; make sure nothing is compiled out."""
+    import subprocess
+    from ditron.build.paths import csrc_dir
+    nvcc = toolchain.find_compiler("cuda")
+    for make, arch, needles in (
+            (lambda: schedules.gemm_wgmma(512, 512, 256), "sm_90a",
+             ("wgmma.mma_async.sync.aligned.m64n256k16", "cp.async.bulk.tensor.2d", "mbarrier.try_wait",
+              "wgmma.wait_group")),
+            (lambda: schedules.gemm_mma(256, 256, 128), "sm_80",
+             ("mma.sync.aligned.m16n8k16", "ldmatrix.sync.aligned", "cp.async.cg.shared.global"))):
+        s, args = make()
+        src = tmp_path / f"k_{arch}.cu"
+        src.write_text(dt.build(s, args, target="cuda", arch=arch, name=f"ptx_{arch}").source)
+        ptx = tmp_path / f"k_{arch}.ptx"
+        subprocess.run([nvcc, f"-gencode=arch=compute_{arch[3:]},code=sm_{arch[3:]}", "-std=c++17",
+                        f"-I{csrc_dir()}", "-ptx", str(src), "-o", str(ptx)], check=True)
+        text = ptx.read_text()
+        for needle in needles:
+            assert needle in text, (arch, needle)
+
+
 def _is_hopper():
     return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 

@@ -81,3 +81,27 @@ def test_cuda_export_builds_a_fatbin_for_each_arch(tmp_path):
     if os.path.exists(cuobjdump):
         listing = subprocess.run([cuobjdump, "--list-elf", str(lib)], capture_output=True, text=True)
         assert "sm_80" in listing.stdout and "sm_90a" in listing.stdout, listing.stdout
+
+
+@pytest.mark.parametrize("which,archs", [("mma", ["sm_80", "sm_90a"]), ("wgmma", ["sm_90a"])])
+def test_tensor_core_gemms_export_and_build_with_cmake(tmp_path, which, archs):
+    from ditron.build import toolchain
+    try:
+        nvcc = toolchain.find_compiler("cuda")
+    except dt.CompileError:
+        pytest.skip("nvcc is not installed")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    import schedules
+    if which == "mma":
+        s, args = schedules.gemm_mma(256, 256, 128)
+    else:
+        s, args = schedules.gemm_wgmma(256, 256, 128)
+    mod = dt.build(s, args, target="cuda", arch=archs[-1], name=f"gemm_{which}")
+    out = tmp_path / which
+    mod.export(str(out), archs=archs)
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(out), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={nvcc}",
+                    f"-DPython3_EXECUTABLE={sys.executable}"], check=True, capture_output=True)
+    r = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (build / f"libgemm_{which}_kernel.so").exists()

@@ -37,7 +37,7 @@ def wgmma_function(n, dtype):
     name = f"ditron_wgmma_m64n{n}k16_{t}"
     return name, (
         f"__device__ __forceinline__ void {name}(float* d, uint64_t desc_a, uint64_t desc_b) {{\n"
-        f"#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n"
+        f"#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n"
         f"  asm volatile(\"{{\\n .reg .pred p;\\n setp.ne.b32 p, %{regs + 2}, 0;\\n"
         f" wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{outs}}}, %{regs}, %{regs + 1},"
         f" p, 1, 1, 0, 0;\\n}}\\n\"\n"
