@@ -182,6 +182,22 @@ def main():
     torch.cuda.synchronize()
     t = (time.perf_counter() - t0) / reps
     R["launch_overhead_us"] = {"ditron": d * 1e6, "torch_add_out": t * 1e6, "ratio": d / t}
+    try:        # the NVRTC path: build time and launch overhead through the driver API
+        s, args = schedules.gemm_threads(1024, 1024, 1024, dtype="float16", stages=2)
+        t0 = time.perf_counter()
+        dt.build(s, args, target="cuda", name="gemm_nvrtc", compiler="nvrtc")
+        R["gemm_build_s"]["nvrtc_cold"] = time.perf_counter() - t0
+        one_rtc = dt.build(dt.create_schedule(B1), [A1, B1], target="cuda", name="inc1_rtc", compiler="nvrtc")
+        for _ in range(100):
+            one_rtc(u, v)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            one_rtc(u, v)
+        torch.cuda.synchronize()
+        R["launch_overhead_us"]["ditron_nvrtc"] = (time.perf_counter() - t0) / reps * 1e6
+    except Exception as e:     # NVRTC not installed: record why
+        R["launch_overhead_us"]["ditron_nvrtc"] = f"not measured: {e}"
 
     write_results(res, "cuda_" + dev.replace(" ", "_").replace("/", "_"))
 

@@ -63,3 +63,20 @@ def test_call_without_gpu_is_a_clear_error():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_nvrtc_numerics_on_gpu(case):
     check_gpu_against_cpu(case, compiler="nvrtc")
+
+
+@pytest.mark.gpu
+@needs_nvrtc
+def test_nvrtc_module_in_a_cuda_graph():
+    s, args = schedules.elementwise_chain(4096, gpu=True)
+    mod = dt.build(s, args, target="cuda", name="graph_nvrtc", compiler="nvrtc")
+    a, b, c, out = (torch.randn(4096, device="cuda") for _ in range(4))
+    mod(a, b, c, out)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        mod(a, b, c, out)
+    a.copy_(torch.randn(4096, device="cuda"))
+    g.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, torch.relu(a * b + c) * torch.sigmoid(a))

@@ -256,7 +256,8 @@ class NvrtcModule(Module):
         temps = [torch.empty(int(size(sizes)[0]), dtype=_torch_dtype(dtype), device="cuda")
                  for _, dtype, size in self._temps]
         values = [ctypes.c_void_p(p) for p in ptrs] + [ctypes.c_void_p(t.data_ptr()) for t in temps]
-        values += [ctypes.c_int32(v) for v in scalars]
+        values += [(ctypes.c_int64 if t == "int64" else ctypes.c_int32)(v)
+                   for v, t in zip(scalars, self.plan["scalar_dtypes"])]
         params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p)
                                                    for v in values])
         blocking = os.environ.get("DITRON_LAUNCH_BLOCKING", "") not in ("", "0")

@@ -86,6 +86,7 @@ def render_nvrtc(func, arch):
     plan = {"launches": r.launches,
             "temps": [(b.name, b.dtype, r.flat_size_expr(b)) for b in func.temps],
             "kernel_args": [b.name for b in list(func.params) + list(func.temps)]
-            + [v.name for v in func.scalar_vars]}
+            + [v.name for v in func.scalar_vars],
+            "scalar_dtypes": [v.dtype for v in func.scalar_vars]}
     signature = signature_of(func, "cuda", alignment=r.alignment)
     return source, signature, device_source(source), plan
