@@ -7,7 +7,7 @@ import torch
 import ditron as dt
 from ditron.build.nvrtc import find_nvrtc
 import schedules
-from test_cuda_target import CASES, check_gpu_against_cpu
+from test_cuda_target import CASES, check_gpu_against_cpu, check_graph_replay
 
 needs_nvrtc = pytest.mark.skipif(find_nvrtc() is None, reason="NVRTC (nvidia-cuda-nvrtc) is not installed")
 
@@ -68,15 +68,4 @@ def test_nvrtc_numerics_on_gpu(case):
 @pytest.mark.gpu
 @needs_nvrtc
 def test_nvrtc_module_in_a_cuda_graph():
-    s, args = schedules.elementwise_chain(4096, gpu=True)
-    mod = dt.build(s, args, target="cuda", name="graph_nvrtc", compiler="nvrtc")
-    a, b, c, out = (torch.randn(4096, device="cuda") for _ in range(4))
-    mod(a, b, c, out)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        mod(a, b, c, out)
-    a.copy_(torch.randn(4096, device="cuda"))
-    g.replay()
-    torch.cuda.synchronize()
-    torch.testing.assert_close(out, torch.relu(a * b + c) * torch.sigmoid(a))
+    check_graph_replay(compiler="nvrtc")

@@ -238,17 +238,22 @@ def test_mma_cupy_input():
     torch.testing.assert_close(torch.from_dlpack(c), ref, rtol=1e-3, atol=1e-2)
 
 
-@pytest.mark.gpu
-def test_cuda_graph_capture_and_replay():
-    s, args = schedules.elementwise_chain(4096)
-    mod = dt.build(s, args, target="cuda", name="graph_ew")
+def check_graph_replay(**build_kw):
+    """Capture a module call in a CUDA graph, change an input, replay, check the output."""
+    s, args = schedules.elementwise_chain(4096, gpu=True)
+    mod = dt.build(s, args, target="cuda", name="graph_ew", **build_kw)
     a, b, c, out = (torch.randn(4096, device="cuda") for _ in range(4))
-    g = torch.cuda.CUDAGraph()
     mod(a, b, c, out)
     torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         mod(a, b, c, out)
     a.copy_(torch.randn(4096, device="cuda"))
     g.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out, torch.relu(a * b + c) * torch.sigmoid(a))
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_and_replay():
+    check_graph_replay()
