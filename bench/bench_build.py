@@ -4,11 +4,9 @@ and host code to a shared library) against compiling only the device code, with 
 
     python bench/bench_build.py
 
-NVRTC comes from the ``nvidia-cuda-nvrtc`` wheel (or CUDA's lib64, or $DITRON_NVRTC); the measurement
-decides which path ditron uses by default for kernels without communication.
+NVRTC is found as ditron's NVRTC path finds it (ditron.build.nvrtc.find_nvrtc); the
+measurement decides which path ditron uses by default for kernels without communication.
 """
-import ctypes
-import glob
 import os
 import statistics
 import subprocess
@@ -20,39 +18,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 sys.path.insert(0, HERE)
 from common import commit, now, write_results  # noqa: E402
-
-
-def find_nvrtc():
-    if os.environ.get("DITRON_NVRTC"):
-        return os.environ["DITRON_NVRTC"]
-    import site
-    roots = site.getsitepackages() + [site.getusersitepackages(), "/usr/local/cuda/lib64"]
-    for root in roots:
-        hits = sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so.*"))
-                      + glob.glob(os.path.join(root, "libnvrtc.so*")))
-        hits = [h for h in hits if "builtins" not in h]
-        if hits:
-            return hits[0]
-    return None
-
-
-def nvrtc_compile(lib, source, arch, includes):
-    prog = ctypes.c_void_p()
-    if lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernel.cu", 0, None, None):
-        raise RuntimeError("nvrtcCreateProgram failed")
-    opts = [f"-arch={arch}".encode(), b"-std=c++17"] + [f"-I{d}".encode() for d in includes]
-    arr = (ctypes.c_char_p * len(opts))(*opts)
-    rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
-    if rc:
-        n = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(n))
-        log = ctypes.create_string_buffer(n.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        raise RuntimeError(log.value.decode()[:2000])
-    size = ctypes.c_size_t()
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return size.value
 
 
 def timed(fn, reps=3):
@@ -68,16 +33,15 @@ def main():
     import ditron as dt
     import schedules
     from ditron.build import toolchain
+    from ditron.build import nvrtc
     from ditron.build.paths import csrc_dir
     from ditron.codegen.cuda import device_source
     nvcc = toolchain.find_compiler("cuda")
     os.environ["DITRON_DISABLE_CACHE"] = "1"
-    cuda_inc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "include")
-    includes = [csrc_dir(), cuda_inc, os.path.join(cuda_inc, "cccl")]
-    lib_path = find_nvrtc()
-    lib = ctypes.CDLL(lib_path) if lib_path else None
-    res = {"device": "no GPU: compile times on the host CPU (" + (os.uname().machine) + f", {os.cpu_count()} cores)", "date": now(), "commit": commit(), "nvcc": nvcc,
-           "nvrtc": lib_path, "results": {}}
+    lib_path = nvrtc.find_nvrtc()
+    host = f"no GPU: compile times on the host CPU ({os.uname().machine}, {os.cpu_count()} cores)"
+    res = {"device": host, "date": now(), "commit": commit(), "nvcc": nvcc, "nvrtc": lib_path,
+           "results": {}}
     programs = {"gemm_mma_4096": lambda: schedules.gemm_mma(4096, 4096, 4096),
                 "gemm_simt_1024": lambda: schedules.gemm_threads(1024, 1024, 1024, dtype="float16"),
                 "elementwise": lambda: schedules.elementwise_chain(1 << 20, gpu=True)}
@@ -95,8 +59,8 @@ def main():
             cmd = [nvcc, "-cubin", f"-arch={arch}", "-O3", "-std=c++17", f"-I{csrc_dir()}", path,
                    "-o", os.path.join(d, "k.cubin")]
             row["nvcc_device_cubin"] = timed(lambda: subprocess.run(cmd, check=True))
-        if lib is not None:
-            row["nvrtc_device_cubin"] = timed(lambda: nvrtc_compile(lib, dev, arch, includes))
+        if lib_path is not None:
+            row["nvrtc_device_cubin"] = timed(lambda: nvrtc.compile_image(dev, arch))
         res["results"][name] = row
         print(name, {k: round(v["median_s"], 3) for k, v in row.items()})
     write_results(res, "build")

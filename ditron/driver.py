@@ -51,10 +51,12 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     if world_size != 1:
         raise ValueError(f"world_size={world_size}: distributed builds (the task level) are not "
                          "available in this build; use world_size=1")
-    if target == "cuda" and arch is None:
-        arch = default_cuda_arch()
-    compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or "nvcc"
-    if compiler not in ("nvcc", "nvrtc") or (compiler == "nvrtc" and target != "cuda"):
+    if target == "cuda":
+        from .codegen.cuda import arch_number
+        arch = arch or default_cuda_arch()
+        arch_number(arch)       # a clear ValueError for a malformed arch
+        compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or "nvcc"
+    if compiler not in (None, "nvcc", "nvrtc") or (compiler == "nvrtc" and target != "cuda"):
         raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc'")
     func = lower(sch, args, name=name)
     if compiler == "nvrtc":

@@ -5,13 +5,23 @@ Each function returns ``(schedule, args)`` ready for ``dt.lower`` / ``dt.build``
 import ditron as dt
 
 
+def matmul(M, N, K, dtype="float32", acc="float32", b_transposed=False):
+    """``C = A @ B`` (``A @ B.T`` with B stored (N, K) when ``b_transposed``), inputs cast to
+    ``acc`` and summed in it; returns ``(A, B, C)``."""
+    A = dt.placeholder((M, K), dtype, name="A")
+    B = dt.placeholder((N, K) if b_transposed else (K, N), dtype, name="B")
+    k = dt.reduce_axis((0, K), name="k")
+
+    def b_at(kk, j):
+        return B[j, kk] if b_transposed else B[kk, j]
+    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype(acc) * b_at(k, j).astype(acc), axis=k),
+                   name="C")
+    return A, B, C
+
+
 def gemm_tiled(M, N, K, dtype="float32", acc="float32", tile=64, ktile=32, stages=3, unroll=True):
     """The DESIGN.md GEMM: 2-D block tiles, shared-memory staging, a pipelined K loop."""
-    A = dt.placeholder((M, K), dtype, name="A")
-    B = dt.placeholder((K, N), dtype, name="B")
-    k = dt.reduce_axis((0, K), name="k")
-    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype(acc) * B[k, j].astype(acc), axis=k),
-                   name="C")
+    A, B, C = matmul(M, N, K, dtype, acc)
     s = dt.create_schedule(C)
     i, j = s[C].op.axis
     (kk,) = s[C].op.reduce_axis
@@ -35,11 +45,7 @@ def gemm_tiled(M, N, K, dtype="float32", acc="float32", tile=64, ktile=32, stage
 def gemm_threads(M, N, K, dtype="float32", stages=2, block=64, ktile=32, per_core=4):
     """GPU-style GEMM: a block of 16x16 cores, each accumulating a 4x4 tile in registers,
     with cooperative shared-memory copies."""
-    A = dt.placeholder((M, K), dtype, name="A")
-    B = dt.placeholder((K, N), dtype, name="B")
-    k = dt.reduce_axis((0, K), name="k")
-    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"),
-                                               axis=k), name="C")
+    A, B, C = matmul(M, N, K, dtype)
     s = dt.create_schedule(C)
     CL = s.cache_write(C, "local")
     i, j = C.op.axis
@@ -74,10 +80,7 @@ def gemm_threads(M, N, K, dtype="float32", stages=2, block=64, ktile=32, per_cor
 def gemm_cpu_fast(M, N, K, bi=64, bj=64, ri=8, rj=16, kt=128):
     """The fastest fp32 GEMM schedule for the CPU target: blocks over OpenMP threads,
     register tiles with a vectorized inner axis, K blocked for the cache."""
-    A = dt.placeholder((M, K), "float32", name="A")
-    B = dt.placeholder((K, N), "float32", name="B")
-    k = dt.reduce_axis((0, K), name="k")
-    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k] * B[k, j], axis=k), name="C")
+    A, B, C = matmul(M, N, K)
     s = dt.create_schedule(C)
     CL = s.cache_write(C, "local")
     i, j = C.op.axis
@@ -175,17 +178,11 @@ def gemm_mma(M, N, K, dtype="float16", block=(128, 128), warps=(2, 2), ktile=32,
 
     ``b_transposed``: B is stored (N, K) (``C = A @ B.T``, the nn.Linear layout).
     ``staged=False``: no shared memory, each lane loads its operand elements itself."""
-    A = dt.placeholder((M, K), dtype, name="A")
-    B = dt.placeholder((N, K) if b_transposed else (K, N), dtype, name="B")
-    k = dt.reduce_axis((0, K), name="k")
-
-    def b_at(kk, j):
-        return B[j, kk] if b_transposed else B[kk, j]
-    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype("float32") * b_at(k, j).astype("float32"),
-                                               axis=k), name="C")
+    A, B, C = matmul(M, N, K, dtype, b_transposed=b_transposed)
     s = dt.create_schedule(C)
     (bm, bn), (wy, wx) = block, warps
     i, j = C.op.axis
+    (k,) = C.op.reduce_axis
     bi, ii = s[C].split(i, factor=bm)
     bj, jj = s[C].split(j, factor=bn)
     wi, ti = s[C].split(ii, nparts=wy)
@@ -221,14 +218,11 @@ def gemm_wgmma(M, N, K, dtype="bfloat16", block=(128, 256), consumers=2, stages=
     rows, each keeping its part in registers. On CUDA the operand copies become TMA loads
     issued by one extra producer warp, ``stages`` deep, synchronized with mbarriers; on
     the CPU target they run as plain copies."""
-    A = dt.placeholder((M, K), dtype, name="A")
-    B = dt.placeholder((N, K), dtype, name="B")
-    k = dt.reduce_axis((0, K), name="k")
-    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype("float32") * B[j, k].astype("float32"),
-                                               axis=k), name="C")
+    A, B, C = matmul(M, N, K, dtype, b_transposed=True)
     s = dt.create_schedule(C)
     bm, bn = block
     i, j = C.op.axis
+    (k,) = C.op.reduce_axis
     bi, ii = s[C].split(i, factor=bm)
     bj, tj = s[C].split(j, factor=bn)
     wi, ti = s[C].split(ii, nparts=consumers)

@@ -69,3 +69,20 @@ def test_nvrtc_numerics_on_gpu(case):
 @needs_nvrtc
 def test_nvrtc_module_in_a_cuda_graph():
     check_graph_replay(compiler="nvrtc")
+
+
+def test_unloadable_nvrtc_and_bad_arch_are_clear_errors(monkeypatch):
+    from ditron.build import nvrtc
+    monkeypatch.setattr(nvrtc, "_LIB", None)
+    monkeypatch.setenv("DITRON_NVRTC", "/nonexistent/libnvrtc.so")
+    s, args = schedules.elementwise_chain(64, gpu=True)
+    with pytest.raises(dt.CompileError, match="cannot be loaded.*DITRON_NVRTC.*compiler='nvcc'"):
+        dt.build(s, args, target="cuda", arch="sm_80", name="no_nvrtc", compiler="nvrtc")
+    with pytest.raises(ValueError, match="arch='ampere': expected a CUDA architecture like 'sm_80'"):
+        dt.build(s, args, target="cuda", arch="ampere", name="bad_arch")
+
+
+def test_cuda_compiler_setting_leaves_cpu_builds_alone(monkeypatch):
+    monkeypatch.setenv("DITRON_CUDA_COMPILER", "nvrtc")
+    s, args = schedules.elementwise_chain(64)
+    assert dt.build(s, args, target="cpu", name="cpu_despite_nvrtc").target == "cpu"

@@ -47,6 +47,27 @@ def lookup(key, lib_name):
     return path if os.path.isfile(path) else None
 
 
+def workspace(key, file_name, label):
+    """``(cached path, None)`` on a hit; else ``(None, folder)``: a private folder to build
+    ``file_name`` in (a staging folder, or a temporary one when the cache is disabled)."""
+    if disabled():
+        return None, tempfile.mkdtemp(prefix=f"ditron-{label}-")
+    hit = lookup(key, file_name)
+    if hit:
+        return hit, None
+    return None, staging_dir(key)
+
+
+def finish(work, key, file_name, meta):
+    """Record ``meta`` next to the built ``file_name`` and publish ``work``; returns the
+    file's final path (in ``work`` itself when the cache is disabled)."""
+    with open(os.path.join(work, "meta.json"), "w") as f:
+        json.dump(dict(meta, created=time.time()), f, indent=1)
+    if disabled():
+        return os.path.join(work, file_name)
+    return os.path.join(publish(work, key), file_name)
+
+
 def staging_dir(key):
     root = os.path.join(cache_dir(), "staging")
     os.makedirs(root, exist_ok=True)

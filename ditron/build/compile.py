@@ -1,5 +1,4 @@
 """Compile a rendered kernel into a shared library, through the cache."""
-import json
 import logging
 import os
 import platform
@@ -7,7 +6,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 import time
 
 from ..errors import CompileError
@@ -43,14 +41,10 @@ def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=
         "machine": platform.machine(),
     })
     lib_name = f"lib{signature.name}_{key[:16]}.so"
-    if not cache.disabled():
-        hit = cache.lookup(key, lib_name)
-        if hit:
-            log.debug("cache hit for kernel '%s': %s", signature.name, hit)
-            return hit
-        work = cache.staging_dir(key)
-    else:
-        work = tempfile.mkdtemp(prefix=f"ditron-{signature.name}-")
+    hit, work = cache.workspace(key, lib_name, signature.name)
+    if hit:
+        log.debug("cache hit for kernel '%s': %s", signature.name, hit)
+        return hit
     src = os.path.join(work, "kernel" + toolchain.EXT[target])
     with open(src, "w") as f:
         f.write(source)
@@ -66,16 +60,10 @@ def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=
     for line in (proc.stdout + proc.stderr).splitlines():
         if "spill" in line.lower():
             log.warning("kernel '%s': %s", signature.name, line.strip())
-    with open(os.path.join(work, "meta.json"), "w") as f:
-        json.dump({"name": signature.name, "target": target, "arch": arch, "command": cmd,
-                   "seconds": seconds, "created": time.time()}, f, indent=1)
-    if cache.disabled():
-        log.info("compiled kernel '%s' for %s in %.2f s (cache disabled): %s", signature.name,
-                 target, seconds, out)
-        return out
-    final = cache.publish(work, key)
+    final = cache.finish(work, key, lib_name, {"name": signature.name, "target": target, "arch": arch,
+                                               "command": cmd, "seconds": seconds})
     log.info("compiled kernel '%s' for %s in %.2f s: %s", signature.name, target, seconds, final)
-    return os.path.join(final, lib_name)
+    return final
 
 
 def _keep_failed(src, name, key, target):

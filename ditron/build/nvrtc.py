@@ -12,17 +12,16 @@ CUDA toolkit's lib64, or ``$DITRON_NVRTC``.
 """
 import ctypes
 import glob
-import json
 import logging
 import os
-import tempfile
+import shutil
 import time
 
 from ..errors import CompileError, DitronError
 from ..te import expr as E
 from . import cache
-from .compile import _compile_error, _version
-from .module import Module
+from .compile import _compile_error, _keep_failed, _version
+from .module import Module, _torch_dtypes
 from .paths import csrc_dir, package_fingerprint
 
 log = logging.getLogger("ditron.build")
@@ -73,8 +72,14 @@ def _nvrtc():
             raise CompileError("NVRTC is not installed: pip install nvidia-cuda-nvrtc (or set "
                                "DITRON_NVRTC to libnvrtc.so), or build with compiler='nvcc'",
                                command=[], source_path="", log="")
-        _LIB = ctypes.CDLL(path)
-        _LIB.nvrtcGetErrorString.restype = ctypes.c_char_p
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            raise CompileError(f"NVRTC at {path} cannot be loaded ({e}); point DITRON_NVRTC at a "
+                               "libnvrtc.so, or build with compiler='nvcc'",
+                               command=[], source_path="", log="") from None
+        lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        _LIB = lib
     return _LIB
 
 
@@ -84,29 +89,19 @@ def nvrtc_version():
     return f"{major.value}.{minor.value}"
 
 
+def options(arch):
+    """NVRTC options; the same language level as the nvcc path (see toolchain.flags)."""
+    return [f"-arch={arch}", "-std=c++17"] + [f"-I{d}" for d in _include_dirs()]
+
+
 # ---------------------------------------------------------------------------
 # compiling
 
-def compile_cubin(device_source, name, arch):
-    """Compile ``device_source`` for ``arch`` with NVRTC, through the kernel cache; returns
-    the cubin's path."""
+def compile_image(device_source, arch):
+    """Compile ``device_source`` for ``arch``; returns ``(cubin bytes or None, log)``
+    (None when NVRTC rejected the source). No cache: see :func:`compile_cubin`."""
     lib = _nvrtc()
-    opts = [f"-arch={arch}", "-std=c++17", "--use_fast_math"] + [f"-I{d}" for d in _include_dirs()]
-    key = cache.key_of({"source": device_source, "target": "cuda-nvrtc", "arch": arch,
-                        "nvrtc": nvrtc_version(), "flags": opts[:3], "ditron": _version(),
-                        "package": package_fingerprint()})
-    cubin_name = f"{name}_{key[:16]}.cubin"
-    if not cache.disabled():
-        hit = cache.lookup(key, cubin_name)
-        if hit:
-            return hit
-        work = cache.staging_dir(key)
-    else:
-        work = tempfile.mkdtemp(prefix=f"ditron-{name}-")
-    src_path = os.path.join(work, "kernel.cu")
-    with open(src_path, "w") as f:
-        f.write(device_source)
-    t0 = time.perf_counter()
+    opts = options(arch)
     prog = ctypes.c_void_p()
     _check_nvrtc(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), device_source.encode(), b"kernel.cu",
                                              0, None, None), "nvrtcCreateProgram")
@@ -119,28 +114,42 @@ def compile_cubin(device_source, name, arch):
         lib.nvrtcGetProgramLog(prog, buf)
         log_text = buf.value.decode(errors="replace")
         if rc != 0:
-            kept = os.path.join(cache.cache_dir(), "failed", f"{name}_{key[:16]}.cu")
-            os.makedirs(os.path.dirname(kept), exist_ok=True)
-            with open(kept, "w") as f:
-                f.write(device_source)
-            raise _compile_error(["nvrtc"] + opts, kept, device_source, log_text, name)
+            return None, log_text
         size = ctypes.c_size_t()
         _check_nvrtc(lib, lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "nvrtcGetCUBINSize")
         image = ctypes.create_string_buffer(size.value)
         _check_nvrtc(lib, lib.nvrtcGetCUBIN(prog, image), "nvrtcGetCUBIN")
+        return image.raw, log_text
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def compile_cubin(device_source, name, arch):
+    """Compile ``device_source`` for ``arch`` with NVRTC, through the kernel cache; returns
+    the cubin's path. Rejected source raises :class:`CompileError` like the nvcc path."""
+    key = cache.key_of({"source": device_source, "target": "cuda-nvrtc", "arch": arch,
+                        "nvrtc": nvrtc_version(), "flags": options(arch)[:2], "ditron": _version(),
+                        "package": package_fingerprint()})
+    cubin_name = f"{name}_{key[:16]}.cubin"
+    hit, work = cache.workspace(key, cubin_name, name)
+    if hit:
+        return hit
+    src_path = os.path.join(work, "kernel.cu")
+    with open(src_path, "w") as f:
+        f.write(device_source)
+    t0 = time.perf_counter()
+    image, log_text = compile_image(device_source, arch)
     seconds = time.perf_counter() - t0
+    if image is None:
+        kept = _keep_failed(src_path, name, key, "cuda")
+        shutil.rmtree(work, ignore_errors=True)
+        raise _compile_error(["nvrtc"] + options(arch), kept, device_source, log_text, name)
     with open(os.path.join(work, cubin_name), "wb") as f:
-        f.write(image.raw)
-    with open(os.path.join(work, "meta.json"), "w") as f:
-        json.dump({"name": name, "target": "cuda-nvrtc", "arch": arch, "options": opts,
-                   "seconds": seconds, "created": time.time()}, f, indent=1)
-    if cache.disabled():
-        return os.path.join(work, cubin_name)
-    final = cache.publish(work, key)
+        f.write(image)
+    final = cache.finish(work, key, cubin_name, {"name": name, "target": "cuda-nvrtc", "arch": arch,
+                                                 "options": options(arch), "seconds": seconds})
     log.info("compiled kernel '%s' with NVRTC for %s in %.2f s: %s", name, arch, seconds, final)
-    return os.path.join(final, cubin_name)
+    return final
 
 
 def _check_nvrtc(lib, rc, what):
@@ -235,9 +244,9 @@ class NvrtcModule(Module):
         drv = _driver()
         drv.ensure_context(torch.cuda.current_device())
         with open(self.lib_path, "rb") as f:
-            self._image = ctypes.create_string_buffer(f.read())
+            image = ctypes.create_string_buffer(f.read())     # the driver copies it
         mod = ctypes.c_void_p()
-        drv.check(drv.lib.cuModuleLoadData(ctypes.byref(mod), self._image), f"loading kernel '{self.name}'")
+        drv.check(drv.lib.cuModuleLoadData(ctypes.byref(mod), image), f"loading kernel '{self.name}'")
         self._functions = {}
         for name, _, _, _, smem in self._launches:
             fn = ctypes.c_void_p()
@@ -253,7 +262,7 @@ class NvrtcModule(Module):
             self._load()
         drv = _driver()
         sizes = dict(zip(self.signature.scalar_vars, scalars))
-        temps = [torch.empty(int(size(sizes)[0]), dtype=_torch_dtype(dtype), device="cuda")
+        temps = [torch.empty(int(size(sizes)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
                  for _, dtype, size in self._temps]
         values = [ctypes.c_void_p(p) for p in ptrs] + [ctypes.c_void_p(t.data_ptr()) for t in temps]
         values += [(ctypes.c_int64 if t == "int64" else ctypes.c_int32)(v)
@@ -275,9 +284,3 @@ class NvrtcModule(Module):
         # work already queued on this (the current) stream.
         del temps
 
-
-def _torch_dtype(dtype):
-    import torch
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-            "float64": torch.float64, "int32": torch.int32, "int64": torch.int64, "int8": torch.int8,
-            "bool": torch.bool}[dtype]

@@ -63,13 +63,15 @@ def render(func, target, arch=None):
     source = _source(r, func, arch)
     return source, signature_of(func, target, alignment=getattr(r, "alignment", None))
 
+
 def render_nvrtc(func, arch):
     """Render for an NVRTC build: ``(source, signature, device_source, plan)``.
 
     ``plan`` says what the generated host code would do, so that a loader can do
     it without compiled host code: ``{"launches": [{"name", "stage", "grid" (3
     exprs over the symbolic dims), "block", "smem"}], "temps": [(name, dtype,
-    size expr)], "kernel_args": [names]}``. Programs whose host part is more
+    size expr)], "scalar_dtypes": [...]}``; kernels take the arguments, then the
+    temporaries, then the symbolic dims. Programs whose host part is more
     than a sequence of kernel launches (or that need TMA descriptors) raise
     :class:`DitronError`; they build with nvcc.
     """
@@ -78,15 +80,13 @@ def render_nvrtc(func, arch):
         if not isinstance(s, (ir.Kernel, ir.Comment)):
             raise DitronError(f"'{func.name}': its host code is more than a sequence of kernel launches "
                               f"({type(s).__name__} outside a kernel); build it with compiler='nvcc'")
-    r = CUDARenderer(func, arch)
-    source = _source(r, func, arch)
-    if r.includes:
+    if any(isinstance(s, ir.MmaTile) and s.intrinsic == "wgmma" for s in ir.walk_stmts(func.body)):
         raise DitronError(f"'{func.name}': wgmma kernels need TMA descriptors made by host code; "
                           "build it with compiler='nvcc'")
+    r = CUDARenderer(func, arch)
+    source = _source(r, func, arch)
     plan = {"launches": r.launches,
             "temps": [(b.name, b.dtype, r.flat_size_expr(b)) for b in func.temps],
-            "kernel_args": [b.name for b in list(func.params) + list(func.temps)]
-            + [v.name for v in func.scalar_vars],
             "scalar_dtypes": [v.dtype for v in func.scalar_vars]}
     signature = signature_of(func, "cuda", alignment=r.alignment)
     return source, signature, device_source(source), plan

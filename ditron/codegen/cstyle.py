@@ -224,16 +224,14 @@ class CStyleRenderer:
         return "\n".join(out)
 
     def flat_size_expr(self, b):
+        """Number of elements of ``b`` (64-bit: temporaries may exceed 2^31 elements)."""
         n = E.Const(1, "int64")
         for dim in b.shape:
             n = n * dim
         return n
 
     def flat_size(self, b):
-        text = "(int64_t)1"
-        for dim in b.shape:
-            text = f"{text} * {self.expr(dim)}"
-        return text
+        return self.expr(self.flat_size_expr(b))
 
     def params(self, written):
         out = []

@@ -6,14 +6,24 @@ above 48 KB), local buffers registers, barriers ``__syncthreads()``.
 Pipelined copies of 4-byte elements into shared memory become ``cp.async``
 with commit / wait groups (plain copies below sm_80).
 """
+import re
+
 from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.dtype import itemsize
 from ..lower import ir, arith
 from .cstyle import CStyleRenderer
 
-ARCH_NUM = {"sm_70": 70, "sm_75": 75, "sm_80": 80, "sm_86": 86, "sm_87": 87, "sm_89": 89, "sm_90": 90,
-            "sm_90a": 90, "sm_100": 100, "sm_100a": 100, "sm_120": 120}
+
+
+def arch_number(arch):
+    """80 for "sm_80", 90 for "sm_90a"; ValueError for anything that is not an sm_ arch."""
+    m = re.fullmatch(r"sm_(\d+)[af]?", arch or "")
+    if not m:
+        raise ValueError(f"arch={arch!r}: expected a CUDA architecture like 'sm_80', 'sm_90a' "
+                         "or 'sm_100a'")
+    return int(m.group(1))
+
 
 # Largest dynamic shared memory per block (bytes), from the CUDA programming guide's table.
 SMEM_LIMIT = {"sm_70": 96 * 1024, "sm_75": 64 * 1024, "sm_80": 163 * 1024, "sm_86": 99 * 1024,
@@ -53,12 +63,11 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane):
     or ``("elements", [[(at_lo, cond_lo), (at_hi, cond_hi)] per register])``.
     """
     buf = load.buffer
-    flat = arith.simplify(ir.flat_index(buf, list(load.indices)))
+    flat = ir.flat_index(buf, list(load.indices))
     contig = None
     if buf.scope == "shared" and itemsize(buf.dtype) == 2:
         for var, trans in ((p_var, False), (g_var, True)):
-            sp = arith.split_unit(flat, var, 8)
-            if sp is not None and sp[1] == 1 and arith.divisible(sp[0], 8):
+            if arith.contiguous_base(flat, var, 8) is not None:
                 contig = trans
                 break
     if contig is not None:
@@ -145,8 +154,7 @@ class CUDARenderer(CStyleRenderer):
         width = n * itemsize(body.buffer.dtype)
         if width not in VECTOR_TYPES:
             return None
-        dst = self._vector_base(body.buffer, body.indices, v, n)
-        if dst is None:
+        if not self._contiguous(body.buffer, body.indices, v, n):
             return None
         loads = []
 
@@ -164,7 +172,7 @@ class CUDARenderer(CStyleRenderer):
                 continue
             if n * itemsize(ld.dtype) not in VECTOR_TYPES:
                 return None
-            if self._vector_base(ld.buffer, ld.indices, v, n) is None:
+            if not self._contiguous(ld.buffer, ld.indices, v, n):
                 return None
             bases[key] = ld
         p = "  " * d
@@ -184,7 +192,7 @@ class CUDARenderer(CStyleRenderer):
         if copy:
             src_ref = self._vector_ref(loads[0].buffer, loads[0].indices, v)
             if (self.in_async and body.buffer.scope == "shared" and loads[0].buffer.scope == "global"
-                    and ARCH_NUM.get(self.arch, 80) >= 80):
+                    and arch_number(self.arch) >= 80):
                 out.append(f"{inner}ditron::cp_async<{width}>({dst_ref}, {src_ref});")
             else:
                 out.append(f"{inner}*reinterpret_cast<{vt}*>({dst_ref}) = "
@@ -218,13 +226,11 @@ class CUDARenderer(CStyleRenderer):
             out.append(f"{p}}}")
         return out
 
-    def _vector_base(self, buf, indices, v, n):
-        """Flat offset of element ``v = 0`` if ``buf[indices]`` is ``base + v`` with ``base``
-        a multiple of ``n`` (so that the run is contiguous and aligned); else None."""
-        sp = arith.split_unit(arith.simplify(ir.flat_index(buf, list(indices))), v, n)
-        if sp is None or sp[1] != 1 or not arith.divisible(sp[0], n):
-            return None
-        return arith.simplify(sp[0])
+    @staticmethod
+    def _contiguous(buf, indices, v, n):
+        """``buf[indices]`` over ``v`` in ``[0, n)`` is one contiguous run starting at a
+        multiple of ``n`` elements."""
+        return arith.contiguous_base(ir.flat_index(buf, list(indices)), v, n) is not None
 
     def _vector_ref(self, buf, indices, v):
         """``&buf[first element]`` (64-bit offsets for global buffers, as for scalar accesses)."""
@@ -261,7 +267,7 @@ class CUDARenderer(CStyleRenderer):
         16-byte aligned is read with ``ldmatrix`` (``.trans`` when the other axis is
         the contiguous one); otherwise each lane loads its own elements.
         """
-        if ARCH_NUM.get(self.arch, 80) < 80:
+        if arch_number(self.arch) < 80:
             raise ScheduleError(f"tensorize 'mma' (tile {s.shape}) needs sm_80 or newer; the build "
                                 f"targets {self.arch}")
         if s.a.dtype != s.b.dtype:
@@ -323,10 +329,10 @@ class CUDARenderer(CStyleRenderer):
     # ------------------------------------------------------------------ kernels
     def kernel_lines(self, k, d):
         fname = f"{self.func.name}_{k.name}_k{len(self.kernel_defs)}"
-        wg = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile) and s.intrinsic == "wgmma"]
-        if wg:
-            return self.wgmma_kernel_lines(k, d, fname, wg[0])
-        if any(isinstance(s, ir.MmaTile) for s in ir.walk_stmts(k.body)):
+        tiles = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile)]
+        if tiles and tiles[0].intrinsic == "wgmma":
+            return self.wgmma_kernel_lines(k, d, fname, tiles[0])
+        if tiles:
             lanes = k.threads.get("core.x", (None, 1))[1]
             if lanes % 32:
                 raise ScheduleError(f"stage '{k.name}': mma tiles need warps of 32 consecutive "
@@ -376,24 +382,28 @@ class CUDARenderer(CStyleRenderer):
         out += self.lines(k.body, 1)
         out.append("}")
         self.kernel_defs.append("\n".join(out))
-        # host side
+        block = tuple(k.threads[f"core.{a}"][1] if f"core.{a}" in k.threads else 1 for a in "xyz")
+        return self.launch_lines(k, d, fname, block, smem if dynamic else 0, self.kernel_args())
+
+    def launch_lines(self, k, d, fname, block, smem, args, setup=(), comment=""):
+        """Host code launching ``fname`` over the kernel's grid (recorded in ``launches`` for
+        NVRTC builds): shared-memory opt-in above 48 KB, empty grids skipped, launch errors
+        (and with DITRON_LAUNCH_BLOCKING=1 faults) reported with the kernel and stage."""
         p = "  " * d
-        dims = {tag: self.expr(ext) for _, ext, tag in k.grid}
-        grid = ", ".join(dims.get(f"device.{a}", "1") for a in "xyz")
-        block = ", ".join(str(k.threads[f"core.{a}"][1]) if f"core.{a}" in k.threads else "1" for a in "xyz")
-        self.launches.append({"name": fname, "stage": k.name,
-                              "grid": [dict((t, e) for _, e, t in k.grid).get(f"device.{a}", E.Const(1, "int32"))
-                                       for a in "xyz"],
-                              "block": tuple(k.threads[f"core.{a}"][1] if f"core.{a}" in k.threads else 1
-                                             for a in "xyz"),
-                              "smem": smem if dynamic else 0})
-        host = [f"{p}{{  // launch {fname}"]
-        if dynamic:
+        grid = {tag: ext for _, ext, tag in k.grid}
+        grid = [grid.get(f"device.{a}", E.Const(1, "int32")) for a in "xyz"]
+        self.launches.append({"name": fname, "stage": k.name, "grid": grid, "block": block, "smem": smem})
+        host = [f"{p}{{  // launch {fname}{comment}"] + [f"{p}  {line}" for line in setup]
+        if smem > STATIC_SMEM:
             host.append(f"{p}  check(cudaFuncSetAttribute({fname}, cudaFuncAttributeMaxDynamicSharedMemorySize, "
                         f"{smem}), \"shared memory opt-in for {k.name}\");")
-        host.append(f"{p}  const dim3 grid({grid}), block({block});")
+        shown = list(block)
+        while len(shown) > 1 and shown[-1] == 1:      # dim3 fills in the trailing 1s
+            shown.pop()
+        host.append(f"{p}  const dim3 grid({', '.join(self.expr(e) for e in grid)}), "
+                    f"block({', '.join(str(b) for b in shown)});")
         host.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
-        host.append(f"{p}    {fname}<<<grid, block, {smem if dynamic else 0}, stream>>>({self.kernel_args()});")
+        host.append(f"{p}    {fname}<<<grid, block, {smem}, stream>>>({args});")
         host.append(f"{p}    check(cudaGetLastError(), \"launch of {fname} (stage {k.name})\");")
         host.append(f"{p}    if (ditron::sync_after_launch()) check(cudaStreamSynchronize(stream), "
                     f"\"kernel {fname} (stage {k.name})\");")

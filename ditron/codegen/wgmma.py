@@ -22,6 +22,7 @@ from ..errors import ScheduleError
 from ..lower import ir, arith
 from ..te import expr as E
 from ..te.dtype import itemsize
+from .cuda import BLOCK_IDX, THREAD_IDX
 
 TMA_TYPES = {"float16": "CU_TENSOR_MAP_DATA_TYPE_FLOAT16", "bfloat16": "CU_TENSOR_MAP_DATA_TYPE_BFLOAT16"}
 PTX_TYPES = {"float16": "f16", "bfloat16": "bf16"}
@@ -88,9 +89,9 @@ class WgmmaKernel:
         out = [f"extern \"C\" __global__ void __launch_bounds__({nthreads}, 1) {fname}(const __grid_constant__ CUtensorMap "
                f"tma_a, const __grid_constant__ CUtensorMap tma_b, {r.kernel_params()}) {{"]
         for v, _, tag in k.grid:
-            out.append(f"  const int32_t {r.declare(v)} = {BLOCK[tag]};")
+            out.append(f"  const int32_t {r.declare(v)} = {BLOCK_IDX[tag]};")
         for tag, (v, _) in k.threads.items():
-            out.append(f"  const int32_t {r.declare(v)} = {THREAD[tag]};")
+            out.append(f"  const int32_t {r.declare(v)} = {THREAD_IDX[tag]};")
         out.append("  extern __shared__ __align__(1024) unsigned char ditron_smem[];")
         off = 0
         for op in self.ops:
@@ -182,31 +183,16 @@ class WgmmaKernel:
 
     # ------------------------------------------------------------------ host
     def host(self, fname, d):
-        r, k = self.r, self.k
-        p = "  " * d
-        dims = {tag: r.expr(ext) for _, ext, tag in k.grid}
-        grid = ", ".join(dims.get(f"device.{a}", "1") for a in "xyz")
-        out = [f"{p}{{  // launch {fname} (wgmma, TMA, {self.stages}-slot ring, "
-               f"{self.consumers} consumer warpgroups + 1 producer)"]
+        """The launch, after making the operands' TMA descriptors."""
+        r = self.r
+        setup = []
         for op, name in zip(self.ops, ("tma_a", "tma_b")):
             g = op["global"]
             r._need_align(g, 16)
             rows, cols = (r.expr(x) for x in g.shape)
-            out.append(f"{p}  const CUtensorMap {name} = ditron::make_tma_2d({g.name}, "
-                       f"{TMA_TYPES[g.dtype]}, {rows}, {cols}, {op['box'][0]}, {op['box'][1]}, "
-                       f"\"argument {g.name}\");")
-        out.append(f"{p}  check(cudaFuncSetAttribute({fname}, cudaFuncAttributeMaxDynamicSharedMemorySize, "
-                   f"{self.smem}), \"shared memory opt-in for {k.name}\");")
-        out.append(f"{p}  const dim3 grid({grid}), block(128, {self.consumers + 1});")
-        out.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
-        out.append(f"{p}    {fname}<<<grid, block, {self.smem}, stream>>>(tma_a, tma_b, {r.kernel_args()});")
-        out.append(f"{p}    check(cudaGetLastError(), \"launch of {fname} (stage {k.name})\");")
-        out.append(f"{p}    if (ditron::sync_after_launch()) check(cudaStreamSynchronize(stream), "
-                   f"\"kernel {fname} (stage {k.name})\");")
-        out.append(f"{p}  }}")
-        out.append(f"{p}}}")
-        return out
-
-
-BLOCK = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
-THREAD = {"core.x": "threadIdx.x", "core.y": "threadIdx.y", "core.z": "threadIdx.z"}
+            setup.append(f"const CUtensorMap {name} = ditron::make_tma_2d({g.name}, {TMA_TYPES[g.dtype]}, "
+                         f"{rows}, {cols}, {op['box'][0]}, {op['box'][1]}, \"argument {g.name}\");")
+        return r.launch_lines(self.k, d, fname, (128, self.consumers + 1, 1), self.smem,
+                              f"tma_a, tma_b, {r.kernel_args()}", setup,
+                              f" (wgmma, TMA, {self.stages}-slot ring, {self.consumers} consumer "
+                              "warpgroups + 1 producer)")

@@ -416,6 +416,16 @@ def split_unit(e, v, n):
     return None
 
 
+def contiguous_base(flat, v, n, aligned=True):
+    """``base`` if the flat offset ``flat`` is ``base + v`` for ``v`` in ``[0, n)`` (a
+    contiguous run along ``v``) and, when ``aligned``, ``base`` is a multiple of ``n``;
+    else None."""
+    sp = split_unit(simplify(flat), v, n)
+    if sp is None or sp[1] != 1 or (aligned and not divisible(sp[0], n)):
+        return None
+    return simplify(sp[0])
+
+
 def uniform_cond(c, v, n):
     """``c`` rewritten free of ``v`` if it provably has the same value for all ``v`` in
     ``[0, n)``; else None."""

@@ -111,12 +111,12 @@ class MmaLowering:
                                 "stays in registers across the reduction, so order the axes as "
                                 "[data-parallel..., reduce..., tile]")
         for iv in leaves[start:]:
-            if self.nb._core_of(st, iv):
+            if self.nb.core_of(st, iv):
                 raise LoweringError(f"{self.where}: reduce axis '{iv.name}' is bound to "
-                                    f"{self.nb._core_of(st, iv)}; the reduction of a tensorized "
+                                    f"{self.nb.core_of(st, iv)}; the reduction of a tensorized "
                                     "stage runs inside one warp")
         bound_x = [iv.name for s, iv in [(st, x) for x in leaves] + info.enclosing
-                   if self.nb._core_of(s, iv) == "core.x"]
+                   if self.nb.core_of(s, iv) == "core.x"]
         if bound_x:
             raise LoweringError(f"{self.where}: axes {bound_x} are bound to core.x, but core.x holds "
                                 f"the {LANES.get(self.intrinsic, 32)} lanes of each "
@@ -232,11 +232,11 @@ class MmaLowering:
 
     def write_back(self):
         info, nb = self.info, self.nb
-        levels = nb._core_levels(info) | {"core.x"}
+        levels = nb.core_levels(info) | {"core.x"}
 
         def store(row, col, idx):
             sub = {self.m_var: row, self.n_var: col}
-            guards = [E.substitute(g, sub) for g in info.guards] + nb._single_core(levels)
+            guards = [E.substitute(g, sub) for g in info.guards] + nb.single_core(levels)
             index = [E.substitute(i, sub) for i in nb.store_index(info)]
             return nb.guarded(guards, ir.Store(info.buffer, index, ir.BufferLoad(self.frag, [idx])))
         return self._on_lanes(self._each_acc("w", store, vector_pairs=True))
@@ -268,8 +268,7 @@ class MmaLowering:
             if src_buf is None or len(src_buf.shape) != 2:
                 raise LoweringError(f"{where}: TMA copies 2-D input tensors; '{src.name}' is not one")
             flat = ir.flat_index(load.buffer, list(load.indices))
-            unit = _split_unit(flat, self.k_var)
-            if unit is None:
+            if arith.contiguous_base(flat, self.k_var, 8, aligned=False) is None:
                 raise LoweringError(f"{where}: wgmma reads K-major operands (K contiguous in memory, "
                                     f"e.g. A as (M, K) and B as (N, K), the nn.Linear weight layout); "
                                     f"this one is not contiguous along '{self.k_var.name}'")
@@ -282,8 +281,3 @@ class MmaLowering:
             out.append({"global": src_buf, "origin": origin, "box": box, "smem": load.buffer,
                         "ring": copy.ring})
         return {"operands": out, "k_loop": k_loop}
-
-
-def _split_unit(flat, var):
-    sp = arith.split_unit(arith.simplify(flat), var, 8)
-    return sp if sp is not None and sp[1] == 1 else None

@@ -64,12 +64,13 @@ class NestBuilder:
             cond = E.Logical("&&", cond, c)
         return ir.IfThenElse(cond, stmt)
 
-    def _core_levels(self, info):
+    def core_levels(self, info):
         """Core levels over which this stage's work is distributed (own or enclosing loops)."""
         loops = [(info.stage, iv) for iv in info.stage.leaf_iter_vars] + info.enclosing
-        return {self._core_of(st, iv) for st, iv in loops} - {None}
+        return {self.core_of(st, iv) for st, iv in loops} - {None}
 
-    def _single_core(self, levels):
+    def single_core(self, levels):
+        """Guards that keep a store to the cores with index 0 at every level not in ``levels``."""
         return [marker for lvl, marker in ir.CORE0.items() if lvl not in levels]
 
     def guards(self, info):
@@ -78,7 +79,7 @@ class NestBuilder:
         storage): otherwise those cores would each compute, or accumulate, it again."""
         if info.scope == "local":
             return info.guards
-        return info.guards + self._single_core(self._core_levels(info))
+        return info.guards + self.single_core(self.core_levels(info))
 
     def update(self, info):
         body = info.body
@@ -156,13 +157,13 @@ class NestBuilder:
 
     # ------------------------------------------------------------------ cross-core reductions
     @staticmethod
-    def _core_of(st, iv):
+    def core_of(st, iv):
         attr = st.attrs.get(iv)
         return attr.bind if attr is not None and (attr.bind or "").startswith("core") else None
 
     def _core_bound_reduce(self, info):
         st = info.stage
-        return [iv for iv in st.leaf_iter_vars if iv.kind == "reduce" and self._core_of(st, iv)]
+        return [iv for iv in st.leaf_iter_vars if iv.kind == "reduce" and self.core_of(st, iv)]
 
     def cross_core_reduce(self, info, k):
         """A reduction whose reduce axis is spread over the cores of a block.
@@ -174,14 +175,14 @@ class NestBuilder:
         st = info.stage
         leaves = st.leaf_iter_vars
         bound = self._core_bound_reduce(info)
-        where = f"stage '{st.name}': reduce axis '{bound[0].name}' bound to {self._core_of(st, bound[0])}"
+        where = f"stage '{st.name}': reduce axis '{bound[0].name}' bound to {self.core_of(st, bound[0])}"
         if len(bound) > 1:
             raise LoweringError(f"{where}: only one reduce axis per stage can be bound to cores")
         if any(iv.kind != "reduce" for iv in leaves[k:]):
             raise LoweringError(f"{where}: the data-parallel axes must all be outside the reduce axes "
                                 f"(leaf axes: {st._leaf_names()}); reorder them")
         also_bound = [iv.name for s, iv in [(st, x) for x in leaves if x is not bound[0]] + info.enclosing
-                      if self._core_of(s, iv)]
+                      if self.core_of(s, iv)]
         if also_bound:
             raise LoweringError(f"{where}: axes {also_bound} are also bound to cores; a cross-core "
                                 "reduction needs the block's cores for the reduce axis alone")
@@ -189,8 +190,8 @@ class NestBuilder:
         n = info.ext[rv]
         if not isinstance(n, E.Const):
             raise LoweringError(f"{where}: its extent {n!r} must be a constant")
-        tag = self._core_of(st, rv)
-        others = self._single_core({tag})
+        tag = self.core_of(st, rv)
+        others = self.single_core({tag})
         body = info.body
         op = body.combiner if body.combiner != "sum" else "+"
         ident = {"sum": 0, "max": E.lowest(body.dtype), "min": E.highest(body.dtype)}[body.combiner]
@@ -222,7 +223,7 @@ class NestBuilder:
                     op, ir.BufferLoad(red, [t]), ir.BufferLoad(red, [t + h]), body.dtype)))
             steps.append(on_cores(step))
             half //= 2
-        final = self.guarded(dp_guards + self._single_core(set()),
+        final = self.guarded(dp_guards + self.single_core(set()),
                              ir.Store(info.buffer, self.store_index(info), ir.BufferLoad(red, [zero])))
         return ir.Seq([ir.Store(part, [zero], E.Const(ident, body.dtype)), acc] + steps + [final])
 
