@@ -6,10 +6,16 @@
 // This module is deliberately free of torch headers: it receives data pointers
 // and sizes as Python ints, so that it builds in seconds and never depends on
 // the ABI of the installed torch.
+//
+// It also launches kernels built by NVRTC (ditron/build/nvrtc.py) through the
+// CUDA driver API. libcuda is opened with dlopen on first use and only the few
+// entry points of the launch itself are declared here (their C ABI is stable),
+// so that _C builds and imports on machines without CUDA.
 #include <dlfcn.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -156,6 +162,85 @@ class Kernel {
   std::vector<uintptr_t> aligns_;
 };
 
+// The CUDA driver entry points of a launch, looked up in libcuda at run time.
+using CuLaunchKernelFn = int (*)(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                 unsigned bz, unsigned smem, void* stream, void** params, void** extra);
+using CuGetErrorStringFn = int (*)(int rc, const char** text);
+using CuStreamSynchronizeFn = int (*)(void* stream);
+
+class CudaDriver {
+ public:
+  explicit CudaDriver(const std::string& path) {
+    handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
+    if (!handle_) {
+      const char* err = dlerror();
+      throw std::runtime_error("the CUDA driver (" + path + ") cannot be loaded: " + (err ? err : "unknown error"));
+    }
+    launch_ = reinterpret_cast<CuLaunchKernelFn>(dlsym(handle_, "cuLaunchKernel"));
+    error_string_ = reinterpret_cast<CuGetErrorStringFn>(dlsym(handle_, "cuGetErrorString"));
+    sync_ = reinterpret_cast<CuStreamSynchronizeFn>(dlsym(handle_, "cuStreamSynchronize"));
+    if (!launch_ || !error_string_ || !sync_) {
+      throw std::runtime_error(path + " lacks cuLaunchKernel / cuGetErrorString / cuStreamSynchronize");
+    }
+  }
+
+  // Launch ``fn`` (a CUfunction) with its parameters in kernel order: the pointers
+  // (8 bytes each), then the scalars, 8 bytes where ``wide`` says so and 4 otherwise.
+  // With ``sync`` the stream is synchronized, so that a fault in the kernel is reported here.
+  void launch(uintptr_t fn, const py::tuple& grid, const py::tuple& block, unsigned smem, uintptr_t stream,
+              const py::tuple& ptrs, const py::tuple& scalars, const py::tuple& wide, bool sync) const {
+    constexpr size_t kMax = 64;
+    const size_t np = ptrs.size(), ns = scalars.size();
+    if (np + ns > kMax || wide.size() != ns || grid.size() != 3 || block.size() != 3) {
+      throw std::invalid_argument("cuda launch: malformed arguments");
+    }
+    uint64_t slots[kMax];
+    void* params[kMax];
+    for (size_t i = 0; i < np; ++i) {
+      slots[i] = static_cast<uint64_t>(PyLong_AsUnsignedLongLong(ptrs[i].ptr()));
+    }
+    for (size_t i = 0; i < ns; ++i) {
+      const long long v = PyLong_AsLongLong(scalars[i].ptr());
+      uint64_t& slot = slots[np + i];
+      slot = 0;
+      if (wide[i].ptr() == Py_True) {
+        const int64_t w = static_cast<int64_t>(v);
+        std::memcpy(&slot, &w, sizeof(w));
+      } else {
+        const int32_t n = static_cast<int32_t>(v);
+        std::memcpy(&slot, &n, sizeof(n));
+      }
+    }
+    unsigned g[3], b[3];
+    for (int d = 0; d < 3; ++d) {
+      g[d] = static_cast<unsigned>(PyLong_AsUnsignedLong(grid[d].ptr()));
+      b[d] = static_cast<unsigned>(PyLong_AsUnsignedLong(block[d].ptr()));
+    }
+    if (PyErr_Occurred()) throw py::error_already_set();
+    for (size_t i = 0; i < np + ns; ++i) params[i] = &slots[i];
+    int rc;
+    {
+      py::gil_scoped_release release;
+      rc = launch_(reinterpret_cast<void*>(fn), g[0], g[1], g[2], b[0], b[1], b[2], smem,
+                   reinterpret_cast<void*>(stream), params, nullptr);
+      if (rc == 0 && sync) rc = sync_(reinterpret_cast<void*>(stream));
+    }
+    if (rc != 0) throw std::runtime_error(message(rc));
+  }
+
+  std::string message(int rc) const {
+    const char* text = nullptr;
+    error_string_(rc, &text);
+    return text ? std::string(text) : "CUresult " + std::to_string(rc);
+  }
+
+ private:
+  void* handle_ = nullptr;
+  CuLaunchKernelFn launch_ = nullptr;
+  CuGetErrorStringFn error_string_ = nullptr;
+  CuStreamSynchronizeFn sync_ = nullptr;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -166,4 +251,9 @@ PYBIND11_MODULE(_C, m) {
       .def("set_checks", &Kernel::set_checks)
       .def("launch", &Kernel::launch, py::arg("args"), py::arg("stream") = 0)
       .def_property_readonly("path", &Kernel::path);
+  py::class_<CudaDriver>(m, "CudaDriver")
+      .def(py::init<const std::string&>(), py::arg("path"))
+      .def("launch", &CudaDriver::launch, py::arg("fn"), py::arg("grid"), py::arg("block"), py::arg("smem"),
+           py::arg("stream"), py::arg("ptrs"), py::arg("scalars"), py::arg("wide"), py::arg("sync") = false)
+      .def("message", &CudaDriver::message, py::arg("rc"));
 }

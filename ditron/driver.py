@@ -19,12 +19,15 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         GPU architecture ("sm_90a", "gfx90a"); default: the current device's.
     world_size : int
         Number of ranks of a distributed program (1: single rank).
-    compiler : {"nvcc", "nvrtc"}, optional
-        CUDA only. "nvcc" (the default, or ``$DITRON_CUDA_COMPILER``) compiles device and
-        host code into a shared library called through ``ditron._C``; "nvrtc" compiles the
-        device code alone (about 5x faster to build, see bench/results/build_*.json) and
-        launches through the driver API. nvcc stays the default until the NVRTC launch
-        path has been validated on a GPU.
+    compiler : {"auto", "nvrtc", "nvcc"}, optional
+        CUDA only; default ``$DITRON_CUDA_COMPILER``, else "auto". "nvrtc" compiles the
+        device code alone and launches it through the driver API (from ``ditron._C``);
+        "nvcc" compiles device and host code into a shared library called through
+        ``ditron._C``. "auto" takes NVRTC, the faster to build (0.06-0.3 s against
+        1.4-1.8 s, bench/results/build_*.json), when it is installed and can express the
+        program, and nvcc otherwise (wgmma kernels need host-made TMA descriptors, and
+        programs with host code between kernels need nvcc). ``mod.compiler`` tells
+        which one built the module.
 
     Returns
     -------
@@ -55,15 +58,24 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         from .codegen.cuda import arch_number
         arch = arch or default_cuda_arch()
         arch_number(arch)       # a clear ValueError for a malformed arch
-        compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or "nvcc"
-    if compiler not in (None, "nvcc", "nvrtc") or (compiler == "nvrtc" and target != "cuda"):
-        raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc'")
+        compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or "auto"
+    if compiler not in (None, "auto", "nvcc", "nvrtc") or (compiler in ("auto", "nvrtc") and target != "cuda"):
+        raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
+                         "and 'auto'")
     func = lower(sch, args, name=name)
-    if compiler == "nvrtc":
-        from .codegen import render_nvrtc
+    if compiler == "auto":
+        from .build.nvrtc import nvrtc_available
+        compiler = "nvrtc?" if nvrtc_available() else "nvcc"
+    if compiler in ("nvrtc", "nvrtc?"):
+        from .codegen import render_nvrtc, NvrtcUnsupported
         from .build.nvrtc import compile_cubin, NvrtcModule
-        source, signature, device, plan = render_nvrtc(func, arch)
-        return NvrtcModule(signature, source, compile_cubin(device, name, arch), arch, plan)
+        try:
+            source, signature, device, plan = render_nvrtc(func, arch)
+        except NvrtcUnsupported:
+            if compiler == "nvrtc":
+                raise
+        else:
+            return NvrtcModule(signature, source, compile_cubin(device, name, arch), arch, plan)
     source, signature = render(func, target, arch=arch)
     lib = compile_library(source, signature, arch=arch)
     return Module(signature, source, lib, arch)

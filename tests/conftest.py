@@ -28,6 +28,9 @@ def _session_cache(tmp_path_factory):
     """One kernel cache per test session (tests that need a private one use ``fresh_cache``)."""
     if "DITRON_CACHE_DIR" not in os.environ:
         os.environ["DITRON_CACHE_DIR"] = str(tmp_path_factory.mktemp("ditron-cache"))
+    # The CUDA compile checks are nvcc's (device and host code); the NVRTC path's tests ask
+    # for it by name, and test_cuda_nvrtc checks what the "auto" default picks.
+    os.environ.setdefault("DITRON_CUDA_COMPILER", "nvcc")
     yield
 
 

@@ -44,8 +44,21 @@ def test_nvrtc_errors_are_compile_errors_and_wgmma_needs_nvcc():
     s, args = schedules.gemm_wgmma(256, 256, 128)
     with pytest.raises(dt.DitronError, match="build it with compiler='nvcc'"):
         dt.build(s, args, target="cuda", arch="sm_90a", name="wg_nvrtc", compiler="nvrtc")
-    with pytest.raises(ValueError, match="valid are 'nvcc' and, for target='cuda', 'nvrtc'"):
+    with pytest.raises(ValueError, match="valid are 'nvcc' and, for target='cuda', 'nvrtc' and 'auto'"):
         dt.build(s, args, target="cpu", name="x", compiler="nvrtc")
+
+
+@needs_nvrtc
+def test_auto_builds_with_nvrtc_where_it_can_and_with_nvcc_elsewhere(monkeypatch):
+    from ditron.build import nvrtc
+    monkeypatch.delenv("DITRON_CUDA_COMPILER", raising=False)
+    s, args = schedules.elementwise_chain(64, gpu=True)
+    assert dt.build(s, args, target="cuda", arch="sm_80", name="auto_ew").compiler == "nvrtc"
+    assert dt.build(s, args, target="cuda", arch="sm_80", name="auto_ew2", compiler="nvcc").compiler == "nvcc"
+    ws, wargs = schedules.gemm_wgmma(256, 256, 128)
+    assert dt.build(ws, wargs, target="cuda", arch="sm_90a", name="auto_wg").compiler == "nvcc"
+    monkeypatch.setattr(nvrtc, "nvrtc_available", lambda: False)
+    assert dt.build(s, args, target="cuda", arch="sm_80", name="auto_ew3").compiler == "nvcc"
 
 
 @needs_nvrtc

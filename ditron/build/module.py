@@ -65,6 +65,11 @@ class Module:
         return self.signature.name
 
     @property
+    def compiler(self):
+        """What compiled the kernel: "nvcc" or "nvrtc" (CUDA), "hipcc" (HIP), "c++" (CPU)."""
+        return {"cuda": "nvcc", "hip": "hipcc"}.get(self.target, "c++")
+
+    @property
     def target(self):
         return self.signature.target
 

@@ -4,10 +4,11 @@ launch order) done from the launch plan that the renderer records.
 
 Measured here (bench/results/build_*.json): NVRTC compiles a kernel's device code
 in 0.06-0.3 s where the nvcc path (device and host code into a shared library)
-takes 1.4-1.8 s. ``dt.build(..., compiler="nvrtc")`` (or
-``DITRON_CUDA_COMPILER=nvrtc``) selects it; programs it cannot express (wgmma
+takes 1.4-1.8 s, so it is the default (``compiler="auto"``) wherever it is
+installed; ``compiler="nvrtc"`` insists on it. Programs it cannot express (wgmma
 kernels, which need TMA descriptors from host code; host loops around kernels)
-raise and build with nvcc. NVRTC comes from the ``nvidia-cuda-nvrtc`` wheel, the
+build with nvcc under "auto" and raise under "nvrtc". Launches go through
+``ditron._C.CudaDriver`` (cuLaunchKernel from C++, no ctypes per call). NVRTC comes from the ``nvidia-cuda-nvrtc`` wheel, the
 CUDA toolkit's lib64, or ``$DITRON_NVRTC``.
 """
 import ctypes
@@ -19,6 +20,7 @@ import time
 
 from ..errors import CompileError, DitronError
 from ..te import expr as E
+from .. import _C
 from . import cache
 from .compile import _compile_error, _keep_failed, _version
 from .module import Module, _torch_dtypes
@@ -81,6 +83,17 @@ def _nvrtc():
         lib.nvrtcGetErrorString.restype = ctypes.c_char_p
         _LIB = lib
     return _LIB
+
+
+def nvrtc_available():
+    """Whether NVRTC is installed and loads (what ``compiler="auto"`` asks)."""
+    if find_nvrtc() is None:
+        return False
+    try:
+        _nvrtc()
+    except CompileError:
+        return False
+    return True
 
 
 def nvrtc_version():
@@ -161,19 +174,27 @@ def _check_nvrtc(lib, rc, what):
 # ---------------------------------------------------------------------------
 # the driver API (loaded on first launch: it needs a GPU)
 
+def libcuda_path():
+    """The CUDA driver library: ``$DITRON_LIBCUDA`` (tests point it at a fake driver), else
+    ``libcuda.so.1``, the name the driver installs."""
+    return os.environ.get("DITRON_LIBCUDA") or "libcuda.so.1"
+
+
 class _Driver:
+    """Module loading and context set-up through ctypes (once per module); the launches
+    themselves go through ``ditron._C.CudaDriver``, a few microseconds each."""
+
     def __init__(self):
+        path = libcuda_path()
         try:
-            self.lib = ctypes.CDLL("libcuda.so.1")
+            self.lib = ctypes.CDLL(path)
         except OSError as e:
-            raise RuntimeError(f"the CUDA driver (libcuda.so.1) cannot be loaded: {e}") from None
+            raise RuntimeError(f"the CUDA driver ({path}) cannot be loaded: {e}") from None
         self.lib.cuGetErrorString.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
-        self.lib.cuLaunchKernel.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.lib.cuModuleGetFunction.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
         self.lib.cuFuncSetAttribute.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-        self.lib.cuStreamSynchronize.argtypes = [ctypes.c_void_p]
         self.check(self.lib.cuInit(0), "cuInit")
+        self.launcher = _C.CudaDriver(path)
 
     def check(self, rc, what):
         if rc != 0:
@@ -227,6 +248,8 @@ def _evaluator(exprs):
 class NvrtcModule(Module):
     """A CUDA module built by NVRTC: same calling convention and checks as :class:`Module`."""
 
+    compiler = "nvrtc"
+
     def __init__(self, signature, source, cubin_path, arch, plan):
         self._init_checks(signature, source, cubin_path, arch)
         self.plan = plan
@@ -247,40 +270,38 @@ class NvrtcModule(Module):
             image = ctypes.create_string_buffer(f.read())     # the driver copies it
         mod = ctypes.c_void_p()
         drv.check(drv.lib.cuModuleLoadData(ctypes.byref(mod), image), f"loading kernel '{self.name}'")
-        self._functions = {}
-        for name, _, _, _, smem in self._launches:
+        functions = []
+        for name, stage, grid, block, smem in self._launches:
             fn = ctypes.c_void_p()
             drv.check(drv.lib.cuModuleGetFunction(ctypes.byref(fn), mod, name.encode()),
                       f"kernel '{self.name}': function {name}")
             if smem > 48 * 1024:     # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
                 drv.check(drv.lib.cuFuncSetAttribute(fn, 8, smem), f"shared memory opt-in for {name}")
-            self._functions[name] = fn
+            functions.append((fn.value, name, stage, grid, block, smem))
+        self._functions = functions
+        self._wide = tuple(t == "int64" for t in self.plan["scalar_dtypes"])
 
     def _run(self, ptrs, scalars, stream):
-        import torch
         if self._functions is None:
             self._load()
-        drv = _driver()
+        launcher = _driver().launcher
         sizes = dict(zip(self.signature.scalar_vars, scalars))
-        temps = [torch.empty(int(size(sizes)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
-                 for _, dtype, size in self._temps]
-        values = [ctypes.c_void_p(p) for p in ptrs] + [ctypes.c_void_p(t.data_ptr()) for t in temps]
-        values += [(ctypes.c_int64 if t == "int64" else ctypes.c_int32)(v)
-                   for v, t in zip(scalars, self.plan["scalar_dtypes"])]
-        params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p)
-                                                   for v in values])
+        temps = ()
+        if self._temps:
+            import torch
+            temps = [torch.empty(int(size(sizes)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
+                     for _, dtype, size in self._temps]
+            ptrs = tuple(ptrs) + tuple(t.data_ptr() for t in temps)
         blocking = os.environ.get("DITRON_LAUNCH_BLOCKING", "") not in ("", "0")
-        for name, stage, grid, block, smem in self._launches:
-            gx, gy, gz = grid(sizes)
-            if gx <= 0 or gy <= 0 or gz <= 0:
+        for fn, name, stage, grid, block, smem in self._functions:
+            dims = grid(sizes)
+            if min(dims) <= 0:
                 continue
-            drv.check(drv.lib.cuLaunchKernel(self._functions[name], gx, gy, gz, *block, smem,
-                                             ctypes.c_void_p(stream), params, None),
-                      f"kernel '{self.name}': launch of {name} (stage {stage})")
-            if blocking:
-                drv.check(drv.lib.cuStreamSynchronize(ctypes.c_void_p(stream)),
-                          f"kernel '{self.name}': kernel {name} (stage {stage})")
+            try:
+                launcher.launch(fn, dims, block, smem, stream, ptrs, scalars, self._wide, blocking)
+            except RuntimeError as e:
+                what = "kernel" if blocking else "launch of"
+                raise RuntimeError(f"kernel '{self.name}': {what} {name} (stage {stage}): {e}") from None
         # The temporaries may be freed now: torch's allocator orders their reuse after the
         # work already queued on this (the current) stream.
         del temps
-

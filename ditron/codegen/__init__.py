@@ -18,6 +18,11 @@ def _env():
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
+class NvrtcUnsupported(DitronError):
+    """The program cannot be built by NVRTC (its host code is more than kernel launches,
+    or it needs TMA descriptors); the default compiler then falls back to nvcc."""
+
+
 def _renderer(target):
     if target == "cpu":
         from .cpu import CPURenderer
@@ -73,15 +78,15 @@ def render_nvrtc(func, arch):
     size expr)], "scalar_dtypes": [...]}``; kernels take the arguments, then the
     temporaries, then the symbolic dims. Programs whose host part is more
     than a sequence of kernel launches (or that need TMA descriptors) raise
-    :class:`DitronError`; they build with nvcc.
+    :class:`NvrtcUnsupported`; they build with nvcc.
     """
     from .cuda import CUDARenderer, device_source
     for s in (func.body.body if isinstance(func.body, ir.Seq) else [func.body]):
         if not isinstance(s, (ir.Kernel, ir.Comment)):
-            raise DitronError(f"'{func.name}': its host code is more than a sequence of kernel launches "
+            raise NvrtcUnsupported(f"'{func.name}': its host code is more than a sequence of kernel launches "
                               f"({type(s).__name__} outside a kernel); build it with compiler='nvcc'")
     if any(isinstance(s, ir.MmaTile) and s.intrinsic == "wgmma" for s in ir.walk_stmts(func.body)):
-        raise DitronError(f"'{func.name}': wgmma kernels need TMA descriptors made by host code; "
+        raise NvrtcUnsupported(f"'{func.name}': wgmma kernels need TMA descriptors made by host code; "
                           "build it with compiler='nvcc'")
     r = CUDARenderer(func, arch)
     source = _source(r, func, arch)
