@@ -15,3 +15,4 @@ from .lower import lower
 # importing the subpackage later cannot shadow the function.
 from . import build as _build_pkg  # noqa: F401
 from .driver import build  # noqa: E402
+from . import runtime as distributed  # noqa: E402  (dt.distributed.launch / init / empty / rank)

@@ -1,0 +1,156 @@
+"""``dt.distributed``: the ranks of a distributed program and their symmetric heap.
+
+On the CPU target every rank is a process; the symmetric heap is a shared-memory file
+that every rank maps (:mod:`ditron.runtime.heap`), and generated kernels put, signal
+and wait through it exactly as they do through NVSHMEM on a GPU.
+
+- :func:`launch` runs a function on W emulated ranks (processes with
+  ``torch.distributed`` over gloo and a shared heap) and raises in the caller if any
+  rank raised or died.
+- :func:`init` sets up the heap from an initialized ``torch.distributed`` group
+  (``torchrun``); under :func:`launch` it has already run.
+- :func:`empty` allocates a tensor on the symmetric heap (collectively: every rank
+  allocates the same shapes in the same order, as with ``nvshmem_malloc``).
+
+Examples
+--------
+>>> import ditron as dt
+>>> def work():
+...     x = dt.distributed.empty((4,), "float32")
+...     x.fill_(dt.distributed.rank())
+...     return float(x.sum())
+>>> dt.distributed.launch(work, world_size=2)      # doctest: +SKIP
+[0.0, 4.0]
+"""
+import os
+
+from ..errors import DitronError
+from .heap import SharedHeap, heap_size_from_env
+from .launch import launch  # noqa: F401  (public)
+
+_WORLD = None
+
+
+class World:
+    """This process's rank, the world size and the symmetric heap."""
+
+    def __init__(self, rank, world_size, heap):
+        import torch
+        self.rank, self.world_size, self.heap = rank, world_size, heap
+        # What generated kernels receive as their hidden world argument:
+        # [rank, world size, wait timeout in ms, heap base of rank 0, 1, ...].
+        self.descriptor = torch.tensor([rank, world_size, int(wait_timeout() * 1000)]
+                                       + [heap.base(pe) for pe in range(world_size)], dtype=torch.int64)
+        self.target = "cpu"
+
+
+def wait_timeout():
+    """Seconds a kernel waits for a peer's signal before failing: ``DITRON_WAIT_TIMEOUT``, default 60."""
+    text = os.environ.get("DITRON_WAIT_TIMEOUT", "60")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"DITRON_WAIT_TIMEOUT={text!r}: expected seconds, e.g. 60") from None
+    if value <= 0:
+        raise ValueError(f"DITRON_WAIT_TIMEOUT={text!r}: must be > 0")
+    return value
+
+
+def init():
+    """Set up this rank's symmetric heap from an initialized ``torch.distributed`` group.
+
+    Rank 0 creates the shared-memory heap file and broadcasts its path; every rank maps
+    it. Idempotent. Under :func:`launch` it has already run.
+
+    Examples
+    --------
+    >>> import torch.distributed as tdist, ditron as dt   # doctest: +SKIP
+    >>> tdist.init_process_group("gloo"); dt.distributed.init()
+    """
+    global _WORLD
+    if _WORLD is not None:
+        return _WORLD
+    import torch.distributed as tdist
+    if not (tdist.is_available() and tdist.is_initialized()):
+        raise DitronError("dt.distributed.init() needs an initialized torch.distributed group "
+                          "(torchrun, then torch.distributed.init_process_group('gloo')); or run "
+                          "the program on emulated ranks with dt.distributed.launch(fn, world_size=W)")
+    rank, world_size = tdist.get_rank(), tdist.get_world_size()
+    size = heap_size_from_env()
+    box = [None]
+    if rank == 0:
+        import tempfile
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        fd, path = tempfile.mkstemp(prefix="ditron-heap-", dir=shm)
+        os.close(fd)
+        os.unlink(path)
+        SharedHeap.create(path, world_size, size)
+        box = [path]
+    tdist.broadcast_object_list(box, src=0)
+    heap = SharedHeap(box[0], rank, world_size, size)
+    tdist.barrier()
+    if rank == 0:
+        os.unlink(box[0])      # every rank has it mapped; the memory goes with the last mapping
+    _WORLD = World(rank, world_size, heap)
+    return _WORLD
+
+
+def _world(what):
+    if _WORLD is None:
+        raise DitronError(f"{what}: the distributed runtime is not initialized; call "
+                          "dt.distributed.init() (under torchrun) or run inside "
+                          "dt.distributed.launch(fn, world_size=W)")
+    return _WORLD
+
+
+def current():
+    """The :class:`World` of this process, or None outside a distributed program."""
+    return _WORLD
+
+
+def rank():
+    """This process's rank."""
+    return _world("dt.distributed.rank()").rank
+
+
+def world_size():
+    """The number of ranks."""
+    return _world("dt.distributed.world_size()").world_size
+
+
+def empty(shape, dtype="float32"):
+    """A tensor on the symmetric heap (zero-filled when fresh). Collective: every rank must
+    allocate the same shapes in the same order.
+
+    Examples
+    --------
+    >>> x = dt.distributed.empty((1024, 512), "float16")   # doctest: +SKIP
+    """
+    import torch
+    from ..build.module import _torch_dtypes
+    w = _world("dt.distributed.empty()")
+    if isinstance(shape, int):
+        shape = (shape,)
+    shape = tuple(int(d) for d in shape)
+    tdtype = dtype if isinstance(dtype, torch.dtype) else _torch_dtypes().get(str(dtype))
+    if tdtype is None:
+        raise TypeError(f"dt.distributed.empty: unknown dtype {dtype!r}; valid: "
+                        f"{', '.join(_torch_dtypes())}")
+    n = 1
+    for d in shape:
+        n *= d
+    nbytes = n * torch.empty((), dtype=tdtype).element_size()
+    return w.heap.tensor(w.heap.allocate(nbytes), shape, tdtype)
+
+
+def is_symmetric(t):
+    """Whether tensor ``t`` lies on this rank's symmetric heap."""
+    w = _WORLD
+    if w is None or t.numel() == 0:
+        return False
+    return w.heap.owns(t.data_ptr(), t.numel() * t.element_size())
+
+
+def _reset_for_tests():
+    global _WORLD
+    _WORLD = None

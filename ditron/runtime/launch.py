@@ -1,0 +1,115 @@
+"""``dt.distributed.launch``: run a function on W emulated CPU ranks.
+
+Each rank is a fresh (spawned) process with ``torch.distributed`` initialized over
+gloo and the symmetric heap mapped (:func:`ditron.runtime.init`). The caller gets the
+ranks' return values, or one :class:`~ditron.errors.DitronError` naming every rank that
+raised or died. A rank that dies (killed, crashed) does not leave the others hanging:
+their waits on it time out (``DITRON_WAIT_TIMEOUT``), and whatever is still running a
+grace period after the first failure is terminated.
+"""
+import os
+import queue
+import shutil
+import tempfile
+import time
+import traceback
+
+from ..errors import DitronError
+
+
+def _rank_main(fn, rank, world_size, store_dir, args, results):
+    import torch
+    import torch.distributed as tdist
+    from . import init
+    torch.set_num_threads(1)       # W ranks share the machine's cores
+    try:
+        tdist.init_process_group("gloo", init_method=f"file://{os.path.join(store_dir, 'store')}",
+                                 rank=rank, world_size=world_size)
+        init()
+        value = fn(*args)
+        results.put((rank, "ok", value))
+    except BaseException as e:  # noqa: BLE001 (reported to the caller, whatever it was)
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        try:
+            results.put((rank, "error", f"{type(e).__name__}: {e}\n{text}"))
+        except Exception:
+            results.put((rank, "error", f"{type(e).__name__}: {e}"))
+    finally:
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+def launch(fn, world_size, args=()):
+    """Run ``fn(*args)`` on ``world_size`` emulated ranks; returns the list of return values.
+
+    ``fn`` and ``args`` must be picklable (a module-level function). Inside ``fn``,
+    ``dt.distributed.rank()``, ``world_size()`` and ``empty()`` work, and modules built
+    with ``world_size=W`` communicate through the shared symmetric heap.
+
+    Raises
+    ------
+    DitronError
+        If any rank raised (its traceback is included) or died.
+
+    Examples
+    --------
+    >>> import ditron as dt
+    >>> def hello():
+    ...     return dt.distributed.rank()
+    >>> dt.distributed.launch(hello, world_size=2)      # doctest: +SKIP
+    [0, 1]
+    """
+    import multiprocessing as mp
+    from . import wait_timeout
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    grace = wait_timeout() + 5.0
+    ctx = mp.get_context("spawn")
+    store_dir = tempfile.mkdtemp(prefix="ditron-ranks-")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_rank_main, args=(fn, r, world_size, store_dir, tuple(args), results),
+                         name=f"ditron-rank-{r}", daemon=True) for r in range(world_size)]
+    values, errors = {}, {}
+    try:
+        for p in procs:
+            p.start()
+        first_failure = None
+        while len(values) + len(errors) < world_size:
+            try:
+                rank, status, payload = results.get(timeout=0.2)
+                (values if status == "ok" else errors)[rank] = payload
+                if status != "ok" and first_failure is None:
+                    first_failure = time.monotonic()
+                continue
+            except queue.Empty:
+                pass
+            for r, p in enumerate(procs):
+                if r in values or r in errors or p.is_alive():
+                    continue
+                # exited without a report: give its last message a moment to arrive
+                try:
+                    rank, status, payload = results.get(timeout=1.0)
+                    (values if status == "ok" else errors)[rank] = payload
+                    continue
+                except queue.Empty:
+                    pass
+                if r not in values and r not in errors:
+                    errors[r] = f"rank {r} died (exit code {p.exitcode}) without reporting"
+                    if first_failure is None:
+                        first_failure = time.monotonic()
+            if first_failure is not None and time.monotonic() - first_failure > grace:
+                for r, p in enumerate(procs):
+                    if r not in values and r not in errors:
+                        p.terminate()
+                        errors[r] = (f"rank {r} was still running {grace:.0f} s after the first "
+                                     "failure and was terminated")
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        shutil.rmtree(store_dir, ignore_errors=True)
+    if errors:
+        parts = [f"--- rank {r} ---\n{errors[r]}" for r in sorted(errors)]
+        raise DitronError(f"{len(errors)} of {world_size} ranks failed:\n" + "\n".join(parts))
+    return [values[r] for r in range(world_size)]
