@@ -7,6 +7,7 @@ Describe *what* to compute with tensor expressions (:func:`placeholder`,
 __version__ = "0.1.0"
 
 from .errors import DitronError, ScheduleError, CompileError, LoweringError
+from .te.comm import all_gather, reduce_scatter, all_reduce, all_to_all
 from .te import (var, const, placeholder, compute, reduce_axis, sum, max, min,  # noqa: A004
                  if_then_else, exp, log, sqrt, rsqrt, tanh, sigmoid, abs, Shard, Tensor)
 from .schedule import create_schedule, Schedule, Stage
@@ -16,3 +17,4 @@ from .lower import lower
 from . import build as _build_pkg  # noqa: F401
 from .driver import build  # noqa: E402
 from . import runtime as distributed  # noqa: E402  (dt.distributed.launch / init / empty / rank)
+from . import ops  # noqa: E402,F401  (dt.ops.all_gather, ...)

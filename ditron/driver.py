@@ -51,9 +51,8 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     from .build import compile_library, Module
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid targets: {', '.join(TARGETS)}")
-    if world_size != 1:
-        raise ValueError(f"world_size={world_size}: distributed builds (the task level) are not "
-                         "available in this build; use world_size=1")
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
     if target == "cuda":
         from .codegen.cuda import arch_number
         arch = arch or default_cuda_arch()
@@ -62,7 +61,11 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     if compiler not in (None, "auto", "nvcc", "nvrtc") or (compiler in ("auto", "nvrtc") and target != "cuda"):
         raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
                          "and 'auto'")
-    func = lower(sch, args, name=name)
+    func = lower(sch, args, name=name, world_size=world_size)
+    if func.world is not None and target != "cpu":
+        raise ValueError(f"'{name}' communicates between ranks; on target={target!r} that needs the "
+                         "NVSHMEM/ROCSHMEM lowering, which is not in this build yet. target='cpu' runs "
+                         "it on emulated ranks (dt.distributed.launch)")
     if compiler == "auto":
         from .build.nvrtc import nvrtc_available
         compiler = "nvrtc?" if nvrtc_available() else "nvcc"
@@ -76,8 +79,11 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
                 raise
         else:
             return NvrtcModule(signature, source, compile_cubin(device, name, arch), arch, plan)
-    source, signature = render(func, target, arch=arch)
+    source, signature = render(func, target, arch=arch, world_size=world_size)
     lib = compile_library(source, signature, arch=arch)
+    if signature.comm:
+        from .build.distributed import DistributedModule
+        return DistributedModule(signature, source, lib, arch)
     return Module(signature, source, lib, arch)
 
 

@@ -44,11 +44,21 @@ def _dim(d, func, buf):
 
 def signature_of(func, target, world_size=1, alignment=None):
     written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
+    sent = {s.src for s in ir.walk_stmts(func.body) if isinstance(s, ir.Put)}
     alignment = alignment or {}
     args = tuple(ArgSpec(b.name, b.dtype, tuple(_dim(d, func, b) for d in b.shape), b in written,
-                         alignment.get(b, 1))
+                         alignment.get(b, 1), b in sent)
                  for b in func.params)
-    return KernelSignature(func.name, target, args, tuple(v.name for v in func.scalar_vars), world_size)
+    symmetric = tuple((b.name, b.dtype, _numel(b), copies) for b, copies in func.symmetric)
+    return KernelSignature(func.name, target, args, tuple(v.name for v in func.scalar_vars), world_size,
+                           symmetric, func.world is not None)
+
+
+def _numel(b):
+    n = 1
+    for d in b.shape:
+        n *= int(d.value)
+    return n
 
 
 def _source(r, func, arch):
@@ -61,12 +71,12 @@ def _source(r, func, arch):
         call_args=r.call_args(written), arch=arch, **r.template_args())
 
 
-def render(func, target, arch=None):
+def render(func, target, arch=None, world_size=1):
     """Render a lowered function for ``target``; returns ``(source, KernelSignature)``."""
     cls = _renderer(target)
     r = cls(func) if target == "cpu" else cls(func, arch)
     source = _source(r, func, arch)
-    return source, signature_of(func, target, alignment=getattr(r, "alignment", None))
+    return source, signature_of(func, target, world_size, alignment=getattr(r, "alignment", None))
 
 
 def render_nvrtc(func, arch):

@@ -18,6 +18,24 @@ class CPURenderer(CStyleRenderer):
         super().__init__(func)
         self.kernel = None
 
+    def template_args(self):
+        return {"comm": self.func.world is not None}
+
+    def comm_lines(self, s, d):
+        """Puts, signals and waits through the shared-memory heap (csrc/ditron/shmem_cpu.h)."""
+        p, w = "  " * d, self.WORLD
+        if isinstance(s, ir.Put):
+            t = self.ctype(s.dst.dtype)
+            return [f"{p}ditron::shm_put({w}, {s.dst.name} + {self.expr(s.dst_offset)}, "
+                    f"{s.src.name} + {self.expr(s.src_offset)}, ({self.expr(s.count)}) * (int64_t)sizeof({t}), "
+                    f"{self.expr(s.pe)}, \"put into {s.dst.name}\");"]
+        epoch = self.var_name(self.func.world.epoch)
+        if isinstance(s, ir.Signal):
+            return [f"{p}ditron::shm_signal({w}, {s.flag.name} + {self.expr(s.index)}, {epoch}, "
+                    f"{self.expr(s.pe)}, \"signal {s.flag.name}\");"]
+        return [f"{p}ditron::shm_wait({w}, {s.flag.name} + {self.expr(s.index)}, {epoch}, "
+                f"\"{s.tensor}\", {self.expr(s.index)});"]
+
     def buffer_ref(self, buf):
         if buf.scope == "local" and self.kernel is not None and self.kernel.threads:
             return f"({buf.name} + tid * {self._size(buf)})"

@@ -37,6 +37,10 @@ class CStyleRenderer:
             self.used |= {b.name for b in k.buffers}
         for v in func.scalar_vars:
             self.declare(v)
+        self.used |= {b.name for b, _ in func.symmetric} | {self.WORLD}
+        if func.world:
+            self.declare(func.world.epoch)
+            self.declare(func.world.rank)
 
     # ------------------------------------------------------------------ names
     def declare(self, var, hint=None):
@@ -170,12 +174,17 @@ class CStyleRenderer:
             return [f"{p}{self.commit_text()}"]
         if isinstance(s, ir.WaitGroup):
             return [f"{p}{self.wait_text(s.pending)}"]
+        if isinstance(s, (ir.Put, ir.Signal, ir.WaitSignal)):
+            return self.comm_lines(s, d)
         raise NotImplementedError(f"cannot render statement {type(s).__name__}")
 
     def mma_lines(self, s, d):
         """A matrix tile; targets without matrix instructions run the per-lane loops."""
         m, n, k = s.shape
         return [f"{'  ' * d}// {s.intrinsic} tile {m}x{n}x{k}, as per-lane loops"] + self.lines(s.fallback, d)
+
+    def comm_lines(self, s, d):
+        raise NotImplementedError(f"target {self.target!r} cannot render {type(s).__name__} yet")
 
     def barrier_text(self):
         return "// barrier"
@@ -238,15 +247,32 @@ class CStyleRenderer:
         for b in self.func.params:
             const = "" if b in written else "const "
             out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict} {b.name}")
-        for v in self.func.scalar_vars:
+        for b, _ in self.func.symmetric:
+            out.append(f"{self.ctype(b.dtype)}* {self.restrict} {b.name}")
+        if self.func.world:
+            out.append(f"const int64_t* {self.WORLD}")
+        for v in self.scalar_params():
             out.append(f"{self.ctype(v.dtype)} {self.var_name(v)}")
         return ", ".join(out)
+
+    WORLD = "ditron_world"
+
+    def scalar_params(self):
+        """Symbolic dims, then (distributed programs) the call's epoch and this rank."""
+        w = self.func.world
+        return list(self.func.scalar_vars) + ([w.epoch, w.rank] if w else [])
 
     def call_args(self, written):
         out = []
         for n, b in enumerate(self.func.params):
             const = "" if b in written else "const "
             out.append(f"static_cast<{const}{self.ctype(b.dtype)}*>(ptrs[{n}])")
-        for n, v in enumerate(self.func.scalar_vars):
+        n = len(self.func.params)
+        for b, _ in self.func.symmetric:
+            out.append(f"static_cast<{self.ctype(b.dtype)}*>(ptrs[{n}])")
+            n += 1
+        if self.func.world:
+            out.append(f"static_cast<const int64_t*>(ptrs[{n}])")
+        for n, v in enumerate(self.scalar_params()):
             out.append(f"static_cast<{self.ctype(v.dtype)}>(scalars[{n}])")
         return ", ".join(out)

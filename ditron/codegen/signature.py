@@ -30,6 +30,7 @@ class ArgSpec:
     shape: Tuple[Union[int, str], ...]
     is_output: bool = False
     align: int = 1                   # bytes the data pointer must be aligned to (vector accesses)
+    symmetric: bool = False          # read by a communication operator: must be on the symmetric heap
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,8 @@ class KernelSignature:
     args: Tuple[ArgSpec, ...]
     scalar_vars: Tuple[str, ...] = ()
     world_size: int = 1
+    # Distributed programs: internal symmetric buffers as (name, dtype, elements, copies);
+    # their pointers follow the arguments' in ``ptrs``, then the world descriptor's, and
+    # ``scalars`` end with the call's epoch and the rank.
+    symmetric: Tuple[Tuple[str, str, int, int], ...] = ()
+    comm: bool = False

@@ -13,6 +13,8 @@ from . import ir, arith
 from .bounds import effective_bodies, infer
 from .nest import NestBuilder
 from .threads import bind_threads, insert_barriers
+from .comm import CommWorld, comm_kernel
+from ..te.comm import CommOp
 
 
 def _cleanup(stmt, ranges=None):
@@ -48,7 +50,24 @@ def _cleanup(stmt, ranges=None):
     return stmt
 
 
-def lower(sch, args, name="main"):
+def _local_shape(t, shape, world_size, what):
+    """The per-rank shape of a sharded tensor (global shape split along the shard axis)."""
+    shard = getattr(t.op, "shard", None)
+    if shard is None or world_size == 1:
+        return shape
+    d = shape[shard.axis]
+    if not isinstance(d, E.Const):
+        raise LoweringError(f"{what} '{t.name}' is sharded along a symbolic dim ({d!r}); sharded "
+                            "dims must be static in this version")
+    if d.value % world_size:
+        raise LoweringError(f"{what} '{t.name}': dim {shard.axis} ({d.value}) is not divisible by "
+                            f"world_size={world_size}; every rank must own an equal slice")
+    out = list(shape)
+    out[shard.axis] = E.Const(d.value // world_size, "int32")
+    return out
+
+
+def lower(sch, args, name="main", world_size=1):
     """Lower a schedule to a loop-nest program over the argument tensors ``args``.
 
     Parameters
@@ -57,6 +76,9 @@ def lower(sch, args, name="main"):
     args : list of Tensor
         Inputs and outputs, in the order the built kernel takes them.
     name : str
+    world_size : int
+        Ranks of a distributed program: sharded tensors take their per-rank shape and
+        communication operators become puts, signals and waits (see ditron.lower.comm).
 
     Returns
     -------
@@ -87,7 +109,8 @@ def lower(sch, args, name="main"):
         if st.attach_type != "root" and st.is_compute:
             raise LoweringError(f"argument '{t.name}' is {'inlined' if st.attach_type == 'inline' else 'attached with compute_at'}; "
                                 "tensors passed as arguments must be computed at the root")
-        buf = ir.Buffer(unique_name(t.name, used), t.dtype, t.op.shape, "global", arg_index=n)
+        shape = _local_shape(t, t.op.shape, world_size, "argument")
+        buf = ir.Buffer(unique_name(t.name, used), t.dtype, shape, "global", arg_index=n)
         if any(b is st for b in arg_stage_buf):
             raise LoweringError(f"tensor '{t.name}' is passed twice in the argument list")
         params.append(buf)
@@ -117,19 +140,55 @@ def lower(sch, args, name="main"):
                 shape = [info.ring] + shape
             info.buffer = ir.Buffer(unique_name(st.name, used), st.op.dtype, shape, info.scope)
 
+    comm_ops = [st for st in sch.stages if isinstance(st.op, CommOp)]
+    world = CommWorld(world_size) if comm_ops else None
+    symmetric = []
+    _check_sharded_reads(sch, world_size)
     builder = NestBuilder(sch, infos, arg_buffers)
     kernels = []
     for st in sch.stages:
+        if isinstance(st.op, CommOp):
+            op = st.op
+            src_stage = sch.stage_of(op.input)
+            src = arg_buffers.get(src_stage.op) if not src_stage.is_compute else infos[src_stage].buffer
+            if src is None:
+                raise LoweringError(f"{op.kind} '{op.name}' reads '{op.input.name}', which is not in "
+                                    "the argument list")
+            out = arg_stage_buf.get(st)
+            if out is None and op.reduces:
+                out = ir.Buffer(unique_name(op.name, used), op.dtype,
+                                _local_shape(op.output(), op.shape, world_size, "tensor"), "global")
+                temps.append(out)
+            kernel, result = comm_kernel(op, src, out, world, symmetric, used)
+            arg_buffers[op] = result
+            kernels.append(kernel)
+            continue
         if st in infos and st.attach_type == "root":
             k = builder.kernel(infos[st])
             k = insert_barriers(bind_threads(k))
             kernels.append(_cleanup(k))
     body = ir.Seq(kernels)
-    scalar_vars = _scalar_vars(params, body, temps)
-    return ir.PrimFunc(name, params, scalar_vars, body, temps)
+    hidden = {world.rank, world.epoch} if world else set()
+    scalar_vars = _scalar_vars(params, body, temps, hidden)
+    return ir.PrimFunc(name, params, scalar_vars, body, temps, symmetric, world)
 
 
-def _scalar_vars(params, body, temps):
+def _check_sharded_reads(sch, world_size):
+    """A sharded input holds one rank's slice: computing on it with global indices would
+    be wrong, so it may only be read by a communication operator."""
+    if world_size == 1:
+        return
+    for st in sch.stages:
+        if not st.is_compute:
+            continue
+        for t in st.op.input_tensors:
+            if getattr(t.op, "shard", None) is not None:
+                raise LoweringError(f"stage '{st.name}' reads '{t.name}', which is sharded "
+                                    f"({t.op.shard!r}: each rank holds one slice); gather it first "
+                                    f"(dt.all_gather({t.name}, axis={t.op.shard.axis})) and read that")
+
+
+def _scalar_vars(params, body, temps, hidden=()):
     """Symbolic dims: each must appear as a whole dim of some argument, to be bound at call time."""
     bindable, order = set(), []
     for b in params:
@@ -150,7 +209,7 @@ def _scalar_vars(params, body, temps):
             loop_vars.add(s.var)
         if isinstance(s, ir.Kernel):
             loop_vars |= {v for v, _, _ in s.grid} | {v for v, _ in s.threads.values()}
-    missing = [v.name for v in used - loop_vars - bindable - set(ir.CORE0.values())
+    missing = [v.name for v in used - loop_vars - bindable - set(ir.CORE0.values()) - set(hidden)
                if not isinstance(v, E.IterVar)]
     if missing:
         raise LoweringError(f"symbolic dims {sorted(missing)} do not appear as a whole dimension "

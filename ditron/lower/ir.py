@@ -204,6 +204,37 @@ def mma_acc_coords(lane, mi, ni, q, intrinsic="mma"):
     return row, col
 
 
+class Put(Stmt):
+    """Copy ``count`` elements from ``src`` (at element ``src_offset``) into rank ``pe``'s copy
+    of the symmetric buffer ``dst`` (at ``dst_offset``): ``nvshmem_putmem`` on a GPU."""
+    def __init__(self, dst, dst_offset, src, src_offset, count, pe):
+        self.dst, self.src = dst, src
+        self.dst_offset, self.src_offset, self.count, self.pe = dst_offset, src_offset, count, pe
+
+    def exprs(self):
+        return (self.dst_offset, self.src_offset, self.count, self.pe)
+
+
+class Signal(Stmt):
+    """Set ``flag[index]`` on rank ``pe`` to the call's epoch, ordered after this rank's
+    earlier puts to ``pe`` (a fence, then ``nvshmemx_signal_op`` on a GPU)."""
+    def __init__(self, flag, index, pe):
+        self.flag, self.index, self.pe = flag, index, pe
+
+    def exprs(self):
+        return (self.index, self.pe)
+
+
+class WaitSignal(Stmt):
+    """Wait until this rank's ``flag[index]`` reaches the call's epoch: chunk ``index`` of
+    tensor ``tensor`` has arrived. Times out with an error naming both."""
+    def __init__(self, flag, index, tensor):
+        self.flag, self.index, self.tensor = flag, index, tensor
+
+    def exprs(self):
+        return (self.index,)
+
+
 class Comment(Stmt):
     def __init__(self, text):
         self.text = text
@@ -232,9 +263,14 @@ class PrimFunc:
 
     ``str(func)`` prints the readable loop nest (what ``dt.lower`` shows).
     """
-    def __init__(self, name, params, scalar_vars, body, temps=()):
+    def __init__(self, name, params, scalar_vars, body, temps=(), symmetric=(), world=None):
         self.name, self.params, self.scalar_vars, self.body = name, list(params), list(scalar_vars), body
         self.temps = list(temps)
+        # Distributed programs: internal buffers on the symmetric heap, as (Buffer, copies)
+        # with 2 copies for data alternated by the call's parity and 1 for signal flags;
+        # ``world`` is the CommWorld (rank / epoch variables, world size), else None.
+        self.symmetric = list(symmetric)
+        self.world = world
 
     @property
     def kernels(self):

@@ -93,6 +93,14 @@ def stmt_str(stmt, indent=0, names=None):
             lines.append(f"{p}wait_group({s.pending})")
         elif isinstance(s, ir.Comment):
             lines.append(f"{p}# {s.text}")
+        elif isinstance(s, ir.Put):
+            lines.append(f"{p}put({s.dst.name}[{_show(s.dst_offset, names)}] @ rank {_show(s.pe, names)} "
+                         f"<- {s.src.name}[{_show(s.src_offset, names)}], {_show(s.count, names)} elements)")
+        elif isinstance(s, ir.Signal):
+            lines.append(f"{p}signal({s.flag.name}[{_show(s.index, names)}] @ rank {_show(s.pe, names)} = epoch)")
+        elif isinstance(s, ir.WaitSignal):
+            lines.append(f"{p}wait({s.flag.name}[{_show(s.index, names)}] >= epoch)  "
+                         f"# chunk of {s.tensor}")
         else:
             lines.append(f"{p}<{type(s).__name__}>")
     emit(stmt, indent)
@@ -106,5 +114,7 @@ def func_str(func):
         out.append("  # symbolic dims: " + ", ".join(v.name for v in func.scalar_vars))
     for b in func.temps:
         out.append(f"  alloc {_buf(b)}")
+    for b, copies in func.symmetric:
+        out.append(f"  alloc {_buf(b)} on the symmetric heap" + (" (x2, by call parity)" if copies == 2 else ""))
     out.append(stmt_str(func.body, 1))
     return "\n".join(out)

@@ -95,6 +95,23 @@ def init():
     return _WORLD
 
 
+def single_rank():
+    """A one-rank world in this process, for modules built with ``world_size=1`` that are
+    called outside any distributed program (their communication is then local copies)."""
+    global _WORLD
+    if _WORLD is None:
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix="ditron-heap-")
+        os.close(fd)
+        os.unlink(path)
+        size = heap_size_from_env()
+        SharedHeap.create(path, 1, size)
+        heap = SharedHeap(path, 0, 1, size)
+        os.unlink(path)
+        _WORLD = World(0, 1, heap)
+    return _WORLD
+
+
 def _world(what):
     if _WORLD is None:
         raise DitronError(f"{what}: the distributed runtime is not initialized; call "

@@ -1,0 +1,64 @@
+"""A module that communicates between ranks (built with communication operators).
+
+Called like any module, on every rank, the same number of times. Besides the usual
+argument checks it checks that the world matches the build's ``world_size`` and that
+every tensor a communication operator reads lies on the symmetric heap. On the first
+call it allocates its internal symmetric buffers (collectively: every rank calls in
+the same order); each call advances the epoch that its signals carry, and picks the
+copy of its double-buffered data that the epoch's parity selects.
+"""
+from .module import Module
+
+
+class DistributedModule(Module):
+
+    def __init__(self, signature, source, lib_path, arch=None):
+        super().__init__(signature, source, lib_path, arch)
+        self._launch = None          # the C fast path knows nothing of the hidden arguments
+        self._buffers = None
+        self._world_ref = None
+        self.epoch = 0
+
+    def _world(self):
+        from .. import runtime
+        w = runtime.current()
+        if w is None and self.signature.world_size == 1:
+            w = runtime.single_rank()
+        if w is None:
+            raise RuntimeError(f"kernel '{self.name}' communicates between {self.signature.world_size} "
+                               "ranks, but the distributed runtime is not initialized: call it inside "
+                               "dt.distributed.launch(fn, world_size=...) or after dt.distributed.init()")
+        if w.world_size != self.signature.world_size:
+            raise ValueError(f"kernel '{self.name}' was built for world_size={self.signature.world_size} "
+                             f"but runs in a world of {w.world_size} ranks; build it with "
+                             f"world_size={w.world_size}")
+        return w
+
+    def _allocate(self, w):
+        import torch
+        from .module import _torch_dtypes
+        bufs = []
+        for name, dtype, numel, copies in self.signature.symmetric:
+            size = numel * torch.empty((), dtype=_torch_dtypes()[dtype]).element_size()
+            offset = w.heap.allocate(size * copies)
+            bufs.append((w.heap.base(w.rank) + offset, size, copies))
+        return bufs
+
+    def __call__(self, *args):
+        w = self._world()
+        ptrs, scalars, stream = self._check(args)
+        from .. import runtime
+        for n, spec in enumerate(self.signature.args):
+            if spec.symmetric and not runtime.is_symmetric(self._as_tensor(n, args[n])):
+                raise ValueError(f"{self._where(n)} is read by a communication operator and must live "
+                                 "on the symmetric heap: allocate it with dt.distributed.empty(shape, "
+                                 f"'{spec.dtype}') and fill it in place")
+        if self._buffers is None or self._world_ref is not w:
+            self._buffers, self._world_ref = self._allocate(w), w
+        self.epoch += 1
+        parity = self.epoch % 2
+        hidden = tuple(base + (parity * size if copies == 2 else 0) for base, size, copies in self._buffers)
+        self._kernel(ptrs + hidden + (w.descriptor.data_ptr(),), scalars + (self.epoch, w.rank), stream)
+
+    def _as_tensor(self, n, t):
+        return t if isinstance(t, self._tensor) else self._from_dlpack(n, t)

@@ -1,0 +1,2 @@
+"""Ready kernels written in ditron itself, callable like torch functions."""
+from .collectives import all_gather, all_reduce, reduce_scatter, all_to_all  # noqa: F401

@@ -1,0 +1,89 @@
+"""Collectives as torch-style functions: each builds (once per shape, dtype and world) a
+ditron module around one communication operator and calls it on this rank's data.
+
+Call them on every rank, in the same order, inside ``dt.distributed.launch`` (CPU
+target) or after ``dt.distributed.init()``. Inputs must live on the symmetric heap
+(``dt.distributed.empty``); outputs are fresh tensors.
+
+Examples
+--------
+>>> import ditron as dt
+>>> def work():
+...     x = dt.distributed.empty((4,), "float32"); x.fill_(dt.distributed.rank() + 1)
+...     return dt.ops.all_reduce(x).tolist()
+>>> dt.distributed.launch(work, world_size=2)      # doctest: +SKIP
+[[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
+"""
+import functools
+
+from .. import runtime
+from ..te import comm
+
+
+def _dtype_name(t):
+    return str(t.dtype).replace("torch.", "")
+
+
+@functools.lru_cache(maxsize=None)
+def _module(kind, local_shape, dtype, world_size, axis, concat_axis):
+    import ditron as dt
+    shape = list(local_shape)
+    if kind == "all_gather":
+        shape[axis] *= world_size
+        X = dt.placeholder(tuple(shape), dtype, name="X", shard=dt.Shard(axis))
+        Y = comm.all_gather(X, axis, name="Y")
+    elif kind == "all_reduce":
+        X = dt.placeholder(tuple(shape), dtype, name="X")
+        Y = comm.all_reduce(X, name="Y")
+    elif kind == "reduce_scatter":
+        X = dt.placeholder(tuple(shape), dtype, name="X")
+        Y = comm.reduce_scatter(X, axis, name="Y")
+    else:
+        X = dt.placeholder(tuple(shape), dtype, name="X")
+        Y = comm.all_to_all(X, axis, concat_axis, name="Y")
+    # Y as an argument: the module copies its result out of the symmetric heap into it
+    return dt.build(dt.create_schedule(Y), [X, Y], target="cpu", name=f"{kind}_{dtype}",
+                    world_size=world_size)
+
+
+def _run(kind, x, out_shape, axis=0, concat_axis=0):
+    import torch
+    w = runtime.current() or runtime.single_rank()
+    if not 0 <= axis < x.dim():
+        raise ValueError(f"dt.ops.{kind}: axis {axis} is not an axis of a {x.dim()}-d tensor")
+    mod = _module(kind, tuple(x.shape), _dtype_name(x), w.world_size, axis, concat_axis)
+    out = torch.empty(out_shape(w.world_size), dtype=x.dtype)
+    mod(x, out)
+    return out
+
+
+def all_gather(x, axis=0):
+    """Concatenate every rank's ``x`` along ``axis`` (rank order)."""
+    def shape(W):
+        s = list(x.shape)
+        s[axis] *= W
+        return s
+    return _run("all_gather", x, shape, axis)
+
+
+def all_reduce(x):
+    """The sum of every rank's ``x`` (one-shot: each rank reads all W contributions)."""
+    return _run("all_reduce", x, lambda W: list(x.shape))
+
+
+def reduce_scatter(x, axis=0):
+    """Slice ``rank`` along ``axis`` of the sum of every rank's ``x``."""
+    def shape(W):
+        s = list(x.shape)
+        if s[axis] % W:
+            raise ValueError(f"dt.ops.reduce_scatter: dim {axis} of x ({s[axis]}) is not divisible "
+                             f"by the world size {W}")
+        s[axis] //= W
+        return s
+    return _run("reduce_scatter", x, shape, axis)
+
+
+def all_to_all(x, axis=0):
+    """Slice j of ``x`` along ``axis`` goes to rank j, which stacks the received slices in
+    rank order along the same axis (``torch.distributed.all_to_all_single`` for axis 0)."""
+    return _run("all_to_all", x, lambda W: list(x.shape), axis, axis)
