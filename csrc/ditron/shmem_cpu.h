@@ -2,7 +2,7 @@
 // (processes) that map one shared-memory symmetric heap (ditron/runtime/heap.py).
 //
 // A kernel gets the world descriptor ``w`` = [rank, world size, wait timeout in ms,
-// heap base of rank 0, 1, ...] (addresses in this process). A symmetric address of this
+// heap bytes per rank, heap base of rank 0, 1, ...] (addresses in this process). A symmetric address of this
 // rank becomes rank pe's by moving it from this rank's heap segment to pe's, as
 // nvshmem_ptr does. Signals are release stores and waits acquire loads, so the data put
 // before a signal is visible to whoever saw the signal.
@@ -19,13 +19,13 @@ namespace ditron {
 inline int shm_rank(const int64_t* w) { return static_cast<int>(w[0]); }
 
 template <class T> inline T* shm_peer(const int64_t* w, T* local, int pe, const char* what) {
-  const uintptr_t mine = static_cast<uintptr_t>(w[3 + w[0]]);
-  const uintptr_t p = reinterpret_cast<uintptr_t>(local);
-  const uintptr_t other = static_cast<uintptr_t>(w[3 + pe]);
-  const uintptr_t size = static_cast<uintptr_t>(w[3 + (w[1] > 1 ? 1 : 0)]) - static_cast<uintptr_t>(w[3]);
   if (pe < 0 || pe >= w[1]) throw std::runtime_error(std::string(what) + ": rank " + std::to_string(pe) +
                                                      " is outside the world of " + std::to_string(w[1]));
-  if (p < mine || (w[1] > 1 && p >= mine + size))
+  const uintptr_t mine = static_cast<uintptr_t>(w[4 + w[0]]);
+  const uintptr_t other = static_cast<uintptr_t>(w[4 + pe]);
+  const uintptr_t size = static_cast<uintptr_t>(w[3]);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(local);
+  if (p < mine || p >= mine + size)
     throw std::runtime_error(std::string(what) + ": the buffer is not on the symmetric heap");
   return reinterpret_cast<T*>(other + (p - mine));
 }

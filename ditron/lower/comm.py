@@ -50,6 +50,22 @@ def _split(shape, axis):
     return outer, dims[axis], inner
 
 
+def _slices(src, axis, W, op):
+    """``(outer, extent, inner, local)`` of splitting ``src`` into W equal slices along ``axis``."""
+    outer, extent, inner = _split(src.shape, axis)
+    if extent % W:
+        raise LoweringError(f"{op.kind} '{op.name}': axis {axis} has {extent} elements, not divisible "
+                            f"by world_size={W}")
+    return outer, extent, inner, extent // W
+
+
+def _exchange(sends, flags, world, pe_i, pe, op):
+    """Send to every rank (then signal it), and wait for every rank's signal."""
+    W = _i32(world.world_size)
+    return [ir.For(pe_i, W, ir.Seq(sends + [ir.Signal(flags, world.rank, pe)])),
+            ir.For(pe_i, W, ir.WaitSignal(flags, pe_i, op.name))]
+
+
 def _i32(v):
     return E.Const(int(v), "int32")
 
@@ -65,7 +81,7 @@ def comm_kernel(op, src, out, world, symmetric, used_names):
     symmetric buffers it needs to ``symmetric``; returns ``(Kernel, result buffer)``."""
     from ..te.names import unique_name
     W, r = world.world_size, world.rank
-    _numel(src.shape)
+    _numel(src.shape)                # static shapes only in this version (raises otherwise)
     flags = ir.Buffer(unique_name(f"{op.name}_flags", used_names), "int64", [W], "global")
     symmetric.append((flags, 1))
     i = E.Var("i", "int32")
@@ -91,19 +107,14 @@ def comm_kernel(op, src, out, world, symmetric, used_names):
             dst_off = (E.Cast("int64", o) * _i64(W * local) + E.Cast("int64", r) * _i64(local)) * _i64(inner)
             src_off = E.Cast("int64", o) * _i64(piece)
         else:
-            outer, extent, inner = _split(src.shape, axis)
-            if extent % W:
-                raise LoweringError(f"all_to_all '{op.name}': split axis {axis} has {extent} elements, "
-                                    f"not divisible by world_size={W}")
-            local = extent // W
+            outer, extent, inner, local = _slices(src, axis, W, op)
             piece = local * inner
             o = E.Var("o", "int32")
             base = E.Cast("int64", o) * _i64(extent * inner)
             dst_off = base + E.Cast("int64", r) * _i64(piece)
             src_off = base + E.Cast("int64", pe) * _i64(piece)
         put = ir.Put(recv, dst_off, src, src_off, _i64(piece), pe)
-        body.append(ir.For(pe_i, _i32(W), ir.Seq([ir.For(o, _i32(outer), put), ir.Signal(flags, r, pe)])))
-        body.append(ir.For(pe_i, _i32(W), ir.WaitSignal(flags, pe_i, op.name)))
+        body += _exchange([ir.For(o, _i32(outer), put)], flags, world, pe_i, pe, op)
         if out is not recv:      # an argument: copied out, so the caller may keep it
             body.append(ir.For(i, _i32(n_out), ir.Store(out, [i], ir.BufferLoad(recv, [i]))))
         return ir.Kernel(f"{op.name}_comm", [], ir.Seq(body)), out
@@ -116,11 +127,7 @@ def comm_kernel(op, src, out, world, symmetric, used_names):
         put = ir.Put(stage, E.Cast("int64", r) * _i64(piece), src, _i64(0), _i64(piece), pe)
         sends = [put]
     else:  # reduce_scatter: rank pe gets slice pe of everyone's input
-        outer, extent, inner = _split(src.shape, op.comm_axis)
-        if extent % W:
-            raise LoweringError(f"reduce_scatter '{op.name}': axis {op.comm_axis} has {extent} elements, "
-                                f"not divisible by world_size={W}")
-        local = extent // W
+        outer, extent, inner, local = _slices(src, op.comm_axis, W, op)
         piece = local * inner
         stage = ir.Buffer(unique_name(f"{op.name}_stage", used_names), src.dtype,
                           [W * outer * piece], "global")
@@ -130,8 +137,7 @@ def comm_kernel(op, src, out, world, symmetric, used_names):
         sends = [ir.For(o, _i32(outer), ir.Put(stage, dst_off, src, src_off, _i64(piece), pe))]
         piece = outer * piece
     symmetric.append((stage, 2))
-    body.append(ir.For(pe_i, _i32(W), ir.Seq(sends + [ir.Signal(flags, r, pe)])))
-    body.append(ir.For(pe_i, _i32(W), ir.WaitSignal(flags, pe_i, op.name)))
+    body += _exchange(sends, flags, world, pe_i, pe, op)
     if piece != n_out:
         raise LoweringError(f"internal: {op.kind} '{op.name}' receives {piece} elements per rank "
                             f"but its output holds {n_out}")

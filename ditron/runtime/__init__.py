@@ -38,8 +38,8 @@ class World:
         import torch
         self.rank, self.world_size, self.heap = rank, world_size, heap
         # What generated kernels receive as their hidden world argument:
-        # [rank, world size, wait timeout in ms, heap base of rank 0, 1, ...].
-        self.descriptor = torch.tensor([rank, world_size, int(wait_timeout() * 1000)]
+        # [rank, world size, wait timeout in ms, heap bytes per rank, heap base of rank 0, 1, ...].
+        self.descriptor = torch.tensor([rank, world_size, int(wait_timeout() * 1000), heap.size]
                                        + [heap.base(pe) for pe in range(world_size)], dtype=torch.int64)
         self.target = "cpu"
 
