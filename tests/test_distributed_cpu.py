@@ -148,7 +148,7 @@ def test_lowered_collective_shows_puts_signals_and_waits():
     assert "func main(A: global float32[4, 4], C: global float32[8, 4])" in text
     assert "Ag_recv: global float32[8, 4] on the symmetric heap (x2, by call parity)" in text
     assert "put(Ag_recv[" in text and "signal(Ag_flags[ditron_rank]" in text
-    assert "wait(Ag_flags[step] >= epoch)" in text
+    assert "wait(Ag_flags[c] >= epoch)" in text
 
 
 def test_world_of_one_runs_without_launch():

@@ -204,7 +204,7 @@ def test_cache_write_after_scheduling():
 def test_overlap_needs_communication_op():
     A, B, C = gemm()
     s = dt.create_schedule(C)
-    err(lambda: s.overlap(A, C, C.op.axis[0]), "not a communication operator")
+    err(lambda: s.overlap(A, C, C.op.axis[0]), "must be a communication operator")
 
 
 def test_errors_are_ditron_errors():

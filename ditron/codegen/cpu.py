@@ -10,6 +10,13 @@ from ..lower import ir
 from .cstyle import CStyleRenderer
 
 
+COMM = (ir.Put, ir.Signal, ir.WaitSignal)
+
+
+def _block_level(s):
+    return any(isinstance(x, (ir.Barrier,) + COMM) for x in ir.walk_stmts(s))
+
+
 class CPURenderer(CStyleRenderer):
     target = "cpu"
     template = "cpu/kernel.cpp.j2"
@@ -22,19 +29,34 @@ class CPURenderer(CStyleRenderer):
         return {"comm": self.func.world is not None}
 
     def comm_lines(self, s, d):
-        """Puts, signals and waits through the shared-memory heap (csrc/ditron/shmem_cpu.h)."""
+        """Puts, gets, signals and waits through the shared-memory heap (csrc/ditron/shmem_cpu.h)."""
         p, w = "  " * d, self.WORLD
         if isinstance(s, ir.Put):
             t = self.ctype(s.dst.dtype)
-            return [f"{p}ditron::shm_put({w}, {s.dst.name} + {self.expr(s.dst_offset)}, "
+            fn, what = ("shm_get", f"get from {s.src.name}") if isinstance(s, ir.Get) else \
+                ("shm_put", f"put into {s.dst.name}")
+            return [f"{p}ditron::{fn}({w}, {s.dst.name} + {self.expr(s.dst_offset)}, "
                     f"{s.src.name} + {self.expr(s.src_offset)}, ({self.expr(s.count)}) * (int64_t)sizeof({t}), "
-                    f"{self.expr(s.pe)}, \"put into {s.dst.name}\");"]
+                    f"{self.expr(s.pe)}, \"{what}\");"]
         epoch = self.var_name(self.func.world.epoch)
         if isinstance(s, ir.Signal):
-            return [f"{p}ditron::shm_signal({w}, {s.flag.name} + {self.expr(s.index)}, {epoch}, "
+            value = "1, true" if s.add else f"{epoch}, false"
+            return [f"{p}ditron::shm_signal({w}, {s.flag.name} + {self.expr(s.index)}, {value}, "
                     f"{self.expr(s.pe)}, \"signal {s.flag.name}\");"]
-        return [f"{p}ditron::shm_wait({w}, {s.flag.name} + {self.expr(s.index)}, {epoch}, "
-                f"\"{s.tensor}\", {self.expr(s.index)});"]
+        idx = self.expr(s.index)
+        return [f"{p}ditron::shm_wait({w}, {s.flag.name} + {idx}, {epoch} * {s.scale}, "
+                f"\"{s.tensor}\", {idx}, ({idx}) / {s.per_rank});"]
+
+    def for_lines(self, s, d):
+        # the element loops of comm regions (never inside a parallel block loop) run in parallel
+        if s.annotations.get("spread") == "grid" and self.kernel is None:
+            return [f"{'  ' * d}#pragma omp parallel for schedule(static) if ({self.expr(s.extent)} > 65536)"] \
+                + super().for_lines(s, d)
+        return super().for_lines(s, d)
+
+    def render_body(self):
+        text = super().render_body()
+        return ("  ditron::shm_begin_call();\n" + text) if self.func.world else text
 
     def buffer_ref(self, buf):
         if buf.scope == "local" and self.kernel is not None and self.kernel.threads:
@@ -43,15 +65,25 @@ class CPURenderer(CStyleRenderer):
 
     def kernel_lines(self, k, d):
         p = "  " * d
+        if k.comm is not None:
+            return [f"{p}{{  // communication {k.name}"] + self.lines(k.body, d + 1) + [f"{p}}}"]
         self.kernel = k
         out = [f"{p}{{  // kernel {k.name}"]
         dd = d + 1
+        # An exception must not leave an OpenMP region: a failed wait is kept and rethrown
+        # after the loop (the other blocks' waits give up at once, see shm_wait).
+        catch = bool(k.grid) and any(isinstance(s, COMM) for s in ir.walk_stmts(k.body))
+        if catch:
+            out.append(f"{'  ' * dd}std::exception_ptr block_error = nullptr;")
         if k.grid:
             out.append(f"{'  ' * dd}#pragma omp parallel for collapse({len(k.grid)}) schedule(static)")
             for v, ext, tag in k.grid:
                 name = self.declare(v)
                 out.append(f"{'  ' * dd}for (int32_t {name} = 0; {name} < {self.expr(ext)}; ++{name})")
             out[-1] += " {  // blocks: " + ", ".join(f"{v.name}={tag}" for v, _, tag in k.grid)
+            if catch:
+                out.append(f"{'  ' * (dd + 1)}try {{")
+                dd += 1
         body_d = dd + 1 if k.grid else dd
         bp = "  " * body_d
         nthreads = 1
@@ -66,23 +98,35 @@ class CPURenderer(CStyleRenderer):
             out += self.simt_lines(k.body, body_d)
         else:
             out += self.lines(k.body, body_d)
+        if catch:
+            dd -= 1
+            out += [f"{'  ' * (dd + 1)}}} catch (...) {{",
+                     f"{'  ' * (dd + 2)}#pragma omp critical(ditron_block_error)",
+                     f"{'  ' * (dd + 2)}if (!block_error) block_error = std::current_exception();",
+                     f"{'  ' * (dd + 1)}}}"]
         if k.grid:
             out.append(f"{'  ' * dd}}}")
+        if catch:
+            out.append(f"{'  ' * dd}if (block_error) std::rethrow_exception(block_error);")
         out.append(f"{p}}}")
         self.kernel = None
         return out
 
     # ------------------------------------------------------------------ cores, serially
     def simt_lines(self, s, d):
+        """Block-level statements (barriers; puts, signals and waits, which a GPU block
+        issues together) run once; the core-level pieces between them loop over cores."""
         p = "  " * d
-        if not ir.contains(s, ir.Barrier):
+        if not _block_level(s):
             return self.core_loop(s, d)
         if isinstance(s, ir.Barrier):
             return [f"{p}// barrier: every core of the block has finished the phase above"]
+        if isinstance(s, COMM):
+            return self.comm_lines(s, d)
         if isinstance(s, ir.Seq):
             out, run = [], []
             for c in s.body + [None]:
-                if c is not None and not ir.contains(c, ir.Barrier):
+                if c is not None and not _block_level(c):
                     run.append(c)
                     continue
                 if run:
@@ -102,6 +146,8 @@ class CPURenderer(CStyleRenderer):
             return out + [f"{p}}}"]
         if isinstance(s, ir.AsyncCopy):
             return self.simt_lines(s.body, d)
+        if isinstance(s, ir.Comment):
+            return self.lines(s, d)
         raise NotImplementedError(f"barrier inside {type(s).__name__}")
 
     def core_loop(self, s, d):

@@ -13,8 +13,8 @@ from . import ir, arith
 from .bounds import effective_bodies, infer
 from .nest import NestBuilder
 from .threads import bind_threads, insert_barriers
-from .comm import CommWorld, comm_kernel
-from ..te.comm import CommOp
+from .comm import CommWorld, CommLowering, Plan
+from .overlap import consumer_waits, producer_notify
 
 
 def _cleanup(stmt, ranges=None):
@@ -122,6 +122,9 @@ def lower(sch, args, name="main", world_size=1):
             raise LoweringError(f"output '{t.name}' is not in the argument list; pass every output "
                                 "so that the kernel has somewhere to write it")
 
+    comm_stages = [st for st in sch.stages if st.is_comm]
+    world = CommWorld(world_size) if comm_stages else None
+    rotate = {ov.compute: (ov.axis, world.rank, world_size) for ov in sch.overlaps}
     bodies = effective_bodies(sch)
     infos = infer(sch, bodies)
     temps = []
@@ -140,15 +143,27 @@ def lower(sch, args, name="main", world_size=1):
                 shape = [info.ring] + shape
             info.buffer = ir.Buffer(unique_name(st.name, used), st.op.dtype, shape, info.scope)
 
-    comm_ops = [st for st in sch.stages if isinstance(st.op, CommOp)]
-    world = CommWorld(world_size) if comm_ops else None
     symmetric = []
     _check_sharded_reads(sch, world_size)
-    builder = NestBuilder(sch, infos, arg_buffers)
+    builder = NestBuilder(sch, infos, arg_buffers, rotate)
+    comm = CommLowering(world, symmetric, used) if world else None
+    plans, closing = {}, {}
+    for st in comm_stages:
+        plans[st] = comm.plan(_plan_of(st, world, sch))
+    for ov in sch.overlaps:
+        p = plans[ov.comm]
+        if ov.side == "consumer":
+            builder.tile_head.setdefault((ov.compute, ov.axis), []).append(
+                consumer_waits(sch, infos, ov, p))
+            closing[ov.compute] = ov.comm
+        else:
+            builder.tile_tail.setdefault((ov.compute, ov.axis), []).append(
+                producer_notify(sch, infos, ov, p, world))
     kernels = []
     for st in sch.stages:
-        if isinstance(st.op, CommOp):
+        if st.is_comm:
             op = st.op
+            p = plans[st]
             src_stage = sch.stage_of(op.input)
             src = arg_buffers.get(src_stage.op) if not src_stage.is_compute else infos[src_stage].buffer
             if src is None:
@@ -159,7 +174,7 @@ def lower(sch, args, name="main", world_size=1):
                 out = ir.Buffer(unique_name(op.name, used), op.dtype,
                                 _local_shape(op.output(), op.shape, world_size, "tensor"), "global")
                 temps.append(out)
-            kernel, result = comm_kernel(op, src, out, world, symmetric, used)
+            kernel, result = comm.kernel(p, src, out)
             arg_buffers[op] = result
             kernels.append(kernel)
             continue
@@ -167,10 +182,40 @@ def lower(sch, args, name="main", world_size=1):
             k = builder.kernel(infos[st])
             k = insert_barriers(bind_threads(k))
             kernels.append(_cleanup(k))
+            if st in closing:
+                cst = closing[st]
+                kernels.append(comm.closing(plans[cst], arg_stage_buf.get(cst)))
     body = ir.Seq(kernels)
     hidden = {world.rank, world.epoch} if world else set()
     scalar_vars = _scalar_vars(params, body, temps, hidden)
     return ir.PrimFunc(name, params, scalar_vars, body, temps, symmetric, world)
+
+
+def _plan_of(st, world, sch):
+    """The schedule's choices for communication stage ``st``: strategy, chunk size, overlap."""
+    from ..schedule.relations import Split
+    c = st.comm
+    chunk = None
+    for rel in st.relations:
+        if isinstance(rel, Split):
+            if rel.factor is not None:
+                chunk = (lambda rows, f=rel.factor: f)
+            else:
+                chunk = (lambda rows, n=rel.nparts: -(-rows // n))
+    p = Plan(st, world, c["algorithm"], chunk, c["sms"], c["copy"])
+    for ov in sch.overlaps:
+        if ov.comm is st:
+            if ov.side == "consumer":
+                p.consumer = (ov.compute, ov.axis)
+            else:
+                if chunk is not None:
+                    raise LoweringError(f"overlap('{ov.compute.name}', '{st.name}'): the producer's tiles "
+                                        f"are the chunks; remove the split of '{st.name}'")
+                if c["algorithm"] == "two_shot":
+                    raise LoweringError(f"overlap('{ov.compute.name}', '{st.name}'): a two-shot all_reduce "
+                                        "cannot be fed tile by tile; use the one_shot algorithm")
+                p.producer = (ov.compute, ov.axis)
+    return p
 
 
 def _check_sharded_reads(sch, world_size):

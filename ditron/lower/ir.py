@@ -214,25 +214,42 @@ class Put(Stmt):
     def exprs(self):
         return (self.dst_offset, self.src_offset, self.count, self.pe)
 
+    def map(self, fn):
+        return type(self)(self.dst, fn(self.dst_offset), self.src, fn(self.src_offset), fn(self.count),
+                          fn(self.pe))
+
+
+class Get(Put):
+    """Copy ``count`` elements of rank ``pe``'s copy of the symmetric buffer ``src`` (at
+    ``src_offset``) into this rank's ``dst`` (at ``dst_offset``): ``nvshmem_getmem``."""
+
 
 class Signal(Stmt):
-    """Set ``flag[index]`` on rank ``pe`` to the call's epoch, ordered after this rank's
-    earlier puts to ``pe`` (a fence, then ``nvshmemx_signal_op`` on a GPU)."""
-    def __init__(self, flag, index, pe):
-        self.flag, self.index, self.pe = flag, index, pe
+    """Set ``flag[index]`` on rank ``pe`` to the call's epoch (``add``: add 1 to it), ordered
+    after this rank's earlier puts to ``pe`` (a fence, then ``nvshmemx_signal_op``)."""
+    def __init__(self, flag, index, pe, add=False):
+        self.flag, self.index, self.pe, self.add = flag, index, pe, add
 
     def exprs(self):
         return (self.index, self.pe)
 
+    def map(self, fn):
+        return Signal(self.flag, fn(self.index), fn(self.pe), self.add)
+
 
 class WaitSignal(Stmt):
-    """Wait until this rank's ``flag[index]`` reaches the call's epoch: chunk ``index`` of
-    tensor ``tensor`` has arrived. Times out with an error naming both."""
-    def __init__(self, flag, index, tensor):
-        self.flag, self.index, self.tensor = flag, index, tensor
+    """Wait until this rank's ``flag[index]`` reaches ``scale`` times the call's epoch: chunk
+    ``index`` of tensor ``tensor`` has arrived (``scale`` > 1 for counting flags, which get
+    ``scale`` increments per call). ``per_rank`` flags belong to each sending rank (the
+    sender of flag i is ``i // per_rank``). Times out with an error naming all of it."""
+    def __init__(self, flag, index, tensor, scale=1, per_rank=1):
+        self.flag, self.index, self.tensor, self.scale, self.per_rank = flag, index, tensor, scale, per_rank
 
     def exprs(self):
         return (self.index,)
+
+    def map(self, fn):
+        return WaitSignal(self.flag, fn(self.index), self.tensor, self.scale, self.per_rank)
 
 
 class Comment(Stmt):
@@ -245,11 +262,17 @@ class Kernel(Stmt):
 
     ``threads`` maps each core level used inside ("core.x", ...) to
     ``(thread_var, extent)``; it is filled by the thread pass.
+    ``comm`` is set (a dict of the strategy's ``sms`` and ``copy``) on the grid-less
+    regions that communication operators lower to.
     """
-    def __init__(self, name, grid, body, threads=None, buffers=()):
+    def __init__(self, name, grid, body, threads=None, buffers=(), comm=None):
         self.name, self.grid, self.body = name, list(grid), body
         self.threads = dict(threads or {})
         self.buffers = list(buffers)     # shared / local buffers declared at the block's top
+        self.comm = comm
+
+    def rebuild(self, grid, body):
+        return Kernel(self.name, grid, body, self.threads, self.buffers, self.comm)
 
     def exprs(self):
         return tuple(ext for _, ext, _ in self.grid)
@@ -320,7 +343,7 @@ def map_stmt(stmt, fn):
     if isinstance(stmt, AsyncCopy):
         return AsyncCopy(map_stmt(stmt.body, fn))
     if isinstance(stmt, Kernel):
-        return Kernel(stmt.name, stmt.grid, map_stmt(stmt.body, fn), stmt.threads, stmt.buffers)
+        return stmt.rebuild(stmt.grid, map_stmt(stmt.body, fn))
     if isinstance(stmt, MmaTile):
         return stmt.rebuild(lambda e: e, map_stmt(stmt.fallback, fn))
     return stmt
@@ -337,8 +360,9 @@ def map_exprs(stmt, fn):
             return IfThenElse(fn(s.cond), map_exprs(s.then, fn),
                               None if s.else_ is None else map_exprs(s.else_, fn))
         if isinstance(s, Kernel):
-            return Kernel(s.name, [(v, fn(e), t) for v, e, t in s.grid], map_exprs(s.body, fn),
-                          s.threads, s.buffers)
+            return s.rebuild([(v, fn(e), t) for v, e, t in s.grid], map_exprs(s.body, fn))
+        if isinstance(s, (Put, Signal, WaitSignal)):
+            return s.map(fn)
         if isinstance(s, MmaTile):
             return s.rebuild(fn, map_exprs(s.fallback, fn))
         return None

@@ -13,11 +13,14 @@ from .mma import MmaLowering, tensorized_axis, accumulator_start
 
 
 class NestBuilder:
-    def __init__(self, sch, infos, arg_buffers):
+    def __init__(self, sch, infos, arg_buffers, rotate=None):
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
+        self.rotate = rotate or {}  # stage -> (axis, rank var, world size), see rotated()
         self.attached = {}
         self.extra_buffers = []     # buffers that lowering itself adds to the current kernel
         self.mma = {}               # stage -> MmaLowering of a tensorized stage being built
+        # s.overlap: statements at the top / end of each tile of (stage, axis)
+        self.tile_head, self.tile_tail = {}, {}
         for st in sch.stages:
             if st in infos and st.attach_type == "scope":
                 self.attached.setdefault((st.attach_stage, st.attach_ivar), []).append(st)
@@ -144,8 +147,24 @@ class NestBuilder:
         attr = st.attrs.get(iv)
         if attr is not None and attr.pipeline > 1:
             return self.pipelined(info, k, init_done)
-        inner = ir.Seq(self.attached_at(st, iv) + [self.loops(info, k + 1, init_done)])
-        return self.make_for(info, iv, inner)
+        if (st, iv) in self.tile_head or (st, iv) in self.tile_tail:
+            if attr is not None and attr.pipeline > 1:
+                raise LoweringError(f"stage '{st.name}': the overlap axis '{iv.name}' is pipelined; "
+                                    "overlap on an axis outside the pipelined one")
+        inner = ir.Seq(self.tile_head.pop((st, iv), []) + self.attached_at(st, iv)
+                       + [self.loops(info, k + 1, init_done)] + self.tile_tail.pop((st, iv), []))
+        return self.make_for(info, iv, self.rotated(info, iv, inner))
+
+    def rotated(self, info, iv, body):
+        """s.overlap: iteration t of the tile axis does tile ``(t + rank * n / W) mod n``, so
+        that each rank starts with its own share (and ranks start on different peers)."""
+        rot = self.rotate.get(info.stage)
+        n = info.ext[iv]
+        if rot is None or rot[0] is not iv or not isinstance(n, E.Const) or n.value <= 1:
+            return body
+        _, rank, W = rot
+        shift = E.Binary("//", rank * n.value, E.Const(W, "int32"), "int32")
+        return ir.substitute_stmt(body, {iv: arith.simplify(E.Binary("%", iv + shift, n, "int32"))})
 
     def tensorized(self, info, k):
         """Accumulator fill, the reduce loops with matrix tiles inside, write-back."""
@@ -271,10 +290,19 @@ class NestBuilder:
                 break
             ndev += 1
         grid = [(iv, info.ext[iv], st.attrs[iv].bind) for iv in leaves[:ndev]]
-        head = []
+        head, tail = [], []
+        for iv in leaves[:ndev]:
+            head += self.tile_head.pop((st, iv), [])
+            tail += self.tile_tail.pop((st, iv), [])
         for iv in leaves[:ndev]:
             head += self.attached_at(st, iv)
-        body = ir.Seq(head + [self.loops(info, ndev)])
+        body = ir.Seq(head + [self.loops(info, ndev)] + tail)
+        for iv in leaves[:ndev]:
+            body = self.rotated(info, iv, body)
+        left = [iv.name for s, iv in list(self.tile_head) + list(self.tile_tail) if s is st]
+        if left:
+            raise LoweringError(f"stage '{st.name}': the overlap axis {left[0]!r} is not a loop of the "
+                                "kernel (it is inside a tensorized tile); overlap on an outer axis")
         buffers = [self.infos[x].buffer for x in self.sch.stages
                    if x in self.infos and x.attach_type == "scope" and self._root_of(x) is st]
         buffers += self.extra_buffers

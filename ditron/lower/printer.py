@@ -93,13 +93,19 @@ def stmt_str(stmt, indent=0, names=None):
             lines.append(f"{p}wait_group({s.pending})")
         elif isinstance(s, ir.Comment):
             lines.append(f"{p}# {s.text}")
+        elif isinstance(s, ir.Get):
+            lines.append(f"{p}get({s.dst.name}[{_show(s.dst_offset, names)}] <- {s.src.name}"
+                         f"[{_show(s.src_offset, names)}] @ rank {_show(s.pe, names)}, "
+                         f"{_show(s.count, names)} elements)")
         elif isinstance(s, ir.Put):
             lines.append(f"{p}put({s.dst.name}[{_show(s.dst_offset, names)}] @ rank {_show(s.pe, names)} "
                          f"<- {s.src.name}[{_show(s.src_offset, names)}], {_show(s.count, names)} elements)")
         elif isinstance(s, ir.Signal):
-            lines.append(f"{p}signal({s.flag.name}[{_show(s.index, names)}] @ rank {_show(s.pe, names)} = epoch)")
+            how = "+= 1" if s.add else "= epoch"
+            lines.append(f"{p}signal({s.flag.name}[{_show(s.index, names)}] @ rank {_show(s.pe, names)} {how})")
         elif isinstance(s, ir.WaitSignal):
-            lines.append(f"{p}wait({s.flag.name}[{_show(s.index, names)}] >= epoch)  "
+            target = "epoch" if s.scale == 1 else f"epoch * {s.scale}"
+            lines.append(f"{p}wait({s.flag.name}[{_show(s.index, names)}] >= {target})  "
                          f"# chunk of {s.tensor}")
         else:
             lines.append(f"{p}<{type(s).__name__}>")

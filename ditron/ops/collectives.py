@@ -25,7 +25,7 @@ def _dtype_name(t):
 
 
 @functools.lru_cache(maxsize=None)
-def _module(kind, local_shape, dtype, world_size, axis, concat_axis):
+def _module(kind, local_shape, dtype, world_size, axis, concat_axis, algorithm=None):
     import ditron as dt
     shape = list(local_shape)
     if kind == "all_gather":
@@ -41,17 +41,24 @@ def _module(kind, local_shape, dtype, world_size, axis, concat_axis):
     else:
         X = dt.placeholder(tuple(shape), dtype, name="X")
         Y = comm.all_to_all(X, axis, concat_axis, name="Y")
+    s = dt.create_schedule(Y)
+    if algorithm is not None:
+        s[Y].strategy(algorithm=algorithm)
     # Y as an argument: the module copies its result out of the symmetric heap into it
-    return dt.build(dt.create_schedule(Y), [X, Y], target="cpu", name=f"{kind}_{dtype}",
-                    world_size=world_size)
+    return dt.build(s, [X, Y], target="cpu", name=f"{kind}_{dtype}", world_size=world_size)
 
 
-def _run(kind, x, out_shape, axis=0, concat_axis=0):
+def current_world():
+    """The world the ops run in: the initialized one, else a world of one rank."""
+    return runtime.current() or runtime.single_rank()
+
+
+def _run(kind, x, out_shape, axis=0, concat_axis=0, algorithm=None):
     import torch
-    w = runtime.current() or runtime.single_rank()
+    w = current_world()
     if not 0 <= axis < x.dim():
         raise ValueError(f"dt.ops.{kind}: axis {axis} is not an axis of a {x.dim()}-d tensor")
-    mod = _module(kind, tuple(x.shape), _dtype_name(x), w.world_size, axis, concat_axis)
+    mod = _module(kind, tuple(x.shape), _dtype_name(x), w.world_size, axis, concat_axis, algorithm)
     out = torch.empty(out_shape(w.world_size), dtype=x.dtype)
     mod(x, out)
     return out
@@ -66,9 +73,17 @@ def all_gather(x, axis=0):
     return _run("all_gather", x, shape, axis)
 
 
-def all_reduce(x):
-    """The sum of every rank's ``x`` (one-shot: each rank reads all W contributions)."""
-    return _run("all_reduce", x, lambda W: list(x.shape))
+def all_reduce(x, algorithm="one_shot"):
+    """The sum of every rank's ``x``.
+
+    ``algorithm="one_shot"``: every rank receives all W inputs and sums them (fewest
+    steps: small tensors); ``"two_shot"``: a reduce-scatter of row slices, then an
+    all-gather of the sums (each rank moves 2(W-1)/W of the tensor instead of W-1 times
+    it: large tensors). Rows need not divide by the world size.
+    """
+    if algorithm not in ("one_shot", "two_shot"):
+        raise ValueError(f"dt.ops.all_reduce: algorithm={algorithm!r}; valid: 'one_shot', 'two_shot'")
+    return _run("all_reduce", x, lambda W: list(x.shape), algorithm=algorithm)
 
 
 def reduce_scatter(x, axis=0):

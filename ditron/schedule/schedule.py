@@ -50,6 +50,7 @@ class Schedule:
         self.outputs = list(outputs)
         self.stages = []
         self._stage_of = {}        # origin op and current op -> Stage
+        self.overlaps = []         # Overlap records, see overlap()
         for op in _post_order(self.outputs):
             st = Stage(op, self)
             self.stages.append(st)
@@ -192,17 +193,73 @@ class Schedule:
 
     # ------------------------------------------------------------------ communication
     def overlap(self, producer, consumer, axis):
-        """Let each ``consumer`` tile along ``axis`` wait only for the ``producer`` chunk it reads.
+        """Overlap a communication operator with the compute stage next to it, tile by tile.
 
-        ``producer`` must be a communication operator (all_gather, reduce_scatter,
-        all_reduce, all_to_all).
+        * ``producer`` an all_gather / all_to_all, ``consumer`` a compute stage reading it:
+          each consumer tile along ``axis`` (a leaf axis of the consumer) waits only for
+          the chunks it reads, instead of the whole tensor.
+        * ``producer`` a compute stage, ``consumer`` a reduce_scatter / all_reduce of it:
+          each producer tile along ``axis`` is sent (and its owner notified) as soon as
+          it is written.
+
+        Either way the tiles along ``axis`` are visited starting with this rank's own
+        slice. Chunk sizes come from ``s[comm].split`` (consumer side) or from the tiles
+        (producer side).
+
+        Examples
+        --------
+        >>> import ditron as dt
+        >>> A = dt.placeholder((256, 64), "float32", name="A", shard=dt.Shard(0))
+        >>> B = dt.placeholder((64, 32), "float32", name="B")
+        >>> Ag = dt.all_gather(A, axis=0, name="Ag")
+        >>> k = dt.reduce_axis((0, 64), name="k")
+        >>> C = dt.compute((256, 32), lambda i, j: dt.sum(Ag[i, k] * B[k, j], axis=k), name="C")
+        >>> s = dt.create_schedule(C)
+        >>> io, ii = s[C].split(C.op.axis[0], factor=32)
+        >>> s.overlap(Ag, C, axis=io)
         """
-        prod = self[producer]
-        self[consumer]._check_leaf(axis, "overlap")
-        raise ScheduleError(
-            f"overlap: producer '{prod.name}' is not a communication operator; overlap applies "
-            "to the outputs of all_gather, reduce_scatter, all_reduce and all_to_all, which "
-            "this build does not provide yet")
+        prod, cons = self[producer], self[consumer]
+        where = f"overlap('{prod.name}', '{cons.name}')"
+        if prod.is_comm:
+            comm, comp, side = prod, cons, "consumer"
+            if comm.op.kind not in ("all_gather", "all_to_all"):
+                raise ScheduleError(f"{where}: a {comm.op.kind} is consumed after it is complete (its "
+                                    "result is a sum of every rank's data); overlap a compute stage "
+                                    "with the reduce_scatter / all_reduce that consumes it instead")
+            if not comp.is_compute or not self._depends_on(comp, comm):
+                users = ", ".join(st.name for st in self.readers(comm)) or "none"
+                raise ScheduleError(f"{where}: '{comp.name}' does not read '{comm.name}'; its readers "
+                                    f"are: {users}")
+        elif cons.is_comm:
+            comm, comp, side = cons, prod, "producer"
+            if comm.op.kind not in ("reduce_scatter", "all_reduce"):
+                raise ScheduleError(f"{where}: a {comm.op.kind} sends its input as it is; overlap it with "
+                                    "the compute stage that reads its result instead")
+            if not comp.is_compute or self.stage_of(comm.op.input) is not comp:
+                raise ScheduleError(f"{where}: '{comm.name}' reduces '{comm.op.input.name}', not "
+                                    f"'{comp.name}'")
+        else:
+            raise ScheduleError(f"{where}: one of the two must be a communication operator "
+                                "(all_gather / all_to_all before a compute, or reduce_scatter / "
+                                "all_reduce after one)")
+        comp._check_leaf(axis, "overlap")
+        if comp.attach_type != "root":
+            raise comp._err("overlap: the compute stage must be computed at the root (its own kernel)")
+        bound = comp.attrs.get(axis)
+        if bound is not None and (bound.bind or "").startswith("core"):
+            raise comp._err(f"overlap on '{axis.name}': the axis is bound to {bound.bind}; overlap "
+                            "waits or notifies once per tile, on a loop or device-level axis")
+        if any(o.comm is comm for o in self.overlaps):
+            raise ScheduleError(f"{where}: '{comm.name}' already overlaps with a stage")
+        self.overlaps.append(Overlap(comm, comp, axis, side))
+
+
+class Overlap:
+    """``s.overlap``: the comm stage, the compute stage, its tile axis, and which side the
+    compute is on (``"consumer"`` of an all_gather, ``"producer"`` of a reduce_scatter)."""
+
+    def __init__(self, comm, compute, axis, side):
+        self.comm, self.compute, self.axis, self.side = comm, compute, axis, side
 
 
 def create_schedule(outputs):

@@ -12,6 +12,12 @@ INTRINSICS = {
 }
 
 
+# Strategies of each communication operator (the first is the default); see Stage.strategy.
+ALGORITHMS = {"all_gather": ("push", "pull"), "all_to_all": ("push",), "reduce_scatter": ("push",),
+              "all_reduce": ("one_shot", "two_shot")}
+COPIES = ("sm", "ce")
+
+
 class IterAttr:
     """What the schedule says about one leaf axis."""
     __slots__ = ("bind", "unroll", "vectorize", "pipeline", "tensorize")
@@ -51,6 +57,9 @@ class Stage:
         self.attach_ivar = None
         self.scope = "global"
         self.is_output = False
+        self.comm = None              # communication stages: {"algorithm", "copy", "sms"}
+        if self.is_comm:
+            self.comm = {"algorithm": ALGORITHMS[op.kind][0], "copy": "sm", "sms": None}
         self._set_root_axes()
 
     def _set_root_axes(self):
@@ -70,6 +79,11 @@ class Stage:
     def is_compute(self):
         return hasattr(self.op, "body")
 
+    @property
+    def is_comm(self):
+        """A communication operator (all_gather, reduce_scatter, all_reduce, all_to_all)."""
+        return getattr(self.op, "kind", None) in ALGORITHMS
+
     def __repr__(self):
         return f"stage({self.name})"
 
@@ -83,6 +97,10 @@ class Stage:
         return self.attrs.setdefault(iv, IterAttr())
 
     def _check_schedulable(self, prim):
+        if self.is_comm:
+            raise ScheduleError(f"{prim}: '{self.name}' is a communication operator ({self.op.kind}); "
+                                "schedule it with split of its communicated axis (the chunk size), "
+                                "strategy(...) and Schedule.overlap")
         if not self.is_compute:
             raise ScheduleError(f"{prim}: '{self.name}' is a placeholder (an input); "
                                 "only compute stages have loops to schedule")
@@ -114,7 +132,14 @@ class Stage:
         """Split ``parent`` into ``(outer, inner)``; give exactly one of ``factor`` (inner extent) or ``nparts`` (outer extent).
 
         Non-divisible factors are allowed: the tail is guarded, never accessed out of bounds.
+
+        On a communication operator, splitting its communicated axis (``op.chunk_axis``)
+        sets the chunk size: each rank's slice moves in chunks of ``factor`` rows (or
+        ``nparts`` chunks), each with its own signal flag, so that consumers can start on
+        the first chunks (``Schedule.overlap``) and GPUs move chunks on several SMs.
         """
+        if self.is_comm:
+            return self._split_comm(parent, factor, nparts)
         self._check_schedulable("split")
         self._check_leaf(parent, "split")
         if (factor is None) == (nparts is None):
@@ -134,6 +159,73 @@ class Stage:
         self.leaf_iter_vars[k:k + 1] = [outer, inner]
         self.all_iter_vars += [outer, inner]
         return outer, inner
+
+    def _split_comm(self, parent, factor, nparts):
+        axis = self.op.axis[self.op.chunk_axis]
+        if parent is not axis:
+            name = getattr(parent, "name", repr(parent))
+            raise self._err(f"split of '{name}': on a communication operator ({self.op.kind}) only the "
+                            f"communicated axis '{axis.name}' (dim {self.op.chunk_axis}) can be split, "
+                            "which sets the chunk size")
+        if self.relations:
+            raise self._err(f"split of '{axis.name}': the chunk size is already set by {self.relations[0]!r}")
+        value, which = (factor, "factor") if factor is not None else (nparts, "nparts")
+        if (factor is None) == (nparts is None) or isinstance(value, bool) or not isinstance(value, int) \
+                or value < 1:
+            raise self._err(f"split of '{axis.name}': give exactly one of factor= or nparts=, a positive int "
+                            f"(got factor={factor!r}, nparts={nparts!r})")
+        outer = new_axis(self._fresh_name(axis.name + "_chunk"), axis.kind)
+        inner = new_axis(self._fresh_name(axis.name + "_row"), axis.kind)
+        self.relations.append(Split(axis, outer, inner, factor, nparts))
+        self.leaf_iter_vars[self._leaf_index(axis):self._leaf_index(axis) + 1] = [outer, inner]
+        self.all_iter_vars += [outer, inner]
+        return outer, inner
+
+    def strategy(self, algorithm=None, copy=None, sms=None):
+        """How a communication operator is carried out (a schedule choice; the result is the same).
+
+        Parameters
+        ----------
+        algorithm : str, optional
+            all_gather: ``"push"`` (default: each rank puts its slice into every rank's
+            buffer) or ``"pull"`` (each rank gets the chunks it needs from their owners).
+            all_reduce: ``"one_shot"`` (default: every rank receives all inputs and sums)
+            or ``"two_shot"`` (reduce-scatter then all-gather of the summed slices: less
+            traffic for large tensors). reduce_scatter and all_to_all: ``"push"``.
+        copy : str, optional
+            ``"sm"`` (default: the GPU's SMs move the data) or ``"ce"`` (the copy engines,
+            leaving every SM to compute). The CPU target copies with memcpy either way.
+        sms : int, optional
+            How many SMs (blocks) communicate while the rest compute; by default one per
+            chunk in flight, at most 32. The CPU target ignores it.
+
+        Examples
+        --------
+        >>> import ditron as dt
+        >>> X = dt.placeholder((4096,), "float32", name="X")
+        >>> S = dt.all_reduce(X, name="S")
+        >>> s = dt.create_schedule(S)
+        >>> s[S].strategy(algorithm="two_shot", sms=8) is s[S]
+        True
+        """
+        if not self.is_comm:
+            raise self._err("strategy: only communication operators (all_gather, reduce_scatter, "
+                            "all_reduce, all_to_all) have a strategy")
+        kind = self.op.kind
+        if algorithm is not None:
+            if algorithm not in ALGORITHMS[kind]:
+                raise self._err(f"strategy: unknown algorithm {algorithm!r} for {kind}; valid: "
+                                f"{', '.join(ALGORITHMS[kind])}")
+            self.comm["algorithm"] = algorithm
+        if copy is not None:
+            if copy not in COPIES:
+                raise self._err(f"strategy: unknown copy {copy!r}; valid: {', '.join(COPIES)}")
+            self.comm["copy"] = copy
+        if sms is not None:
+            if isinstance(sms, bool) or not isinstance(sms, int) or sms < 1:
+                raise self._err(f"strategy: sms must be a positive int, got {sms!r}")
+            self.comm["sms"] = sms
+        return self
 
     def fuse(self, *axes):
         """Fuse consecutive leaf axes (outermost first) into one axis."""

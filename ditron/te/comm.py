@@ -16,6 +16,7 @@ operator                                    input                  output
 The world size is a build parameter (``dt.build(..., world_size=W)``), so shapes
 that W must divide are checked there.
 """
+from . import expr as E
 from .tensor import Operation, PlaceholderOp, Shard, Tensor
 
 KINDS = ("all_gather", "reduce_scatter", "all_reduce", "all_to_all")
@@ -24,12 +25,23 @@ KINDS = ("all_gather", "reduce_scatter", "all_reduce", "all_to_all")
 class CommOp(Operation):
     """A collective over the ranks. ``kind`` is one of :data:`KINDS`; ``input`` the tensor
     communicated; ``comm_axis`` the gathered / scattered axis (``split_axis`` for all_to_all),
-    ``concat_axis`` the all_to_all's other axis; ``shard`` the output's placement."""
+    ``concat_axis`` the all_to_all's other axis; ``shard`` the output's placement.
+
+    ``axis`` holds one IterVar per dim, as for a compute: ``s[T].split`` of the
+    communicated axis (:attr:`chunk_axis`) sets the chunk size of the transfer."""
 
     def __init__(self, kind, name, inp, axis=None, concat_axis=None):
         self.kind, self.input, self.comm_axis, self.concat_axis = kind, inp, axis, concat_axis
         self.shard = Shard(axis) if kind == "reduce_scatter" else None
         super().__init__(name, inp.op.shape, inp.dtype)
+        self.axis = tuple(E.IterVar(E.Range(0, d), f"{name}_ax{n}") for n, d in enumerate(self.shape))
+        self.reduce_axis = ()
+
+    @property
+    def chunk_axis(self):
+        """The dim that chunks are cut along: the gathered / scattered / exchanged one
+        (dim 0 for all_reduce)."""
+        return 0 if self.comm_axis is None else self.comm_axis
 
     @property
     def input_tensors(self):
