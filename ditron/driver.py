@@ -62,10 +62,10 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
                          "and 'auto'")
     func = lower(sch, args, name=name, world_size=world_size)
-    if func.world is not None and target != "cpu":
-        raise ValueError(f"'{name}' communicates between ranks; on target={target!r} that needs the "
-                         "NVSHMEM/ROCSHMEM lowering, which is not in this build yet. target='cpu' runs "
-                         "it on emulated ranks (dt.distributed.launch)")
+    if func.world is not None and target == "hip":
+        raise ValueError(f"'{name}' communicates between ranks; on target='hip' that needs the "
+                         "ROCSHMEM lowering, which is not in this build yet. target='cpu' runs "
+                         "it on emulated ranks (dt.distributed.launch), target='cuda' through NVSHMEM")
     if compiler == "auto":
         from .build.nvrtc import nvrtc_available
         compiler = "nvrtc?" if nvrtc_available() else "nvcc"

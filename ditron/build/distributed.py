@@ -45,6 +45,12 @@ class DistributedModule(Module):
         return bufs
 
     def __call__(self, *args):
+        if self.signature.target != "cpu":
+            raise RuntimeError(
+                f"kernel '{self.name}' was built for {self.signature.target} with NVSHMEM; running it needs "
+                "dt.distributed.init() to bootstrap NVSHMEM and allocate the symmetric heap on the GPU, "
+                "which is not in this build yet. The module compiles and exports; target='cpu' runs "
+                "the same program on emulated ranks (dt.distributed.launch)")
         w = self._world()
         ptrs, scalars, stream = self._check(args)
         from .. import runtime

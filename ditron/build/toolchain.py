@@ -72,11 +72,60 @@ def flags(target, arch=None):
     raise ValueError(f"unknown target {target!r}")
 
 
-def compile_command(target, source_path, out_path, arch=None, extra_flags=(), compiler=None):
-    """The argument list that compiles ``source_path`` into the shared library ``out_path``."""
+def compile_command(target, source_path, out_path, arch=None, extra_flags=(), compiler=None, libs=()):
+    """The argument list that compiles ``source_path`` into the shared library ``out_path``
+    (``libs``: link arguments, after the source)."""
     cc = compiler or find_compiler(target)
     return [cc] + flags(target, arch) + list(extra_flags) + ["-I", csrc_dir(), source_path,
-                                                            "-o", out_path]
+                                                            "-o", out_path] + list(libs)
+
+
+def nvshmem_home():
+    """The folder of the nvidia-nvshmem-cu13 / -cu12 wheel (with include/ and lib/), or None.
+    ``NVSHMEM_HOME`` overrides it."""
+    import glob
+    import site
+    import sys
+    home = os.environ.get("NVSHMEM_HOME")
+    if home and os.path.isfile(os.path.join(home, "include", "nvshmem.h")):
+        return home
+    roots = list(site.getsitepackages()) + [site.getusersitepackages()] + sys.path
+    for root in roots:
+        for inc in sorted(glob.glob(os.path.join(root, "nvidia", "nvshmem*", "include", "nvshmem.h"))):
+            lib = os.path.join(os.path.dirname(os.path.dirname(inc)), "lib")
+            if os.path.isfile(os.path.join(lib, "libnvshmem_device.a")):
+                return os.path.dirname(lib)
+    return None
+
+
+def nvshmem_build(debug=False):
+    """``(compile flags, link arguments, version)`` of a kernel that uses NVSHMEM: relocatable
+    device code, device-linked (nvcc does it when it links the shared library) against
+    libnvshmem_device.a, and linked against libnvshmem_host.so.3 found through an rpath.
+    CompileError when the wheel is not installed."""
+    home = nvshmem_home()
+    if home is None:
+        raise CompileError("communicating kernels for the CUDA target need NVSHMEM: pip install "
+                           "nvidia-nvshmem-cu13 (CUDA 13) or nvidia-nvshmem-cu12, or set NVSHMEM_HOME")
+    lib = os.path.join(home, "lib")
+    host = sorted(n for n in os.listdir(lib) if n.startswith("libnvshmem_host.so"))
+    if not host:
+        raise CompileError(f"NVSHMEM at {home} has no libnvshmem_host.so*")
+    version = _nvshmem_version(os.path.join(home, "include"))
+    cflags = ["-rdc=true", "-I", os.path.join(home, "include")] + (["-DDITRON_DEBUG_WAITS"] if debug else [])
+    libs = ["-L", lib, "-lnvshmem_device", f"-l:{host[0]}", f"-Xlinker=-rpath={lib}"]
+    return cflags, libs, version
+
+
+def _nvshmem_version(include):
+    text = ""
+    for name in ("non_abi/nvshmem_version.h", "nvshmem_version.h"):
+        path = os.path.join(include, name)
+        if os.path.isfile(path):
+            text = open(path).read()
+            break
+    parts = [re.search(rf"#define\s+NVSHMEM_VENDOR_{k}_VERSION\s+(\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
+    return ".".join(m.group(1) for m in parts if m) or "unknown"
 
 
 def compiler_env(target):

@@ -91,6 +91,9 @@ def render_nvrtc(func, arch):
     :class:`NvrtcUnsupported`; they build with nvcc.
     """
     from .cuda import CUDARenderer, device_source
+    if func.world is not None:
+        raise NvrtcUnsupported(f"'{func.name}': communicating kernels are device-linked against "
+                               "NVSHMEM (-rdc=true); build it with compiler='nvcc'")
     for s in (func.body.body if isinstance(func.body, ir.Seq) else [func.body]):
         if not isinstance(s, (ir.Kernel, ir.Comment)):
             raise NvrtcUnsupported(f"'{func.name}': its host code is more than a sequence of kernel launches "

@@ -34,6 +34,9 @@ MAX_THREADS = 1024
 MAX_GRID = {"device.x": 2 ** 31 - 1, "device.y": 65535, "device.z": 65535}
 BLOCK_IDX = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
 HOST_MARKER = "// ---- host code (nvcc only) ----"
+COMM_BLOCKS = 32
+COMM_THREADS = 128
+TIMEOUT = "ditron_timeout_ms"
 
 
 def device_source(source):
@@ -110,6 +113,9 @@ class CUDARenderer(CStyleRenderer):
         self.helper_defs = {}    # name -> device function text, emitted before the kernels
         self.includes = set()
         self.launches = []       # what the host code launches, in order (for NVRTC builds)
+        self.comm_kernel = None  # the communication region being rendered
+        if func.world:
+            self.includes.add("ditron/shmem_cuda.h")
 
     def barrier_text(self):
         return "__syncthreads();"
@@ -121,12 +127,12 @@ class CUDARenderer(CStyleRenderer):
         return f"ditron::cp_async_wait<{n}>();"
 
     # ------------------------------------------------------------------ vectors
-    def for_lines(self, s, d):
+    def _vector_or_plain(self, s, d):
         if s.kind == "vectorize":
             out = self.vector_lines(s, d)
             if out is not None:
                 return out
-        return super().for_lines(s, d)
+        return CStyleRenderer.for_lines(self, s, d)
 
     def vector_lines(self, s, d):
         """A vectorized loop over a contiguous, aligned run of 4, 8 or 16 bytes: one vector
@@ -327,8 +333,13 @@ class CUDARenderer(CStyleRenderer):
         return self.flat_index(load.buffer, [arith.simplify(E.substitute(i, at)) for i in load.indices])
 
     # ------------------------------------------------------------------ kernels
+    def _plain_for_lines(self, s, d):
+        return self._vector_or_plain(s, d)
+
     def kernel_lines(self, k, d):
         fname = f"{self.func.name}_{k.name}_k{len(self.kernel_defs)}"
+        if k.comm is not None:
+            return self.comm_kernel_lines(k, d, fname)
         tiles = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile)]
         if tiles and tiles[0].intrinsic == "wgmma":
             return self.wgmma_kernel_lines(k, d, fname, tiles[0])
@@ -428,13 +439,76 @@ class CUDARenderer(CStyleRenderer):
         for b in list(self.func.params) + list(self.func.temps):
             const = "" if b in self.written else "const "
             out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict} {b.name}")
-        for v in self.func.scalar_vars:
+        for b, _ in self.func.symmetric:
+            out.append(f"{self.ctype(b.dtype)}* {b.name}")     # peers write it: no __restrict__
+        for v in self.scalar_params():
             out.append(f"{self.ctype(v.dtype)} {self.var_name(v)}")
+        if self.func.world:
+            out.append(f"int64_t {TIMEOUT}")
         return ", ".join(out)
 
     def kernel_args(self):
         return ", ".join([b.name for b in list(self.func.params) + list(self.func.temps)]
-                         + [self.var_name(v) for v in self.func.scalar_vars])
+                         + [b.name for b, _ in self.func.symmetric]
+                         + [self.var_name(v) for v in self.scalar_params()]
+                         + ([TIMEOUT] if self.func.world else []))
+
+    # ------------------------------------------------------------------ communication (NVSHMEM)
+    def comm_lines(self, s, d):
+        """Block-wide NVSHMEM puts / gets, fenced signals and waits (csrc/ditron/shmem_cuda.h)."""
+        p = "  " * d
+        if isinstance(s, ir.Put):
+            t = self.ctype(s.dst.dtype)
+            fn = "shmem_get" if isinstance(s, ir.Get) else "shmem_put"
+            return [f"{p}ditron::{fn}({s.dst.name} + {self.expr(s.dst_offset)}, {s.src.name} + "
+                    f"{self.expr(s.src_offset)}, ({self.expr(s.count)}) * (int64_t)sizeof({t}), {self.expr(s.pe)});"]
+        epoch = self.var_name(self.func.world.epoch)
+        if isinstance(s, ir.Signal):
+            value = "1, true" if s.add else f"{epoch}, false"
+            return [f"{p}ditron::shmem_signal({s.flag.name} + {self.expr(s.index)}, {value}, {self.expr(s.pe)});"]
+        idx = self.expr(s.index)
+        return [f"{p}ditron::shmem_wait({s.flag.name} + {idx}, {epoch} * {s.scale}, \"{s.tensor}\", {idx}, "
+                f"({idx}) / {s.per_rank}, {self.var_name(self.func.world.rank)}, {TIMEOUT});"]
+
+    def for_lines(self, s, d):
+        spread = s.annotations.get("spread")
+        if spread is None or self.comm_kernel is None:
+            return self._plain_for_lines(s, d)
+        # comm regions: pieces go to blocks, elements to the block's or the grid's threads
+        first, stride = {"blocks": ("blockIdx.x", "gridDim.x"),
+                         "threads": ("threadIdx.x", "blockDim.x"),
+                         "grid": ("blockIdx.x * blockDim.x + threadIdx.x", "gridDim.x * blockDim.x")}[spread]
+        p = "  " * d
+        name = self.declare(s.var)
+        return ([f"{p}for (int32_t {name} = {first}; {name} < {self.expr(s.extent)}; {name} += {stride}) {{"]
+                + self.lines(s.body, d + 1) + [f"{p}}}"])
+
+    def comm_kernel_lines(self, k, d, fname):
+        """A communication region: ``sms`` blocks (default 32: co-resident on every GPU
+        ditron targets, since their waits need each other) of 128 threads."""
+        if k.comm.get("copy") == "ce":
+            raise ScheduleError(f"'{k.name}': strategy(copy='ce') (copy-engine transfers) is not "
+                                "available on the CUDA target in this build; use copy='sm'")
+        blocks = k.comm.get("sms") or COMM_BLOCKS
+        self.comm_kernel = k
+        try:
+            body = self.lines(k.body, 1)
+        finally:
+            self.comm_kernel = None
+        self.kernel_defs.append("\n".join(
+            [f"extern \"C\" __global__ void __launch_bounds__({COMM_THREADS}) {fname}({self.kernel_params()}) {{"]
+            + body + ["}"]))
+        grid_k = ir.Kernel(k.name, [(E.Var("b", "int32"), E.Const(blocks, "int32"), "device.x")], k.body)
+        if k.comm.get("side"):
+            # runs beside the overlapped consumer: forked onto a side stream, joined at the close
+            setup = ["cudaStream_t main_stream = stream;",
+                     "cudaStream_t stream = ditron::side_stream(main_stream);"]
+            return self.launch_lines(grid_k, d, fname, (COMM_THREADS, 1, 1), 0, self.kernel_args(), setup,
+                                     " (on a side stream, overlapped)")
+        lines = self.launch_lines(grid_k, d, fname, (COMM_THREADS, 1, 1), 0, self.kernel_args())
+        if k.comm.get("join"):
+            lines = [f"{'  ' * d}ditron::join_side_stream(stream);"] + lines
+        return lines
 
     def render_body(self):
         self.written = {s.buffer for s in ir.walk_stmts(self.func.body) if isinstance(s, ir.Store)}
@@ -444,6 +518,8 @@ class CUDARenderer(CStyleRenderer):
             out.append(f"  {t}* {b.name} = nullptr;")
             out.append(f"  check(cudaMallocAsync(reinterpret_cast<void**>(&{b.name}), "
                        f"sizeof({t}) * (size_t)({self.flat_size(b)}), stream), \"allocating {b.name}\");")
+        if self.func.world:
+            out.append(f"  const int64_t {TIMEOUT} = {self.WORLD}[2];   // the world descriptor is host memory")
         out += self.lines(self.func.body, 1)
         for b in self.func.temps:
             out.append(f"  check(cudaFreeAsync({b.name}, stream), \"freeing {b.name}\");")

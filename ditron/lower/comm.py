@@ -41,7 +41,6 @@ own slice (a rotation by ``rank * tiles / W``), so the first tiles need no trans
 (all-gather) or stay local (reduce-scatter), and ranks spread their traffic over
 different peers at each step.
 """
-import itertools
 
 from ..errors import LoweringError
 from ..te import expr as E
@@ -140,6 +139,8 @@ class Plan:
         self.flags = None
         self.recv = None             # all_gather / all_to_all / two-shot: received data (symmetric)
         self.stage_buf = None        # summing collectives: the W contributions side by side
+        self.ready = self.done = None   # pull: "input ready" / "chunks read" flags
+        self.flags2 = None           # two-shot: flags of the summed slices
         self.geometry = None
         self.tiles = None            # producer overlap: notifications each rank receives per source
 
@@ -249,7 +250,9 @@ class CommLowering:
             body, result = self.two_shot(p, src, out), out
         else:
             body, result = self.reduce(p, src, out), out
-        return ir.Kernel(f"{op.name}_comm", [], ir.Seq(body), comm={"sms": p.sms, "copy": p.copy}), result
+        # an overlapped consumer runs beside this region (GPUs: on a side stream)
+        comm = {"sms": p.sms, "copy": p.copy, "side": p.consumer is not None}
+        return ir.Kernel(f"{op.name}_comm", [], ir.Seq(body), comm=comm), result
 
     def closing(self, p, out):
         """After an overlapped consumer: wait for every chunk (so the next call may reuse
@@ -257,7 +260,7 @@ class CommLowering:
         body = [self._wait_all(p.flags, p.geometry.nchunks, p.op.name)]
         if out is not None:
             body.append(self._copy(out, p.recv, _prod(p.geometry.dims)))
-        return ir.Kernel(f"{p.op.name}_close", [], ir.Seq(body), comm={"sms": p.sms, "copy": p.copy})
+        return ir.Kernel(f"{p.op.name}_close", [], ir.Seq(body), comm={"sms": p.sms, "copy": p.copy, "join": True})
 
     def push(self, p, src):
         """all_gather / all_to_all: chunk k of this rank's slice (all_gather) or of slice pe

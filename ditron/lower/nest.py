@@ -12,6 +12,17 @@ from . import ir
 from .mma import MmaLowering, tensorized_axis, accumulator_start
 
 
+def device_prefix(stage):
+    """How many of the stage's leading leaf axes are bound to the device level (its grid)."""
+    leaves, n = stage.leaf_iter_vars, 0
+    while n < len(leaves):
+        attr = stage.attrs.get(leaves[n])
+        if not (attr and attr.bind and attr.bind.startswith("device")):
+            break
+        n += 1
+    return n
+
+
 class NestBuilder:
     def __init__(self, sch, infos, arg_buffers, rotate=None):
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
@@ -283,12 +294,7 @@ class NestBuilder:
     def kernel(self, info):
         st = info.stage
         leaves = st.leaf_iter_vars
-        ndev = 0
-        while ndev < len(leaves):
-            attr = st.attrs.get(leaves[ndev])
-            if not (attr and attr.bind and attr.bind.startswith("device")):
-                break
-            ndev += 1
+        ndev = device_prefix(st)
         grid = [(iv, info.ext[iv], st.attrs[iv].bind) for iv in leaves[:ndev]]
         head, tail = [], []
         for iv in leaves[:ndev]:

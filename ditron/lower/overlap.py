@@ -12,19 +12,15 @@ from ..errors import LoweringError
 from ..te import expr as E
 from . import arith, ir
 from .bounds import loads_of
-from .comm import _i32, _i64, _w, _min
+from .nest import device_prefix
+from .comm import _i32, _i64, _w, _min, _prod
 
 
 def tile_point(stage, axis):
     """``(fixed leaf axes, in_head)``: the loops fixed where the tile's statements go, and
     whether they go at the top of the block body (device-level axis) instead of in its loop."""
     leaves = stage.leaf_iter_vars
-    ndev = 0
-    while ndev < len(leaves):
-        attr = stage.attrs.get(leaves[ndev])
-        if not (attr and attr.bind and attr.bind.startswith("device")):
-            break
-        ndev += 1
+    ndev = device_prefix(stage)
     k = stage._leaf_index(axis)
     inside = [iv.name for iv in leaves[:k] if (getattr(stage.attrs.get(iv), "bind", None) or "").startswith("core")]
     if inside:
@@ -204,9 +200,3 @@ def producer_notify(sch, infos, ov, plan, world):
         body = ir.IfThenElse(E.Compare("<", box[c][0], _i32(dims[c])), body)
     return body
 
-
-def _prod(xs):
-    n = 1
-    for x in xs:
-        n *= x
-    return n

@@ -25,7 +25,7 @@ def _dtype_name(t):
 
 
 @functools.lru_cache(maxsize=None)
-def _module(kind, local_shape, dtype, world_size, axis, concat_axis, algorithm=None):
+def _module(kind, local_shape, dtype, world_size, axis, concat_axis, algorithm=None, target="cpu"):
     import ditron as dt
     shape = list(local_shape)
     if kind == "all_gather":
@@ -45,7 +45,7 @@ def _module(kind, local_shape, dtype, world_size, axis, concat_axis, algorithm=N
     if algorithm is not None:
         s[Y].strategy(algorithm=algorithm)
     # Y as an argument: the module copies its result out of the symmetric heap into it
-    return dt.build(s, [X, Y], target="cpu", name=f"{kind}_{dtype}", world_size=world_size)
+    return dt.build(s, [X, Y], target=target, name=f"{kind}_{dtype}", world_size=world_size)
 
 
 def current_world():

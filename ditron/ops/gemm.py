@@ -63,7 +63,7 @@ def _schedule_gemm(s, C, rows_per_tile):
 
 
 @functools.lru_cache(maxsize=None)
-def _ag_gemm_module(m, K, N, dtype, W, overlap):
+def _ag_gemm_module(m, K, N, dtype, W, overlap, target="cpu"):
     import ditron as dt
     M = m * W
     A = dt.placeholder((M, K), dtype, name="A", shard=dt.Shard(0))
@@ -75,11 +75,11 @@ def _ag_gemm_module(m, K, N, dtype, W, overlap):
     io = _schedule_gemm(s, C, _tile_rows(m))
     if overlap:
         s.overlap(Ag, C, axis=io)
-    return dt.build(s, [A, B, out], target="cpu", name=f"ag_gemm_{dtype}", world_size=W)
+    return dt.build(s, [A, B, out], target=target, name=f"ag_gemm_{dtype}", world_size=W)
 
 
 @functools.lru_cache(maxsize=None)
-def _gemm_comm_module(kind, M, k, N, dtype, W, overlap):
+def _gemm_comm_module(kind, M, k, N, dtype, W, overlap, target="cpu"):
     import ditron as dt
     A = dt.placeholder((M, k), dtype, name="A")
     B = dt.placeholder((k, N), dtype, name="B")
@@ -89,7 +89,7 @@ def _gemm_comm_module(kind, M, k, N, dtype, W, overlap):
     io = _schedule_gemm(s, P, _tile_rows(M // W if kind == "rs" else M))
     if overlap:
         s.overlap(P, R, axis=io)
-    return dt.build(s, [A, B, R], target="cpu", name=f"gemm_{kind}_{dtype}", world_size=W)
+    return dt.build(s, [A, B, R], target=target, name=f"gemm_{kind}_{dtype}", world_size=W)
 
 
 def _check(op, a, b):

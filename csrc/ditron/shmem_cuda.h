@@ -1,0 +1,119 @@
+// Communication on the CUDA target through NVSHMEM (device-initiated, one block at a time).
+//
+// Kernels that communicate are compiled with -rdc=true and device-linked against the
+// nvidia-nvshmem wheel's libnvshmem_device.a. Puts and gets are issued by a whole block
+// (nvshmemx_putmem_block): every thread of the block reaches them. Signals are sent by
+// thread 0 after a barrier and a fence, so the block's earlier puts to that PE are
+// delivered first; waits spin on thread 0 and release the block with a barrier.
+//
+// Flags are int64 on ditron's side and uint64 in NVSHMEM's API; epochs stay far below 2^63.
+//
+// With DITRON_DEBUG_WAITS defined (DITRON_DEBUG=1 at build time) a wait gives up after the
+// world's timeout: it prints the rank, tensor, chunk, sending rank, expected and observed
+// flag, and traps, so that the launch fails instead of hanging.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <nvshmem.h>
+#include <nvshmemx.h>
+
+namespace ditron {
+
+__device__ __forceinline__ bool shmem_leader() {
+  return threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0;
+}
+
+__device__ __forceinline__ void shmem_put(void* dst, const void* src, int64_t bytes, int pe) {
+  if (bytes > 0) nvshmemx_putmem_block(dst, src, static_cast<size_t>(bytes), pe);
+}
+
+__device__ __forceinline__ void shmem_get(void* dst, const void* src, int64_t bytes, int pe) {
+  if (bytes > 0) nvshmemx_getmem_block(dst, src, static_cast<size_t>(bytes), pe);
+}
+
+__device__ __forceinline__ void shmem_signal(int64_t* flag, int64_t value, bool add, int pe) {
+  __syncthreads();
+  if (shmem_leader()) {
+    nvshmem_fence();
+    nvshmemx_signal_op(reinterpret_cast<uint64_t*>(flag), static_cast<uint64_t>(value),
+                       add ? NVSHMEM_SIGNAL_ADD : NVSHMEM_SIGNAL_SET, pe);
+  }
+}
+
+__device__ __forceinline__ uint64_t shmem_now_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__device__ __forceinline__ void shmem_wait(int64_t* flag, int64_t value, const char* tensor, int chunk,
+                                           int source, int rank, int64_t timeout_ms) {
+  if (shmem_leader()) {
+#ifdef DITRON_DEBUG_WAITS
+    const uint64_t start = shmem_now_ns();
+    volatile int64_t* f = flag;
+    int64_t seen = *f;
+    while (seen < value) {
+      if (shmem_now_ns() - start > static_cast<uint64_t>(timeout_ms) * 1000000ull) {
+        printf("ditron: rank %d: timed out after %.1f s waiting for tensor '%s' chunk %d (sent by rank %d): "
+               "expected flag >= %lld, observed %lld\n", rank, timeout_ms / 1000.0, tensor, chunk, source,
+               static_cast<long long>(value), static_cast<long long>(seen));
+        __trap();
+      }
+      seen = *f;
+    }
+    __threadfence_system();
+#else
+    (void)tensor; (void)chunk; (void)source; (void)rank; (void)timeout_ms;
+    nvshmem_signal_wait_until(reinterpret_cast<uint64_t*>(flag), NVSHMEM_CMP_GE, static_cast<uint64_t>(value));
+#endif
+  }
+  __syncthreads();
+}
+
+}  // namespace ditron
+
+#ifndef __CUDACC_RTC__
+#include <cuda_runtime.h>
+#include <stdexcept>
+#include <string>
+
+namespace ditron {
+
+// The communication region of an overlapped all_gather runs on a side stream, beside the
+// consumer kernel on the caller's stream: forked after what the caller queued, joined
+// before the closing region. One side stream (and its two events) per host thread.
+struct SideStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+};
+
+inline void side_check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+inline SideStream& side_state() {
+  static thread_local SideStream st;
+  if (st.stream == nullptr) {
+    side_check(cudaStreamCreateWithFlags(&st.stream, cudaStreamNonBlocking), "creating the side stream");
+    side_check(cudaEventCreateWithFlags(&st.fork, cudaEventDisableTiming), "creating the fork event");
+    side_check(cudaEventCreateWithFlags(&st.join, cudaEventDisableTiming), "creating the join event");
+  }
+  return st;
+}
+
+inline cudaStream_t side_stream(cudaStream_t main) {
+  SideStream& st = side_state();
+  side_check(cudaEventRecord(st.fork, main), "forking the side stream");
+  side_check(cudaStreamWaitEvent(st.stream, st.fork, 0), "forking the side stream");
+  return st.stream;
+}
+
+inline void join_side_stream(cudaStream_t main) {
+  SideStream& st = side_state();
+  side_check(cudaEventRecord(st.join, st.stream), "joining the side stream");
+  side_check(cudaStreamWaitEvent(main, st.join, 0), "joining the side stream");
+}
+
+}  // namespace ditron
+#endif

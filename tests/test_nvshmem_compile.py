@@ -1,0 +1,86 @@
+"""Compile checks of the NVSHMEM CUDA code of every library op: relocatable device code
+(-rdc=true), device-linked against the nvidia-nvshmem wheel's libnvshmem_device.a and
+linked against libnvshmem_host. Runs where nvcc and the wheel are installed (CI)."""
+import subprocess
+
+import pytest
+
+import ditron as dt
+from ditron.build import toolchain
+from ditron.ops import collectives, gemm
+
+try:
+    toolchain.find_compiler("cuda")
+    HAVE_NVCC = True
+except dt.CompileError:
+    HAVE_NVCC = False
+
+pytestmark = pytest.mark.skipif(not (HAVE_NVCC and toolchain.nvshmem_home()),
+                                reason="needs nvcc and the nvidia-nvshmem-cu13 wheel")
+
+W = 2
+OPS = {
+    "all_gather_push": lambda: collectives._module("all_gather", (8, 16), "float16", W, 0, 0, None, "cuda"),
+    "all_gather_pull": lambda: collectives._module("all_gather", (8, 16), "float32", W, 0, 0, "pull", "cuda"),
+    "reduce_scatter": lambda: collectives._module("reduce_scatter", (8, 16), "bfloat16", W, 0, 0, None, "cuda"),
+    "all_reduce_one_shot": lambda: collectives._module("all_reduce", (7, 5), "float16", W, 0, 0, "one_shot",
+                                                       "cuda"),
+    "all_reduce_two_shot": lambda: collectives._module("all_reduce", (7, 5), "float32", W, 0, 0, "two_shot",
+                                                       "cuda"),
+    "all_to_all": lambda: collectives._module("all_to_all", (8, 4), "float32", W, 0, 0, None, "cuda"),
+    "ag_gemm": lambda: gemm._ag_gemm_module(64, 32, 16, "float16", W, True, "cuda"),
+    "ag_gemm_no_overlap": lambda: gemm._ag_gemm_module(64, 32, 16, "float32", W, False, "cuda"),
+    "gemm_rs": lambda: gemm._gemm_comm_module("rs", 64, 32, 16, "float16", W, True, "cuda"),
+    "gemm_ar": lambda: gemm._gemm_comm_module("ar", 64, 32, 16, "float16", W, True, "cuda"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_library_op_compiles_and_device_links_against_nvshmem(op):
+    mod = OPS[op]()
+    assert mod.target == "cuda" and mod.compiler == "nvcc"
+    src = mod.source
+    assert '#include "ditron/shmem_cuda.h"' in src
+    assert "ditron::shmem_signal(" in src or "ditron::shmem_wait(" in src
+    # the device link pulled NVSHMEM's device library into the kernel's library
+    syms = subprocess.run(["nm", "-D", mod.lib_path], capture_output=True, text=True).stdout
+    assert "nvshmemi_check_state_and_init_d" in syms
+    needed = subprocess.run(["readelf", "-d", mod.lib_path], capture_output=True, text=True).stdout
+    assert "libnvshmem_host.so" in needed
+
+
+def test_overlapped_gemm_code_shape():
+    src = gemm._ag_gemm_module(64, 32, 16, "float16", W, True, "cuda").source
+    host = src.split("// ---- host code")[1]
+    # the all-gather runs on a side stream beside the GEMM, joined before the closing waits
+    assert "ditron::side_stream(main_stream)" in host
+    assert host.index("launch ag_gemm_float16_C_") < host.index("ditron::join_side_stream(stream)") \
+        < host.index("launch ag_gemm_float16_Ag_close")
+    # the GEMM's tiles wait for their chunk; the comm kernel's pieces go to blocks
+    assert "ditron::shmem_wait(Ag_flags +" in src.split("ag_gemm_float16_C_k1(")[1].split("}\n\n")[0]
+    assert "piece = blockIdx.x; piece < 2; piece += gridDim.x" in src
+    rs = gemm._gemm_comm_module("rs", 64, 32, 16, "float16", W, True, "cuda").source
+    tile = rs.split("gemm_rs_float16_P_k0(")[1].split("}\n\n")[0]
+    assert "ditron::shmem_put(R_stage +" in tile and "ditron::shmem_signal(R_tiles + ditron_rank, 1, true," in tile
+
+
+def test_call_needs_the_nvshmem_runtime():
+    mod = OPS["all_reduce_one_shot"]()
+    with pytest.raises(RuntimeError, match="dt.distributed.init\\(\\) to bootstrap NVSHMEM"):
+        mod(None, None)
+
+
+def test_copy_engine_strategy_is_a_clear_error_on_cuda():
+    X = dt.placeholder((8,), "float32", name="X")
+    S = dt.all_reduce(X, name="S")
+    s = dt.create_schedule(S)
+    s[S].strategy(copy="ce")
+    with pytest.raises(dt.ScheduleError, match="copy='ce'.*not available on the CUDA target"):
+        dt.build(s, [X, S], target="cuda", world_size=2, name="ar_ce")
+
+
+def test_debug_build_defines_timeouts(monkeypatch):
+    monkeypatch.setenv("DITRON_DEBUG", "1")
+    cflags, libs, version = toolchain.nvshmem_build(debug=True)
+    assert "-DDITRON_DEBUG_WAITS" in cflags and "-rdc=true" in cflags
+    assert "-lnvshmem_device" in libs and version.count(".") == 2
