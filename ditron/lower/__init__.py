@@ -15,6 +15,7 @@ from .nest import NestBuilder
 from .threads import bind_threads, insert_barriers
 from .comm import CommWorld, CommLowering, Plan
 from .overlap import consumer_waits, producer_notify
+from .task import task_shards, check_task_reads
 
 
 def _cleanup(stmt, ranges=None):
@@ -99,6 +100,7 @@ def lower(sch, args, name="main", world_size=1):
         raise TypeError(f"lower expects a Schedule (dt.create_schedule), got {type(sch).__name__}")
     args = list(args)
     used = set()
+    shards = task_shards(sch, world_size)
     params, arg_buffers, arg_stage_buf = [], {}, {}
     for n, t in enumerate(args):
         if not isinstance(t, Tensor):
@@ -110,6 +112,9 @@ def lower(sch, args, name="main", world_size=1):
             raise LoweringError(f"argument '{t.name}' is {'inlined' if st.attach_type == 'inline' else 'attached with compute_at'}; "
                                 "tensors passed as arguments must be computed at the root")
         shape = _local_shape(t, t.op.shape, world_size, "argument")
+        if st in shards:          # computed by task-spread axis: each rank holds its share
+            shape = list(shape)
+            shape[shards[st].dim] = E.Const(shards[st].rows, "int32")
         buf = ir.Buffer(unique_name(t.name, used), t.dtype, shape, "global", arg_index=n)
         if any(b is st for b in arg_stage_buf):
             raise LoweringError(f"tensor '{t.name}' is passed twice in the argument list")
@@ -123,7 +128,7 @@ def lower(sch, args, name="main", world_size=1):
                                 "so that the kernel has somewhere to write it")
 
     comm_stages = [st for st in sch.stages if st.is_comm]
-    world = CommWorld(world_size) if comm_stages else None
+    world = CommWorld(world_size) if comm_stages or shards else None
     rotate = {ov.compute: (ov.axis, world.rank, world_size) for ov in sch.overlaps}
     bodies = effective_bodies(sch)
     infos = infer(sch, bodies)
@@ -144,8 +149,10 @@ def lower(sch, args, name="main", world_size=1):
             info.buffer = ir.Buffer(unique_name(st.name, used), st.op.dtype, shape, info.scope)
 
     symmetric = []
-    _check_sharded_reads(sch, world_size)
-    builder = NestBuilder(sch, infos, arg_buffers, rotate)
+    _check_sharded_reads(sch, world_size, shards)
+    if shards:
+        check_task_reads(sch, infos, shards, world)
+    builder = NestBuilder(sch, infos, arg_buffers, rotate, world, shards)
     comm = CommLowering(world, symmetric, used) if world else None
     plans, closing = {}, {}
     for st in comm_stages:
@@ -218,19 +225,20 @@ def _plan_of(st, world, sch):
     return p
 
 
-def _check_sharded_reads(sch, world_size):
+def _check_sharded_reads(sch, world_size, shards=()):
     """A sharded input holds one rank's slice: computing on it with global indices would
     be wrong, so it may only be read by a communication operator."""
     if world_size == 1:
         return
     for st in sch.stages:
-        if not st.is_compute:
+        if not st.is_compute or st in shards:     # (task-spread stages: see lower.task)
             continue
         for t in st.op.input_tensors:
             if getattr(t.op, "shard", None) is not None:
                 raise LoweringError(f"stage '{st.name}' reads '{t.name}', which is sharded "
                                     f"({t.op.shard!r}: each rank holds one slice); gather it first "
-                                    f"(dt.all_gather({t.name}, axis={t.op.shard.axis})) and read that")
+                                    f"(dt.all_gather({t.name}, axis={t.op.shard.axis})) and read that, "
+                                    "or spread the stage over the ranks with bind(axis, 'task')")
 
 
 def _scalar_vars(params, body, temps, hidden=()):

@@ -13,19 +13,22 @@ from .mma import MmaLowering, tensorized_axis, accumulator_start
 
 
 def device_prefix(stage):
-    """How many of the stage's leading leaf axes are bound to the device level (its grid)."""
+    """How many of the stage's leading leaf axes are bound to the task level (at most the
+    first) or the device level (its grid): the axes that are no loops in a block's body."""
     leaves, n = stage.leaf_iter_vars, 0
     while n < len(leaves):
         attr = stage.attrs.get(leaves[n])
-        if not (attr and attr.bind and attr.bind.startswith("device")):
+        if not (attr and attr.bind and (attr.bind.startswith("device") or (attr.bind == "task" and n == 0))):
             break
         n += 1
     return n
 
 
 class NestBuilder:
-    def __init__(self, sch, infos, arg_buffers, rotate=None):
+    def __init__(self, sch, infos, arg_buffers, rotate=None, world=None, shards=None):
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
+        self.world = world          # CommWorld of a distributed program, else None
+        self.shards = shards or {}  # stage -> TaskShard (bind(ax, "task"))
         self.rotate = rotate or {}  # stage -> (axis, rank var, world size), see rotated()
         self.attached = {}
         self.extra_buffers = []     # buffers that lowering itself adds to the current kernel
@@ -44,6 +47,12 @@ class NestBuilder:
             buf = self.arg_buffers.get(st.op)
             if buf is None:
                 raise LoweringError(f"placeholder '{st.name}' is read but not in the argument list")
+            shard = getattr(st.op, "shard", None)
+            if shard is not None and self.world is not None and self.world.world_size > 1:
+                # only a task-spread stage gets here (lower checks it reads its own slice)
+                rows = buf.shape[shard.axis]
+                indices = list(indices)
+                indices[shard.axis] = arith.simplify(indices[shard.axis] - self.world.rank * rows)
             return ir.BufferLoad(buf, indices)
         info = self.infos[st]
         return ir.BufferLoad(info.buffer, self.local_indices(info, indices))
@@ -67,7 +76,11 @@ class NestBuilder:
 
     # ------------------------------------------------------------------ statements
     def store_index(self, info):
-        return self.local_indices(info, [info.full[iv] for iv in info.stage.op.axis])
+        idx = self.local_indices(info, [info.full[iv] for iv in info.stage.op.axis])
+        ts = self.shards.get(info.stage)
+        if ts is not None:        # this rank's share of the output
+            idx[ts.dim] = arith.simplify(idx[ts.dim] - self.world.rank * ts.rows)
+        return idx
 
     def guarded(self, conds, stmt):
         conds = [c for c in (arith.simplify(c) for c in conds) if not E.is_const(c, True)]
@@ -124,6 +137,9 @@ class NestBuilder:
             return ir.For(iv, ext, body)
         ann = {"tensorize": attr.tensorize} if attr.tensorize else {}
         if attr.bind:
+            if attr.bind == "task":
+                raise LoweringError(f"stage '{st.name}': axis '{iv.name}' is bound to task but is not "
+                                    f"the outermost leaf axis (leaf axes: {st._leaf_names()})")
             if attr.bind.startswith("device"):
                 raise LoweringError(
                     f"stage '{st.name}': axis '{iv.name}' is bound to {attr.bind} but is not one "
@@ -295,7 +311,8 @@ class NestBuilder:
         st = info.stage
         leaves = st.leaf_iter_vars
         ndev = device_prefix(st)
-        grid = [(iv, info.ext[iv], st.attrs[iv].bind) for iv in leaves[:ndev]]
+        grid = [(iv, info.ext[iv], st.attrs[iv].bind) for iv in leaves[:ndev]
+                if st.attrs[iv].bind.startswith("device")]
         head, tail = [], []
         for iv in leaves[:ndev]:
             head += self.tile_head.pop((st, iv), [])
@@ -305,6 +322,9 @@ class NestBuilder:
         body = ir.Seq(head + [self.loops(info, ndev)] + tail)
         for iv in leaves[:ndev]:
             body = self.rotated(info, iv, body)
+        ts = self.shards.get(st)
+        if ts is not None:        # rank r runs iteration r of the task axis
+            body = ir.substitute_stmt(body, {ts.axis: self.world.rank})
         left = [iv.name for s, iv in list(self.tile_head) + list(self.tile_tail) if s is st]
         if left:
             raise LoweringError(f"stage '{st.name}': the overlap axis {left[0]!r} is not a loop of the "

@@ -276,7 +276,13 @@ class Stage:
 
     # ------------------------------------------------------------------ annotations
     def bind(self, iv, level):
-        """Bind a leaf axis to a hardware level: ``"task"``, ``"device.x|y|z"`` or ``"core.x|y|z"``."""
+        """Bind a leaf axis to a hardware level: ``"task"``, ``"device.x|y|z"`` or ``"core.x|y|z"``.
+
+        ``"task"`` spreads the axis over the ranks of a distributed program (rank r runs
+        iteration r): it must be the outermost axis, with ``world_size`` iterations that
+        cut an output dim into equal shares (``split(i, nparts=W)``), and the output
+        becomes sharded along that dim (see ditron.lower.task).
+        """
         self._check_schedulable("bind")
         self._check_leaf(iv, "bind")
         level = canonical_level(level, f"stage '{self.name}': bind of '{iv.name}'")
@@ -284,11 +290,6 @@ class Stage:
             raise self._err(f"bind of reduce axis '{iv.name}' to {level}: a reduce axis can only be "
                             "bound to a core level (core.x|y|z: a cross-core reduction inside a "
                             "block); bind a data-parallel axis to the device level")
-        if level == "task":
-            raise self._err(
-                f"bind of '{iv.name}' to 'task': tasks are the ranks of a distributed program; "
-                "task-level binding comes with the communication operators (all_gather, "
-                "reduce_scatter, all_reduce, all_to_all) and is not available in this build")
         for other, attr in self.attrs.items():
             if attr.bind == level and other is not iv:
                 raise self._err(f"bind of '{iv.name}' to {level}: axis '{other.name}' is "
