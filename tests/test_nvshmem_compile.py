@@ -64,10 +64,22 @@ def test_overlapped_gemm_code_shape():
     assert "ditron::shmem_put(R_stage +" in tile and "ditron::shmem_signal(R_tiles + ditron_rank, 1, true," in tile
 
 
-def test_call_needs_the_nvshmem_runtime():
+def test_a_cuda_module_in_a_cpu_world_says_how_to_init(monkeypatch):
+    import types
+    from ditron import runtime
     mod = OPS["all_reduce_one_shot"]()
-    with pytest.raises(RuntimeError, match="dt.distributed.init\\(\\) to bootstrap NVSHMEM"):
+    monkeypatch.setattr(runtime, "_WORLD", types.SimpleNamespace(world_size=W, target="cpu"))
+    with pytest.raises(RuntimeError, match="built for target 'cuda' but the distributed runtime runs on "
+                                           "'cpu'; call dt.distributed.init\\(target='cuda'\\)"):
         mod(None, None)
+
+
+def test_nvshmem_runtime_and_kernel_attach_entry_build():
+    from ditron.runtime import nvshmem
+    lib = nvshmem.runtime_library()           # compiled, device-linked and loaded (no GPU needed)
+    assert lib.ditron_nvshmem_uid_size() > 0
+    syms = subprocess.run(["nm", "-D", OPS["gemm_rs"]().lib_path], capture_output=True, text=True).stdout
+    assert " T ditron_shmem_attach" in syms
 
 
 def test_copy_engine_strategy_is_a_clear_error_on_cuda():

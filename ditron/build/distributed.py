@@ -38,20 +38,36 @@ class DistributedModule(Module):
         import torch
         from .module import _torch_dtypes
         bufs = []
+        if w.target == "cuda":
+            self._attach(w)
         for name, dtype, numel, copies in self.signature.symmetric:
-            size = numel * torch.empty((), dtype=_torch_dtypes()[dtype]).element_size()
+            tdtype = _torch_dtypes()[dtype]
+            size = numel * torch.empty((), dtype=tdtype).element_size()
             offset = w.heap.allocate(size * copies)
+            if w.target == "cuda":       # NVSHMEM memory is not zeroed: flags must start at 0
+                w.heap.tensor(offset, (numel * copies,), tdtype)
             bufs.append((w.heap.base(w.rank) + offset, size, copies))
+        if w.target == "cuda":           # every rank's flags are zero before anyone signals
+            w.heap.barrier()
         return bufs
 
+    def _attach(self, w):
+        """Fill this library's copy of NVSHMEM's device state (see nvshmem_runtime.cu)."""
+        import ctypes
+        lib = ctypes.CDLL(self.lib_path)
+        lib.ditron_shmem_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+        if lib.ditron_shmem_attach(w.rank, w.world_size, w.heap.uid) != 0:
+            raise RuntimeError(f"kernel '{self.name}': attaching its NVSHMEM device state failed on rank "
+                               f"{w.rank}")
+
     def __call__(self, *args):
-        if self.signature.target != "cpu":
-            raise RuntimeError(
-                f"kernel '{self.name}' was built for {self.signature.target} with NVSHMEM; running it needs "
-                "dt.distributed.init() to bootstrap NVSHMEM and allocate the symmetric heap on the GPU, "
-                "which is not in this build yet. The module compiles and exports; target='cpu' runs "
-                "the same program on emulated ranks (dt.distributed.launch)")
         w = self._world()
+        if w.target != self.signature.target:
+            raise RuntimeError(
+                f"kernel '{self.name}' was built for target '{self.signature.target}' but the distributed "
+                f"runtime runs on '{w.target}'; call dt.distributed.init(target='{self.signature.target}') "
+                "(GPU: NVSHMEM bootstrapped from torch.distributed) or build for "
+                f"target='{w.target}'")
         ptrs, scalars, stream = self._check(args)
         from .. import runtime
         for n, spec in enumerate(self.signature.args):

@@ -532,4 +532,4 @@ class CUDARenderer(CStyleRenderer):
 
     def template_args(self):
         return {"kernels": "\n\n".join(list(self.helper_defs.values()) + self.kernel_defs),
-                "includes": sorted(self.includes)}
+                "includes": sorted(self.includes), "comm": self.func.world is not None}

@@ -2,7 +2,7 @@
 ditron module around one communication operator and calls it on this rank's data.
 
 Call them on every rank, in the same order, inside ``dt.distributed.launch`` (CPU
-target) or after ``dt.distributed.init()``. Inputs must live on the symmetric heap
+target) or after ``dt.distributed.init()`` (on a GPU: the CUDA target through NVSHMEM). Inputs must live on the symmetric heap
 (``dt.distributed.empty``); outputs are fresh tensors.
 
 Examples
@@ -58,8 +58,8 @@ def _run(kind, x, out_shape, axis=0, concat_axis=0, algorithm=None):
     w = current_world()
     if not 0 <= axis < x.dim():
         raise ValueError(f"dt.ops.{kind}: axis {axis} is not an axis of a {x.dim()}-d tensor")
-    mod = _module(kind, tuple(x.shape), _dtype_name(x), w.world_size, axis, concat_axis, algorithm)
-    out = torch.empty(out_shape(w.world_size), dtype=x.dtype)
+    mod = _module(kind, tuple(x.shape), _dtype_name(x), w.world_size, axis, concat_axis, algorithm, w.target)
+    out = torch.empty(out_shape(w.world_size), dtype=x.dtype, device=x.device)
     mod(x, out)
     return out
 

@@ -52,7 +52,9 @@ def _gemm(dt, A, B, K, name):
 
 
 def _schedule_gemm(s, C, rows_per_tile):
-    """CPU schedule: row tiles over the OpenMP blocks, k outside j so that j is contiguous."""
+    """Row tiles over the blocks (OpenMP on the CPU), k outside j so that j is contiguous.
+    (A first schedule: on GPUs it runs one thread per tile; tensor-core tiles for the
+    overlapped GEMMs are to be tuned where a GPU is at hand.)"""
     i, j = C.op.axis
     (k,) = C.op.reduce_axis
     io, ii = s[C].split(i, factor=rows_per_tile)
@@ -104,9 +106,10 @@ def ag_gemm(a, b, overlap=True):
     """``all_gather(a, axis=0) @ b``: ``a`` this rank's rows (on the symmetric heap)."""
     import torch
     _check("ag_gemm", a, b)
-    W = current_world().world_size
-    mod = _ag_gemm_module(a.shape[0], a.shape[1], b.shape[1], _dtype_name(a), W, bool(overlap))
-    out = torch.empty(a.shape[0] * W, b.shape[1], dtype=a.dtype)
+    w = current_world()
+    W = w.world_size
+    mod = _ag_gemm_module(a.shape[0], a.shape[1], b.shape[1], _dtype_name(a), W, bool(overlap), w.target)
+    out = torch.empty(a.shape[0] * W, b.shape[1], dtype=a.dtype, device=a.device)
     mod(a, b, out)
     return out
 
@@ -115,12 +118,13 @@ def _gemm_comm(kind, a, b, overlap):
     import torch
     op = "gemm_rs" if kind == "rs" else "gemm_ar"
     _check(op, a, b)
-    W = current_world().world_size
+    w = current_world()
+    W = w.world_size
     M = a.shape[0]
     if kind == "rs" and M % W:
         raise ValueError(f"dt.ops.gemm_rs: M={M} rows are not divisible by the world size {W}")
-    mod = _gemm_comm_module(kind, M, a.shape[1], b.shape[1], _dtype_name(a), W, bool(overlap))
-    out = torch.empty(M // W if kind == "rs" else M, b.shape[1], dtype=torch.float32)
+    mod = _gemm_comm_module(kind, M, a.shape[1], b.shape[1], _dtype_name(a), W, bool(overlap), w.target)
+    out = torch.empty(M // W if kind == "rs" else M, b.shape[1], dtype=torch.float32, device=a.device)
     mod(a, b, out)
     return out.to(a.dtype)
 

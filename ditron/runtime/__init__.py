@@ -34,14 +34,14 @@ _WORLD = None
 class World:
     """This process's rank, the world size and the symmetric heap."""
 
-    def __init__(self, rank, world_size, heap):
+    def __init__(self, rank, world_size, heap, target="cpu"):
         import torch
         self.rank, self.world_size, self.heap = rank, world_size, heap
         # What generated kernels receive as their hidden world argument:
         # [rank, world size, wait timeout in ms, heap bytes per rank, heap base of rank 0, 1, ...].
         self.descriptor = torch.tensor([rank, world_size, int(wait_timeout() * 1000), heap.size]
                                        + [heap.base(pe) for pe in range(world_size)], dtype=torch.int64)
-        self.target = "cpu"
+        self.target = target         # "cpu": shared-memory heap; "cuda": NVSHMEM
 
 
 def wait_timeout():
@@ -56,11 +56,14 @@ def wait_timeout():
     return value
 
 
-def init():
+def init(target=None):
     """Set up this rank's symmetric heap from an initialized ``torch.distributed`` group.
 
-    Rank 0 creates the shared-memory heap file and broadcasts its path; every rank maps
-    it. Idempotent. Under :func:`launch` it has already run.
+    ``target="cuda"`` (the default when torch sees a GPU) bootstraps NVSHMEM: rank 0's
+    unique id goes to every rank over gloo, and the heap is NVSHMEM's
+    (:mod:`ditron.runtime.nvshmem`; set the CUDA device of each rank first).
+    ``target="cpu"``: rank 0 creates a shared-memory heap file and broadcasts its path;
+    every rank maps it. Idempotent. Under :func:`launch` it has already run (CPU).
 
     Examples
     --------
@@ -76,6 +79,16 @@ def init():
                           "(torchrun, then torch.distributed.init_process_group('gloo')); or run "
                           "the program on emulated ranks with dt.distributed.launch(fn, world_size=W)")
     rank, world_size = tdist.get_rank(), tdist.get_world_size()
+    if target is None:
+        import torch
+        target = "cuda" if torch.cuda.is_available() and not getattr(torch.version, "hip", None) else "cpu"
+    if target == "cuda":
+        from .nvshmem import NvshmemHeap
+        group = None if tdist.get_backend() == "gloo" else tdist.new_group(backend="gloo")
+        _WORLD = World(rank, world_size, NvshmemHeap.bootstrap(rank, world_size, group), "cuda")
+        return _WORLD
+    if target != "cpu":
+        raise ValueError(f"dt.distributed.init: target={target!r}; valid: 'cpu', 'cuda'")
     size = heap_size_from_env()
     box = [None]
     if rank == 0:

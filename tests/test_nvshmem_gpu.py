@@ -1,0 +1,72 @@
+"""NVSHMEM on a real GPU: the library ops with one PE, and with two PEs on the one GPU under
+CUDA MPS (NVSHMEM's multiple-PEs-per-GPU mode; gloo bootstrap, since NCCL refuses two ranks
+on one GPU). Numerics against torch. Skipped without a GPU (and, for two PEs, without MPS)."""
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import ditron as dt
+from ditron.build import toolchain
+
+pytestmark = [pytest.mark.gpu, pytest.mark.distributed,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+              pytest.mark.skipif(toolchain.nvshmem_home() is None, reason="needs the nvidia-nvshmem wheel")]
+
+
+def _ops_on_gpu():
+    import torch.distributed as tdist
+    r = tdist.get_rank()
+    torch.cuda.set_device(0)
+    w = dt.distributed.init(target="cuda")
+    W = w.world_size
+    bad = []
+    x = dt.distributed.empty((W * 4, 8), "float32")
+    a = dt.distributed.empty((64, 32), "float16")
+    for call in range(3):
+        parts = [torch.full((W * 4, 8), float(q + call), device="cuda") for q in range(W)]
+        x.copy_(parts[r])
+        want = sum(parts)
+        for algorithm in ("one_shot", "two_shot"):
+            if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm), want):
+                bad.append(("all_reduce", algorithm, call))
+        if not torch.allclose(dt.ops.reduce_scatter(x), want[r * 4:(r + 1) * 4]):
+            bad.append(("reduce_scatter", call))
+        if not torch.equal(dt.ops.all_gather(x), torch.cat(parts)):
+            bad.append(("all_gather", call))
+        a.copy_(torch.randn(64, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(r)))
+        b = torch.randn(32, 16, device="cuda", dtype=torch.float16, generator=torch.Generator("cuda").manual_seed(9))
+        rows = [torch.randn(64, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(q)).half()
+                for q in range(W)]
+        if not torch.allclose(dt.ops.ag_gemm(a, b).float(), torch.cat(rows).float() @ b.float(), atol=0.1, rtol=0.02):
+            bad.append(("ag_gemm", call))
+    return bad
+
+
+def _rank_main(rank, world, store_path, out):
+    import torch.distributed as tdist
+    os.environ.setdefault("NVSHMEM_REMOTE_TRANSPORT", "none")
+    os.environ.setdefault("NVSHMEM_DISABLE_NCCL", "1")
+    tdist.init_process_group("gloo", store=tdist.FileStore(store_path, world), rank=rank, world_size=world)
+    out[rank] = _ops_on_gpu()
+
+
+def _run(world, tmp_path):
+    import torch.multiprocessing as mp
+    with mp.Manager() as m:
+        out = m.dict()
+        mp.start_processes(_rank_main, args=(world, str(tmp_path / "store"), out), nprocs=world,
+                           start_method="spawn")
+        return [out[r] for r in range(world)]
+
+
+def test_one_pe(tmp_path):
+    assert _run(1, tmp_path) == [[]]
+
+
+@pytest.mark.skipif(shutil.which("nvidia-cuda-mps-control") is None, reason="needs CUDA MPS")
+def test_two_pes_on_one_gpu_under_mps(tmp_path):
+    subprocess.run(["nvidia-cuda-mps-control", "-d"], check=False)
+    assert _run(2, tmp_path) == [[], []]
