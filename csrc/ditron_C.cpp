@@ -24,17 +24,23 @@ namespace py = pybind11;
 
 namespace {
 
+// dlopen ``path`` or throw, saying what the library was for and why it failed.
+void* open_library(const std::string& path, int flags, const std::string& what) {
+  void* handle = dlopen(path.c_str(), flags);
+  if (!handle) {
+    const char* err = dlerror();
+    throw std::runtime_error(what + " (" + path + ") cannot be loaded: " + (err ? err : "unknown error"));
+  }
+  return handle;
+}
+
 using EntryFn = int (*)(void* const*, const int64_t*, void*);
 using MessageFn = const char* (*)();
 
 class Kernel {
  public:
   explicit Kernel(const std::string& path) : path_(path) {
-    handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!handle_) {
-      const char* err = dlerror();
-      throw std::runtime_error("cannot load kernel library " + path + ": " + (err ? err : "unknown error"));
-    }
+    handle_ = open_library(path, RTLD_NOW | RTLD_LOCAL, "the kernel library");
     entry_ = reinterpret_cast<EntryFn>(dlsym(handle_, "ditron_entry"));
     message_ = reinterpret_cast<MessageFn>(dlsym(handle_, "ditron_error_message"));
     if (!entry_ || !message_) {
@@ -171,11 +177,7 @@ using CuStreamSynchronizeFn = int (*)(void* stream);
 class CudaDriver {
  public:
   explicit CudaDriver(const std::string& path) {
-    handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
-    if (!handle_) {
-      const char* err = dlerror();
-      throw std::runtime_error("the CUDA driver (" + path + ") cannot be loaded: " + (err ? err : "unknown error"));
-    }
+    handle_ = open_library(path, RTLD_NOW | RTLD_GLOBAL, "the CUDA driver");
     launch_ = reinterpret_cast<CuLaunchKernelFn>(dlsym(handle_, "cuLaunchKernel"));
     error_string_ = reinterpret_cast<CuGetErrorStringFn>(dlsym(handle_, "cuGetErrorString"));
     sync_ = reinterpret_cast<CuStreamSynchronizeFn>(dlsym(handle_, "cuStreamSynchronize"));
@@ -192,7 +194,11 @@ class CudaDriver {
     constexpr size_t kMax = 64;
     const size_t np = ptrs.size(), ns = scalars.size();
     if (np + ns > kMax || wide.size() != ns || grid.size() != 3 || block.size() != 3) {
-      throw std::invalid_argument("cuda launch: malformed arguments");
+      throw std::invalid_argument("cuda launch: expected a 3-d grid and block, one width per scalar and at most " +
+                                  std::to_string(kMax) + " parameters; got grid " + std::to_string(grid.size()) +
+                                  "-d, block " + std::to_string(block.size()) + "-d, " + std::to_string(np) +
+                                  " pointers, " + std::to_string(ns) + " scalars, " +
+                                  std::to_string(wide.size()) + " widths");
     }
     uint64_t slots[kMax];
     void* params[kMax];

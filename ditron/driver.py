@@ -1,6 +1,8 @@
 """``dt.build``: lower, render, compile and load in one call."""
 import os
 
+from .build.toolchain import default_cuda_arch  # noqa: F401  (public here since the CUDA target)
+
 TARGETS = ("cpu", "cuda", "hip")
 
 
@@ -85,15 +87,3 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         from .build.distributed import DistributedModule
         return DistributedModule(signature, source, lib, arch)
     return Module(signature, source, lib, arch)
-
-
-def default_cuda_arch():
-    """The current device's architecture ("sm_90a" on Hopper), else sm_80 to compile without a GPU."""
-    try:
-        import torch
-        if torch.cuda.is_available() and not getattr(torch.version, "hip", None):
-            major, minor = torch.cuda.get_device_capability()
-            return f"sm_{major}{minor}" + ("a" if major == 9 else "")
-    except Exception:
-        pass
-    return "sm_80"

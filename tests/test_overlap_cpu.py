@@ -199,3 +199,34 @@ def test_a_wait_inside_an_overlapped_tile_times_out_with_a_clear_error(monkeypat
         dt.distributed.launch(_consumer_waits_forever, world_size=2)
     msg = str(info.value)
     assert "rank 0" in msg and "tensor 'Ag' chunk 1 (sent by rank 1)" in msg and "expected flag >= 1" in msg
+
+
+def test_strategy_sms_sets_the_cuda_comm_grid_and_pieces_spread_over_blocks():
+    from ditron.codegen import render
+    X = dt.placeholder((64, 8), "float32", name="X")
+    S = dt.all_reduce(X, name="S")
+    s = dt.create_schedule(S)
+    s[S].split(S.op.axis[0], factor=16)          # 4 chunks
+    s[S].strategy(algorithm="two_shot", sms=6)
+    src, _ = render(dt.lower(s, [X, S], world_size=2), "cuda", arch="sm_80", world_size=2)
+    assert "const dim3 grid(6, 1, 1), block(128);" in src
+    assert "for (int32_t piece = blockIdx.x; piece < 4; piece += gridDim.x)" in src   # 2 ranks x 2 chunks
+    assert "+= blockDim.x)" in src and "+= gridDim.x * blockDim.x)" in src          # block / grid elements
+
+
+def _copy_engine_on_cpu():
+    r = dt.distributed.rank()
+    X = dt.placeholder((6,), "float32", name="X")
+    S = dt.all_reduce(X, name="S")
+    s = dt.create_schedule(S)
+    s[S].strategy(copy="ce")                     # the CPU target copies with memcpy either way
+    mod = dt.build(s, [X, S], name="ar_ce_cpu", world_size=2)
+    x = dt.distributed.empty((6,), "float32")
+    x.fill_(r + 1)
+    out = torch.empty(6)
+    mod(x, out)
+    return torch.equal(out, torch.full((6,), 3.0))
+
+
+def test_copy_engine_strategy_runs_on_the_cpu_target():
+    assert dt.distributed.launch(_copy_engine_on_cpu, world_size=2) == [True, True]

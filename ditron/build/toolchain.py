@@ -133,3 +133,15 @@ def compiler_env(target):
     if target == "hip":
         env.setdefault("HIP_PLATFORM", "amd")
     return env
+
+
+def default_cuda_arch():
+    """The current device's architecture ("sm_90a" on Hopper), else sm_80 to compile without a GPU."""
+    try:
+        import torch
+        if torch.cuda.is_available() and not getattr(torch.version, "hip", None):
+            major, minor = torch.cuda.get_device_capability()
+            return f"sm_{major}{minor}" + ("a" if major == 9 else "")
+    except Exception:
+        pass
+    return "sm_80"

@@ -146,8 +146,6 @@ class CPURenderer(CStyleRenderer):
             return out + [f"{p}}}"]
         if isinstance(s, ir.AsyncCopy):
             return self.simt_lines(s.body, d)
-        if isinstance(s, ir.Comment):
-            return self.lines(s, d)
         raise NotImplementedError(f"barrier inside {type(s).__name__}")
 
     def core_loop(self, s, d):

@@ -9,6 +9,7 @@ from ..te import expr as E
 from ..te.tensor import Tensor
 from ..te.names import unique_name
 from ..schedule import Schedule
+from ..schedule.relations import Split
 from . import ir, arith
 from .bounds import effective_bodies, infer
 from .nest import NestBuilder
@@ -156,7 +157,7 @@ def lower(sch, args, name="main", world_size=1):
     comm = CommLowering(world, symmetric, used) if world else None
     plans, closing = {}, {}
     for st in comm_stages:
-        plans[st] = comm.plan(_plan_of(st, world, sch))
+        plans[st] = comm.plan(_plan_of(st, sch))
     for ov in sch.overlaps:
         p = plans[ov.comm]
         if ov.side == "consumer":
@@ -198,24 +199,17 @@ def lower(sch, args, name="main", world_size=1):
     return ir.PrimFunc(name, params, scalar_vars, body, temps, symmetric, world)
 
 
-def _plan_of(st, world, sch):
+def _plan_of(st, sch):
     """The schedule's choices for communication stage ``st``: strategy, chunk size, overlap."""
-    from ..schedule.relations import Split
     c = st.comm
-    chunk = None
-    for rel in st.relations:
-        if isinstance(rel, Split):
-            if rel.factor is not None:
-                chunk = (lambda rows, f=rel.factor: f)
-            else:
-                chunk = (lambda rows, n=rel.nparts: -(-rows // n))
-    p = Plan(st, world, c["algorithm"], chunk, c["sms"], c["copy"])
+    split = next((rel for rel in st.relations if isinstance(rel, Split)), None)   # sets the chunk size
+    p = Plan(st, c["algorithm"], split, c["sms"], c["copy"])
     for ov in sch.overlaps:
         if ov.comm is st:
             if ov.side == "consumer":
                 p.consumer = (ov.compute, ov.axis)
             else:
-                if chunk is not None:
+                if split is not None:
                     raise LoweringError(f"overlap('{ov.compute.name}', '{st.name}'): the producer's tiles "
                                         f"are the chunks; remove the split of '{st.name}'")
                 if c["algorithm"] == "two_shot":

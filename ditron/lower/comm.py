@@ -131,9 +131,9 @@ class Geometry:
 class Plan:
     """What the schedule says about one communication stage, and the buffers lowering made."""
 
-    def __init__(self, stage, world, algorithm, chunk, sms, copy):
-        self.stage, self.op, self.world = stage, stage.op, world
-        self.algorithm, self.chunk, self.sms, self.copy = algorithm, chunk, sms, copy
+    def __init__(self, stage, algorithm, split, sms, copy):
+        self.stage, self.op = stage, stage.op
+        self.algorithm, self.split, self.sms, self.copy = algorithm, split, sms, copy
         self.consumer = None         # (stage, axis): all_gather / all_to_all overlapped with a reader
         self.producer = None         # (stage, axis): compute overlapped with reduce_scatter / all_reduce
         self.flags = None
@@ -182,10 +182,35 @@ class CommLowering:
         c = E.Var("c", "int32")
         return ir.For(c, _i32(n), ir.WaitSignal(flags, c, tensor, scale, max(1, n // self.W)))
 
-    def _copy(self, dst, src, n, src_off=None, spread="grid"):
+    def _copy(self, dst, src, n):
         i = E.Var("i", "int32")
-        at = _w(i) if src_off is None else src_off + _w(i)
-        return ir.For(i, _i32(n), ir.Store(dst, [i], ir.BufferLoad(src, [at])), annotations={"spread": spread})
+        return ir.For(i, _i32(n), ir.Store(dst, [i], ir.BufferLoad(src, [_w(i)])), annotations={"spread": "grid"})
+
+    def _gathered(self, p, out):
+        """Wait for every chunk of an all_gather / all_to_all; copy it out if ``out`` is given."""
+        body = [self._wait_all(p.flags, p.geometry.nchunks, p.op.name)]
+        if out is not None:
+            body.append(self._copy(out, p.recv, _prod(p.geometry.dims)))
+        return body
+
+    def _wait_chunk(self, p, k):
+        """Wait until chunk ``k`` arrived from every rank (flags ``q * cpr + k``)."""
+        g, q = p.geometry, E.Var("q", "int32")
+        return ir.For(q, _i32(self.W), ir.WaitSignal(p.flags, arith.simplify(q * g.cpr + k), p.op.name, 1, g.cpr))
+
+    def _scatter(self, p, src, slot, sliced):
+        """Chunk k of row slice pe of ``src`` (of all of it, unless ``sliced``) goes to slot r
+        (``slot`` elements each) of rank pe's staging buffer, then flag ``r * cpr + k``."""
+        g, r = p.geometry, self.r
+
+        def make(pe, k):
+            first = k * g.chunk
+            q = pe if sliced else _i32(0)
+            put = self._rows_loop(g, lambda o: ir.Put(
+                p.stage_buf, _w(r) * slot + g.offset(o, first, g.rows), src, g.offset(o, q * g.rows + first),
+                _w(g.count(q, k)) * g.inner, pe))
+            return [put, ir.Signal(p.flags, arith.simplify(r * g.cpr + k), pe)]
+        return self._exchange_loop(g, make)
 
     # ------------------------------------------------------------------ planning
     def plan(self, p):
@@ -207,12 +232,12 @@ class CommLowering:
                 raise LoweringError(f"{op.kind} '{op.name}': axis {axis} has {extent} elements, not "
                                     f"divisible by world_size={W}")
             rows = extent // W
-        chunk = rows if p.chunk is None else p.chunk(rows)
-        g = p.geometry = Geometry(dims, axis, W, rows, chunk)
+        split = p.split
+        chunk = rows if split is None else (split.factor or -(-rows // split.nparts))
+        # a one-shot all_reduce moves one "slice", the whole tensor (chunked), from W sources
+        slices = 1 if op.kind == "all_reduce" and p.algorithm == "one_shot" else W
+        g = p.geometry = Geometry(dims, axis, slices, rows, chunk)
         n = _prod(dims)
-        if op.kind == "all_reduce" and p.algorithm == "one_shot":
-            # one "slice" (the whole tensor), chunked; W sources
-            g = p.geometry = Geometry(dims, axis, 1, rows, chunk)
         if p.producer is not None:
             p.flags = self.buffer(f"{op.name}_tiles", "int64", W, 1)
         else:
@@ -243,9 +268,7 @@ class CommLowering:
             body = self.pull(p, src) if p.algorithm == "pull" else self.push(p, src)
             result = p.recv
             if p.consumer is None:
-                body.append(self._wait_all(p.flags, p.geometry.nchunks, op.name))
-                if out is not None:
-                    body.append(self._copy(out, p.recv, _prod(p.geometry.dims)))
+                body += self._gathered(p, out)
         elif op.kind == "all_reduce" and p.algorithm == "two_shot":
             body, result = self.two_shot(p, src, out), out
         else:
@@ -257,10 +280,7 @@ class CommLowering:
     def closing(self, p, out):
         """After an overlapped consumer: wait for every chunk (so the next call may reuse
         the buffers), copy the result out when it is an argument."""
-        body = [self._wait_all(p.flags, p.geometry.nchunks, p.op.name)]
-        if out is not None:
-            body.append(self._copy(out, p.recv, _prod(p.geometry.dims)))
-        return ir.Kernel(f"{p.op.name}_close", [], ir.Seq(body), comm={"sms": p.sms, "copy": p.copy, "join": True})
+        return ir.Kernel(f"{p.op.name}_close", [], ir.Seq(self._gathered(p, out)), comm={"sms": p.sms, "copy": p.copy, "join": True})
 
     def push(self, p, src):
         """all_gather / all_to_all: chunk k of this rank's slice (all_gather) or of slice pe
@@ -317,33 +337,19 @@ class CommLowering:
     def reduce(self, p, src, out):
         """reduce_scatter / one-shot all_reduce: slice pe (the whole tensor for all_reduce)
         goes to slot r of rank pe's staging buffer; then, chunk by chunk, wait for the W
-        contributions and sum them."""
-        g, r, op, W = p.geometry, self.r, p.op, self.W
-        scatter = op.kind == "reduce_scatter"
+        contributions and sum them. After a producer overlap (the producer sent its
+        tiles), wait for every source's tile count and sum everything."""
+        g, W = p.geometry, self.W
         local = g.outer * g.rows * g.inner          # elements of one slot
-        body = []
-        if p.producer is None:
-            def make(pe, k):
-                first = k * g.chunk
-                src_row = (pe * g.rows if scatter else 0) + first
-                put = self._rows_loop(g, lambda o: ir.Put(
-                    p.stage_buf, _w(r) * local + g.offset(o, first, g.rows), src, g.offset(o, src_row),
-                    _w(g.count(0, k)) * g.inner, pe))
-                return [put, ir.Signal(p.flags, arith.simplify(r * g.cpr + k), pe)]
-            body.append(self._exchange_loop(g, make))
         if p.producer is not None:
-            body.append(self._wait_all(p.flags, W, op.name, p.tiles))
-            body.append(self._sum(p, out, _i64(0), lambda q: _i64(q * local), _i32(local), "grid"))
-            return body
-        k, q, o = E.Var("k", "int32"), E.Var("q", "int32"), E.Var("o", "int32")
-        first = k * g.chunk
-        at = g.offset(o, first, g.rows)
+            return [self._wait_all(p.flags, W, p.op.name, p.tiles),
+                    self._sum(p, out, _i64(0), lambda q: _i64(q * local), _i32(local), "grid")]
+        k, o = E.Var("k", "int32"), E.Var("o", "int32")
+        at = g.offset(o, k * g.chunk, g.rows)
         sums = self._sum(p, out, at, lambda qq: _i64(qq * local) + at,
                          arith.simplify(g.count(0, k) * g.inner), "grid")
-        sums = self._over_outer(g, o, sums)
-        body.append(ir.For(k, _i32(g.cpr), ir.Seq([
-            ir.For(q, _i32(W), ir.WaitSignal(p.flags, arith.simplify(q * g.cpr + k), op.name, 1, g.cpr)), sums])))
-        return body
+        return [self._scatter(p, src, local, p.op.kind == "reduce_scatter"),
+                ir.For(k, _i32(g.cpr), ir.Seq([self._wait_chunk(p, k), self._over_outer(g, o, sums)]))]
 
     @staticmethod
     def _over_outer(g, o, stmt):
@@ -356,16 +362,8 @@ class CommLowering:
         chunk and copies it out."""
         g, r, op, W = p.geometry, self.r, p.op, self.W
         slot = g.outer * g.rows * g.inner
-
-        def make(pe, k):
-            first = k * g.chunk
-            put = self._rows_loop(g, lambda o: ir.Put(
-                p.stage_buf, _w(r) * slot + g.offset(o, first, g.rows), src, g.offset(o, pe * g.rows + first),
-                _w(g.count(pe, k)) * g.inner, pe))
-            return [put, ir.Signal(p.flags, arith.simplify(r * g.cpr + k), pe)]
-        body = [self._exchange_loop(g, make)]
+        body = [self._scatter(p, src, slot, True)]
         k = E.Var("k", "int32")
-        q = E.Var("q", "int32")
         step = E.Var("step", "int32")
         pe = arith.simplify(self.pe_of(step))
         first = k * g.chunk
@@ -380,8 +378,7 @@ class CommLowering:
                              ir.Put(p.recv, at, p.recv, at, _w(rows) * g.inner, pe))
         total, send = self._over_outer(g, o, total), self._over_outer(g, o, send)
         body.append(ir.For(k, _i32(g.cpr), ir.Seq([
-            ir.For(q, _i32(W), ir.WaitSignal(p.flags, arith.simplify(q * g.cpr + k), op.name, 1, g.cpr)),
-            total, ir.Barrier(),
+            self._wait_chunk(p, k), total, ir.Barrier(),
             ir.For(step, _i32(W), ir.Seq([send, ir.Signal(p.flags2, arith.simplify(r * g.cpr + k), pe)]))]),
             annotations={"spread": "blocks"}))
         body.append(self._wait_all(p.flags2, g.nchunks, op.name + " (summed slices)"))

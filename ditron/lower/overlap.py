@@ -17,8 +17,8 @@ from .comm import _i32, _i64, _w, _min, _prod
 
 
 def tile_point(stage, axis):
-    """``(fixed leaf axes, in_head)``: the loops fixed where the tile's statements go, and
-    whether they go at the top of the block body (device-level axis) instead of in its loop."""
+    """The leaf axes fixed where a tile's statements go: those up to ``axis``, and every
+    grid axis (at a device-level axis they go at the top / end of the block body)."""
     leaves = stage.leaf_iter_vars
     ndev = device_prefix(stage)
     k = stage._leaf_index(axis)
@@ -27,8 +27,7 @@ def tile_point(stage, axis):
         raise LoweringError(f"overlap on '{axis.name}' of stage '{stage.name}': it is inside the "
                             f"core-level axes {inside}; the tile axis must be outside every core loop "
                             f"(leaf axes: {stage._leaf_names()})")
-    last = max(k, ndev - 1)
-    return leaves[:last + 1], k < ndev
+    return leaves[:max(k, ndev - 1) + 1]
 
 
 def _leaf_ranges(infos, fixed):
@@ -45,7 +44,7 @@ def consumer_waits(sch, infos, ov, plan):
     """Before each tile of the overlapped reader: wait for the chunks that its reads of the
     communicated tensor cover along the chunk axis."""
     comp, comm = ov.compute, ov.comm
-    fixed, _ = tile_point(comp, ov.axis)
+    fixed = tile_point(comp, ov.axis)
     fixed_set = set(fixed)
     ranges = _leaf_ranges(infos, fixed_set)
     g = plan.geometry
@@ -106,7 +105,7 @@ def producer_notify(sch, infos, ov, plan, world):
     op = comm.op
     info = infos[comp]
     where = f"overlap('{comp.name}', '{comm.name}', {ov.axis.name})"
-    fixed, _ = tile_point(comp, ov.axis)
+    fixed = tile_point(comp, ov.axis)
     ranges = {iv: (_i32(0), arith.simplify(info.ext[iv] - 1)) for iv in comp.leaf_iter_vars
               if iv not in set(fixed)}
     g = plan.geometry
@@ -122,7 +121,7 @@ def producer_notify(sch, infos, ov, plan, world):
     scatter = op.kind == "reduce_scatter"
     c = op.chunk_axis
     # Count the tiles and check that each lies in one owner's slice, by enumeration
-    # (shapes are static; the rotation is a permutation, so rank 0's order will do).
+    # (shapes are static; the rotation by rank is applied later, to the built loop nest).
     exts = []
     for iv in fixed:
         e = info.ext[iv]
@@ -138,7 +137,6 @@ def producer_notify(sch, infos, ov, plan, world):
     per_owner = [0] * W
     for values in itertools.product(*[range(e) for e in exts]):
         env = {iv: _i32(v) for iv, v in zip(fixed, values)}
-        env[r] = _i32(0)
         lo = arith.simplify(E.substitute(box[c][0], env))
         hi = arith.simplify(E.substitute(box[c][1], env))
         if not (isinstance(lo, E.Const) and isinstance(hi, E.Const)):

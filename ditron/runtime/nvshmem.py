@@ -42,7 +42,7 @@ def runtime_library():
 
 
 def _arch():
-    from ..driver import default_cuda_arch
+    from ..build.toolchain import default_cuda_arch
     return default_cuda_arch()
 
 
