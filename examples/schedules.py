@@ -3,6 +3,7 @@
 Each function returns ``(schedule, args)`` ready for ``dt.lower`` / ``dt.build``.
 """
 import ditron as dt
+from ditron.ops.gemm import schedule_mma
 
 
 def matmul(M, N, K, dtype="float32", acc="float32", b_transposed=False):
@@ -180,34 +181,7 @@ def gemm_mma(M, N, K, dtype="float16", block=(128, 128), warps=(2, 2), ktile=32,
     ``staged=False``: no shared memory, each lane loads its operand elements itself."""
     A, B, C = matmul(M, N, K, dtype, b_transposed=b_transposed)
     s = dt.create_schedule(C)
-    (bm, bn), (wy, wx) = block, warps
-    i, j = C.op.axis
-    (k,) = C.op.reduce_axis
-    bi, ii = s[C].split(i, factor=bm)
-    bj, jj = s[C].split(j, factor=bn)
-    wi, ti = s[C].split(ii, nparts=wy)
-    wj, tj = s[C].split(jj, nparts=wx)
-    ko, tk = s[C].split(k, factor=ktile)
-    s[C].reorder(bi, bj, wi, wj, ko, ti, tj, tk)
-    s[C].bind(bi, "device.y")
-    s[C].bind(bj, "device.x")
-    s[C].bind(wi, "core.z")
-    s[C].bind(wj, "core.y")
-    for T in (A, B) if staged else ():
-        X = s.cache_read(T, "shared", [C])
-        s[X].compute_at(s[C], ko)
-        f = s[X].fuse(*s[X].op.axis)
-        f, fv = s[X].split(f, factor=vec)
-        f, tx = s[X].split(f, factor=32)
-        f, ty = s[X].split(f, factor=wx)
-        f, tz = s[X].split(f, factor=wy)
-        s[X].bind(tz, "core.z")
-        s[X].bind(ty, "core.y")
-        s[X].bind(tx, "core.x")
-        s[X].vectorize(fv)
-    if stages > 1 and staged:
-        s[C].pipeline(ko, stages=stages)
-    s[C].tensorize(ti, "mma")
+    schedule_mma(s, C, (A, B) if staged else (), block, warps, ktile, stages, vec)
     return s, [A, B, C]
 
 

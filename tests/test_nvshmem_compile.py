@@ -32,6 +32,15 @@ OPS = {
     "ag_gemm_no_overlap": lambda: gemm._ag_gemm_module(64, 32, 16, "float32", W, False, "cuda"),
     "gemm_rs": lambda: gemm._gemm_comm_module("rs", 64, 32, 16, "float16", W, True, "cuda"),
     "gemm_ar": lambda: gemm._gemm_comm_module("ar", 64, 32, 16, "float16", W, True, "cuda"),
+    # copy='ce': transfers queued by the host for the copy engines
+    "all_gather_pull_ce": lambda: collectives._module("all_gather", (8, 16), "float32", W, 0, 0, "pull", "cuda",
+                                                      "ce"),
+    "all_reduce_two_shot_ce": lambda: collectives._module("all_reduce", (7, 5), "float16", W, 0, 0, "two_shot",
+                                                          "cuda", "ce"),
+    "ag_gemm_ce": lambda: gemm._ag_gemm_module(64, 32, 16, "float16", W, True, "cuda", "ce"),
+    # shapes that fit a tensor-core block tile
+    "ag_gemm_tensor_cores": lambda: gemm._ag_gemm_module(128, 64, 128, "float16", W, True, "cuda"),
+    "gemm_rs_tensor_cores": lambda: gemm._gemm_comm_module("rs", 256, 64, 128, "bfloat16", W, True, "cuda"),
 }
 
 
@@ -82,13 +91,31 @@ def test_nvshmem_runtime_and_kernel_attach_entry_build():
     assert " T ditron_shmem_attach" in syms
 
 
-def test_copy_engine_strategy_is_a_clear_error_on_cuda():
-    X = dt.placeholder((8,), "float32", name="X")
-    S = dt.all_reduce(X, name="S")
-    s = dt.create_schedule(S)
-    s[S].strategy(copy="ce")
-    with pytest.raises(dt.ScheduleError, match="copy='ce'.*not available on the CUDA target"):
-        dt.build(s, [X, S], target="cuda", world_size=2, name="ar_ce")
+def test_copy_engine_transfers_are_queued_by_the_host():
+    src = OPS["all_reduce_two_shot_ce"]().source
+    device, host = src.split("// ---- host code")
+    # no SM copies: puts, signals and waits are stream operations issued by the host code
+    assert "ditron::shmem_put(" not in device and "ditron::shmem_signal(" not in device
+    assert "ditron::ce_put_signal(Y_stage +" in host and "ditron::ce_put(Y_recv +" in host
+    assert "ditron::ce_wait(Y_gathered + c, ditron_epoch * 1, stream);" in host
+    # the sums stay kernels, launched between the transfers, in order
+    assert host.index("ditron::ce_put_signal(") < host.index("launch all_reduce_float16_Y_comm_k0_0") \
+        < host.index("ditron::ce_put(") < host.index("launch all_reduce_float16_Y_comm_k0_1")
+    # debug builds wait in a one-thread kernel that times out with the tensor's name
+    assert '#ifdef DITRON_DEBUG_WAITS' in host and "all_reduce_float16_wait0<<<1, 1, 0, stream>>>" in host
+    assert 'ditron::shmem_wait(flag, value, "Y (summed slices)", chunk' in device
+    # ag_gemm: the all-gather's transfers are queued on the side stream; its tiles still wait
+    ag = OPS["ag_gemm_ce"]().source
+    host = ag.split("// ---- host code")[1]
+    assert "Ag_comm: copy-engine transfers queued by the host on a side stream" in host
+    assert host.index("ditron::side_stream(main_stream)") < host.index("ditron::ce_put_signal(Ag_recv") \
+        < host.index("launch ag_gemm_float16_C_") < host.index("ditron::join_side_stream(stream)")
+    assert "ditron::shmem_wait(Ag_flags +" in ag.split("// ---- host code")[0]
+
+
+def test_copy_engines_cannot_send_producer_tiles():
+    with pytest.raises(dt.ScheduleError, match="sent from inside 'P' by its SMs.*strategy\\(copy='sm'\\)"):
+        gemm._gemm_comm_module("rs", 64, 32, 16, "float16", W, True, "cuda", "ce")
 
 
 def test_debug_build_defines_timeouts(monkeypatch):
@@ -96,3 +123,19 @@ def test_debug_build_defines_timeouts(monkeypatch):
     cflags, libs, version = toolchain.nvshmem_build(debug=True)
     assert "-DDITRON_DEBUG_WAITS" in cflags and "-rdc=true" in cflags
     assert "-lnvshmem_device" in libs and version.count(".") == 2
+
+
+def test_fused_gemms_use_tensor_cores_where_the_shape_fits():
+    ag = OPS["ag_gemm_tensor_cores"]().source
+    tile = ag.split("ag_gemm_float16_C_k1(")[1].split("}\n\n")[0]
+    # each block row waits for its chunk, then runs the pipelined mma loop
+    assert tile.index("ditron::shmem_wait(Ag_flags +") < tile.index("ditron::cp_async<16>") \
+        < tile.index("ditron::mma_m16n8k16<ditron::half>")
+    rs = OPS["gemm_rs_tensor_cores"]().source
+    tile = rs.split("gemm_rs_bfloat16_P_k0(")[1].split("}\n\n")[0]
+    assert tile.index("ditron::mma_m16n8k16<ditron::bfloat16>") \
+        < tile.index("// P tile done: send it (reduce_scatter 'R')\n  __syncthreads();") \
+        < tile.index("ditron::shmem_put(R_stage +")
+    # shapes no block tile fits keep the portable schedule
+    assert "mma_m16n8k16" not in OPS["ag_gemm"]().source
+

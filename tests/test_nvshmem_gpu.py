@@ -30,8 +30,12 @@ def _ops_on_gpu():
         x.copy_(parts[r])
         want = sum(parts)
         for algorithm in ("one_shot", "two_shot"):
-            if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm), want):
-                bad.append(("all_reduce", algorithm, call))
+            for copy in ("sm", "ce"):
+                if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm, copy=copy), want):
+                    bad.append(("all_reduce", algorithm, copy, call))
+        for algorithm in ("push", "pull"):
+            if not torch.equal(dt.ops.all_gather(x, algorithm=algorithm, copy="ce"), torch.cat(parts)):
+                bad.append(("all_gather", algorithm, "ce", call))
         if not torch.allclose(dt.ops.reduce_scatter(x), want[r * 4:(r + 1) * 4]):
             bad.append(("reduce_scatter", call))
         if not torch.equal(dt.ops.all_gather(x), torch.cat(parts)):
@@ -40,8 +44,10 @@ def _ops_on_gpu():
         b = torch.randn(32, 16, device="cuda", dtype=torch.float16, generator=torch.Generator("cuda").manual_seed(9))
         rows = [torch.randn(64, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(q)).half()
                 for q in range(W)]
-        if not torch.allclose(dt.ops.ag_gemm(a, b).float(), torch.cat(rows).float() @ b.float(), atol=0.1, rtol=0.02):
-            bad.append(("ag_gemm", call))
+        for copy in ("sm", "ce"):
+            got = dt.ops.ag_gemm(a, b, copy=copy).float()
+            if not torch.allclose(got, torch.cat(rows).float() @ b.float(), atol=0.1, rtol=0.02):
+                bad.append(("ag_gemm", copy, call))
     return bad
 
 

@@ -51,6 +51,43 @@ def test_gemm_library_ops_match_torch(world, m):
     assert dt.distributed.launch(_gemm_ops_match_torch, world_size=world, args=(m, 8, 5)) == [[]] * world
 
 
+def _tensor_core_gemms_match_torch(m, K, N, dtype):
+    """The GPU schedule of the fused GEMMs (mma tiles, shared-memory staging, pipelined K
+    loop, one row of block tiles per overlap step), run by the CPU target's per-lane loops."""
+    from ditron.ops import gemm
+    r, W = dt.distributed.rank(), dt.distributed.world_size()
+    tdt = getattr(torch, dtype)
+    bad = []
+    a = dt.distributed.empty((m, K), dtype)
+    for call in range(2):
+        rows = [_inputs(W, q, (m, K), dtype, call) for q in range(W)]
+        b = _inputs(W, 99, (K, N), dtype, call)
+        a.copy_(rows[r])
+        mod = gemm._ag_gemm_module(m, K, N, dtype, W, True, "cpu", "sm", True)
+        out = torch.empty(m * W, N, dtype=tdt)
+        mod(a, b, out)
+        if not torch.allclose(out.float(), torch.cat(rows).float() @ b.float(), rtol=2e-2, atol=5e-2):
+            bad.append(("ag_gemm", call))
+        A, B = _inputs(W, 50, (W * m, W * K), dtype, call), _inputs(W, 51, (W * K, N), dtype, call)
+        a_q, b_q = A[:, r * K:(r + 1) * K].contiguous(), B[r * K:(r + 1) * K].contiguous()
+        full = A.float() @ B.float()
+        for kind, want in (("rs", full[r * m:(r + 1) * m]), ("ar", full)):
+            mod = gemm._gemm_comm_module(kind, W * m, K, N, dtype, W, True, "cpu", "sm", True)
+            out = torch.empty(*want.shape)
+            mod(a_q, b_q, out)
+            if not torch.allclose(out, want, rtol=2e-2, atol=5e-2):
+                bad.append((kind, call))
+    return bad
+
+
+@pytest.mark.parametrize("world,m,dtype", [(2, 64, "float16"), (4, 32, "bfloat16")])
+def test_tensor_core_schedule_of_the_fused_gemms_matches_torch(world, m, dtype):
+    from ditron.ops import gemm
+    assert gemm.mma_tile(m, 64, 32, dtype) is not None           # the tensor-core schedule applies
+    got = dt.distributed.launch(_tensor_core_gemms_match_torch, world_size=world, args=(m, 32, 64, dtype))
+    assert got == [[]] * world
+
+
 def _all_reduce_algorithms(rows):
     r, W = dt.distributed.rank(), dt.distributed.world_size()
     bad = []
@@ -214,19 +251,44 @@ def test_strategy_sms_sets_the_cuda_comm_grid_and_pieces_spread_over_blocks():
     assert "+= blockDim.x)" in src and "+= gridDim.x * blockDim.x)" in src          # block / grid elements
 
 
-def _copy_engine_on_cpu():
-    r = dt.distributed.rank()
-    X = dt.placeholder((6,), "float32", name="X")
-    S = dt.all_reduce(X, name="S")
-    s = dt.create_schedule(S)
-    s[S].strategy(copy="ce")                     # the CPU target copies with memcpy either way
-    mod = dt.build(s, [X, S], name="ar_ce_cpu", world_size=2)
-    x = dt.distributed.empty((6,), "float32")
-    x.fill_(r + 1)
-    out = torch.empty(6)
-    mod(x, out)
-    return torch.equal(out, torch.full((6,), 3.0))
+def _copy_engine_ops_match_torch(rows):
+    """copy='ce' on the CPU target (memcpy either way, but two-shot all_reduce sums every
+    chunk before it sends the sums): every library op against torch, three calls in a row."""
+    r, W = dt.distributed.rank(), dt.distributed.world_size()
+    bad = []
+    x = dt.distributed.empty((rows * W, 3), "float32")
+    for call in range(3):
+        parts = [_inputs(W, q, (rows * W, 3), "float32", call) for q in range(W)]
+        x.copy_(parts[r])
+        total = sum(parts)
+        for algorithm in ("one_shot", "two_shot"):
+            if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm, copy="ce"), total, atol=1e-5):
+                bad.append(("all_reduce", algorithm, call))
+        for algorithm in ("push", "pull"):
+            if not torch.equal(dt.ops.all_gather(x, algorithm=algorithm, copy="ce"), torch.cat(parts)):
+                bad.append(("all_gather", algorithm, call))
+        if not torch.allclose(dt.ops.reduce_scatter(x, copy="ce"), total[r * rows:(r + 1) * rows], atol=1e-5):
+            bad.append(("reduce_scatter", call))
+        want = torch.cat([p[r * rows:(r + 1) * rows] for p in parts])
+        if not torch.equal(dt.ops.all_to_all(x, copy="ce"), want):
+            bad.append(("all_to_all", call))
+        b = _inputs(W, 77, (3, 4), "float32", call)
+        for overlap in (True, False):
+            if not torch.allclose(dt.ops.ag_gemm(x, b, overlap=overlap, copy="ce"), torch.cat(parts) @ b,
+                                  atol=1e-4):
+                bad.append(("ag_gemm", overlap, call))
+        if not torch.allclose(dt.ops.gemm_rs(x, b, overlap=False, copy="ce"), (total @ b)[r * rows:(r + 1) * rows],
+                              atol=1e-4):
+            bad.append(("gemm_rs", call))
+    try:
+        dt.ops.gemm_rs(x, b, overlap=True, copy="ce")
+        bad.append("gemm_rs overlap with copy='ce' did not raise")
+    except dt.ScheduleError as e:
+        if "copy engines cannot do; use strategy(copy='sm')" not in str(e):
+            bad.append(str(e))
+    return bad
 
 
-def test_copy_engine_strategy_runs_on_the_cpu_target():
-    assert dt.distributed.launch(_copy_engine_on_cpu, world_size=2) == [True, True]
+@pytest.mark.parametrize("world,rows", [(2, 5), (4, 2)])
+def test_copy_engine_strategy_runs_every_library_op_on_the_cpu_target(world, rows):
+    assert dt.distributed.launch(_copy_engine_ops_match_torch, world_size=world, args=(rows,)) == [[]] * world

@@ -1,4 +1,5 @@
-// Communication on the CUDA target through NVSHMEM (device-initiated, one block at a time).
+// Communication on the CUDA target through NVSHMEM: device-initiated, one block at a time
+// (copy='sm'), or queued on a stream by the host (copy='ce', at the end of this file).
 //
 // Kernels that communicate are compiled with -rdc=true and device-linked against the
 // nvidia-nvshmem wheel's libnvshmem_device.a. Puts and gets are issued by a whole block
@@ -113,6 +114,38 @@ inline void join_side_stream(cudaStream_t main) {
   SideStream& st = side_state();
   side_check(cudaEventRecord(st.join, st.stream), "joining the side stream");
   side_check(cudaStreamWaitEvent(main, st.join, 0), "joining the side stream");
+}
+
+// copy='ce': transfers queued by the host on a stream; NVSHMEM moves them with the copy
+// engines (peers over NVLink / PCIe) or its proxy (network), and no SM spins on a flag.
+inline void ce_put(void* dst, const void* src, int64_t bytes, int pe, cudaStream_t s) {
+  if (bytes > 0) nvshmemx_putmem_on_stream(dst, src, static_cast<size_t>(bytes), pe, s);
+}
+
+inline void ce_get(void* dst, const void* src, int64_t bytes, int pe, cudaStream_t s) {
+  if (bytes > 0) nvshmemx_getmem_on_stream(dst, src, static_cast<size_t>(bytes), pe, s);
+}
+
+inline int ce_signal_op(bool add) { return add ? NVSHMEM_SIGNAL_ADD : NVSHMEM_SIGNAL_SET; }
+
+// A signal after earlier puts of the stream: quiet first (there is no stream-ordered
+// fence), so that the peer sees the data before the flag.
+inline void ce_signal(int64_t* flag, int64_t value, bool add, int pe, cudaStream_t s) {
+  nvshmemx_quiet_on_stream(s);
+  nvshmemx_signal_op_on_stream(reinterpret_cast<uint64_t*>(flag), static_cast<uint64_t>(value),
+                               ce_signal_op(add), pe, s);
+}
+
+inline void ce_put_signal(void* dst, const void* src, int64_t bytes, int64_t* flag, int64_t value, bool add,
+                          int pe, cudaStream_t s) {
+  if (bytes <= 0) return ce_signal(flag, value, add, pe, s);
+  nvshmemx_putmem_signal_on_stream(dst, src, static_cast<size_t>(bytes), reinterpret_cast<uint64_t*>(flag),
+                                   static_cast<uint64_t>(value), ce_signal_op(add), pe, s);
+}
+
+inline void ce_wait(int64_t* flag, int64_t value, cudaStream_t s) {
+  nvshmemx_signal_wait_until_on_stream(reinterpret_cast<uint64_t*>(flag), NVSHMEM_CMP_GE,
+                                       static_cast<uint64_t>(value), s);
 }
 
 }  // namespace ditron

@@ -39,6 +39,21 @@ COMM_THREADS = 128
 TIMEOUT = "ditron_timeout_ms"
 
 
+HOST_STMTS = (ir.Seq, ir.For, ir.IfThenElse, ir.Comment, ir.Put, ir.Signal, ir.WaitSignal)
+
+
+def _host_issuable(stmt):
+    """Whether the host can queue ``stmt`` on a stream: transfers, signals, waits and loops
+    over them, reading no buffer element (the host cannot read device memory)."""
+    loads = []
+    for s in ir.walk_stmts(stmt):
+        if not isinstance(s, HOST_STMTS):
+            return False
+        for e in s.exprs():
+            E.walk(e, lambda x: loads.append(x) if isinstance(x, ir.BufferLoad) else None)
+    return not loads
+
+
 def device_source(source):
     """The device part of a generated CUDA file (what an NVRTC build compiles)."""
     return source.split(HOST_MARKER)[0]
@@ -114,6 +129,7 @@ class CUDARenderer(CStyleRenderer):
         self.includes = set()
         self.launches = []       # what the host code launches, in order (for NVRTC builds)
         self.comm_kernel = None  # the communication region being rendered
+        self.debug_waiters = {}  # tensor -> one-thread wait kernel (copy='ce', debug builds)
         if func.world:
             self.includes.add("ditron/shmem_cuda.h")
 
@@ -484,31 +500,126 @@ class CUDARenderer(CStyleRenderer):
                 + self.lines(s.body, d + 1) + [f"{p}}}"])
 
     def comm_kernel_lines(self, k, d, fname):
-        """A communication region: ``sms`` blocks (default 32: co-resident on every GPU
-        ditron targets, since their waits need each other) of 128 threads."""
-        if k.comm.get("copy") == "ce":
-            raise ScheduleError(f"'{k.name}': strategy(copy='ce') (copy-engine transfers) is not "
-                                "available on the CUDA target in this build; use copy='sm'")
+        """A communication region. ``copy='sm'``: one kernel of ``sms`` blocks (default 32:
+        co-resident on every GPU ditron targets, since their waits need each other) of 128
+        threads. ``copy='ce'``: see :meth:`copy_engine_lines`."""
         blocks = k.comm.get("sms") or COMM_BLOCKS
-        self.comm_kernel = k
+        side = (["cudaStream_t main_stream = stream;", "cudaStream_t stream = ditron::side_stream(main_stream);"]
+                if k.comm.get("side") else [])       # beside the overlapped consumer, joined at the close
+        if k.comm.get("copy") == "ce":
+            p = "  " * d
+            lines = ([f"{p}{{  // {k.name}: copy-engine transfers queued by the host"
+                      + (" on a side stream, overlapped" if side else "")]
+                     + [f"{p}  {line}" for line in side] + self.copy_engine_lines(k, d + 1, fname, blocks)
+                     + [f"{p}}}"])
+        else:
+            lines = self.comm_launch_lines(k.name, k.body, d, fname, blocks, side)
+        if k.comm.get("join"):
+            lines = [f"{'  ' * d}ditron::join_side_stream(stream);"] + lines
+        return lines
+
+    def comm_launch_lines(self, name, body, d, fname, blocks, setup=()):
+        """Define ``fname``, a kernel of ``blocks`` x 128 threads running ``body`` (spread
+        loops over its blocks / threads), and launch it."""
+        self.comm_kernel = True
         try:
-            body = self.lines(k.body, 1)
+            lines = self.lines(body, 1)
         finally:
             self.comm_kernel = None
         self.kernel_defs.append("\n".join(
             [f"extern \"C\" __global__ void __launch_bounds__({COMM_THREADS}) {fname}({self.kernel_params()}) {{"]
-            + body + ["}"]))
-        grid_k = ir.Kernel(k.name, [(E.Var("b", "int32"), E.Const(blocks, "int32"), "device.x")], k.body)
-        if k.comm.get("side"):
-            # runs beside the overlapped consumer: forked onto a side stream, joined at the close
-            setup = ["cudaStream_t main_stream = stream;",
-                     "cudaStream_t stream = ditron::side_stream(main_stream);"]
-            return self.launch_lines(grid_k, d, fname, (COMM_THREADS, 1, 1), 0, self.kernel_args(), setup,
-                                     " (on a side stream, overlapped)")
-        lines = self.launch_lines(grid_k, d, fname, (COMM_THREADS, 1, 1), 0, self.kernel_args())
-        if k.comm.get("join"):
-            lines = [f"{'  ' * d}ditron::join_side_stream(stream);"] + lines
-        return lines
+            + lines + ["}"]))
+        grid_k = ir.Kernel(name, [(E.Var("b", "int32"), E.Const(blocks, "int32"), "device.x")], body)
+        return self.launch_lines(grid_k, d, fname, (COMM_THREADS, 1, 1), 0, self.kernel_args(), setup,
+                                 " (on a side stream, overlapped)" if setup else "")
+
+    def copy_engine_lines(self, k, d, fname, blocks):
+        """``copy='ce'``: the host queues the region's transfers on the stream
+        (``nvshmemx_*_on_stream``: the copy engines move the data, and waits are stream
+        waits, so no SM copies or spins); the parts that compute (sums, copies out of the
+        symmetric heap) stay kernels of ``blocks`` blocks, launched in between, in order."""
+        stmts = k.body.body if isinstance(k.body, ir.Seq) else [k.body]
+        out, pending, parts = [], [], []
+
+        def flush():
+            if pending:
+                parts.append(f"{fname}_{len(parts)}")
+                out.extend(self.comm_launch_lines(k.name, ir.Seq(list(pending)), d, parts[-1], blocks))
+                pending.clear()
+        for s in stmts:
+            if _host_issuable(s):
+                flush()
+                out.extend(self.host_comm_lines(s, d))
+            else:
+                pending.append(s)
+        flush()
+        return out
+
+    def host_comm_lines(self, s, d):
+        """Host code queueing the transfers, signals and waits of ``s`` on ``stream``; a put
+        followed by a signal to the same rank becomes one put-with-signal."""
+        p = "  " * d
+        if isinstance(s, ir.Seq):
+            out, body, i = [], s.body, 0
+            while i < len(body):
+                a = body[i]
+                b = body[i + 1] if i + 1 < len(body) else None
+                if (type(a) is ir.Put and isinstance(b, ir.Signal)
+                        and self.expr(a.pe) == self.expr(b.pe)):
+                    t = self.ctype(a.dst.dtype)
+                    out.append(f"{p}ditron::ce_put_signal({a.dst.name} + {self.expr(a.dst_offset)}, "
+                               f"{a.src.name} + {self.expr(a.src_offset)}, ({self.expr(a.count)}) * "
+                               f"(int64_t)sizeof({t}), {self._signal_args(b)}, {self.expr(b.pe)}, stream);")
+                    i += 2
+                    continue
+                out += self.host_comm_lines(a, d)
+                i += 1
+            return out
+        if isinstance(s, ir.For):
+            name = self.declare(s.var)
+            return ([f"{p}for (int32_t {name} = 0; {name} < {self.expr(s.extent)}; ++{name}) {{"]
+                    + self.host_comm_lines(s.body, d + 1) + [f"{p}}}"])
+        if isinstance(s, ir.IfThenElse):
+            out = [f"{p}if ({self.expr(s.cond)}) {{"] + self.host_comm_lines(s.then, d + 1)
+            if s.else_ is not None:
+                out += [f"{p}}} else {{"] + self.host_comm_lines(s.else_, d + 1)
+            return out + [f"{p}}}"]
+        if isinstance(s, ir.Comment):
+            return [f"{p}// {s.text}"]
+        if isinstance(s, ir.Put):
+            t = self.ctype(s.dst.dtype)
+            fn = "ce_get" if isinstance(s, ir.Get) else "ce_put"
+            return [f"{p}ditron::{fn}({s.dst.name} + {self.expr(s.dst_offset)}, {s.src.name} + "
+                    f"{self.expr(s.src_offset)}, ({self.expr(s.count)}) * (int64_t)sizeof({t}), "
+                    f"{self.expr(s.pe)}, stream);"]
+        if isinstance(s, ir.Signal):
+            return [f"{p}ditron::ce_signal({self._signal_args(s)}, {self.expr(s.pe)}, stream);"]
+        # a wait: a stream wait; debug builds launch a one-thread kernel that times out
+        idx = self.expr(s.index)
+        flag, value = f"{s.flag.name} + {idx}", f"{self.var_name(self.func.world.epoch)} * {s.scale}"
+        waiter = self._debug_waiter(s.tensor)
+        return ["#ifdef DITRON_DEBUG_WAITS",
+                f"{p}{waiter}<<<1, 1, 0, stream>>>({flag}, {value}, {idx}, ({idx}) / {s.per_rank}, "
+                f"{self.var_name(self.func.world.rank)}, {TIMEOUT});",
+                f"{p}check(cudaGetLastError(), \"launch of {waiter}\");",
+                "#else",
+                f"{p}ditron::ce_wait({flag}, {value}, stream);",
+                "#endif"]
+
+    def _signal_args(self, s):
+        value = "1, true" if s.add else f"{self.var_name(self.func.world.epoch)}, false"
+        return f"{s.flag.name} + {self.expr(s.index)}, {value}"
+
+    def _debug_waiter(self, tensor):
+        """A one-thread kernel waiting (with the debug timeout) for a flag of ``tensor``."""
+        waiters = self.debug_waiters
+        if tensor not in waiters:
+            name = waiters[tensor] = f"{self.func.name}_wait{len(waiters)}"
+            self.kernel_defs.append(
+                f"extern \"C\" __global__ void {name}(int64_t* flag, int64_t value, int32_t chunk, "
+                f"int32_t source, int32_t rank, int64_t timeout_ms) {{\n"
+                f"  ditron::shmem_wait(flag, value, \"{tensor}\", chunk, source, rank, timeout_ms);\n}}")
+        return waiters[tensor]
 
     def render_body(self):
         self.written = {s.buffer for s in ir.walk_stmts(self.func.body) if isinstance(s, ir.Store)}

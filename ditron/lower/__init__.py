@@ -4,7 +4,7 @@
 per root stage with attached stages nested inside, maps core-level loops to
 thread indices and places barriers.
 """
-from ..errors import LoweringError
+from ..errors import LoweringError, ScheduleError
 from ..te import expr as E
 from ..te.tensor import Tensor
 from ..te.names import unique_name
@@ -215,6 +215,11 @@ def _plan_of(st, sch):
                 if c["algorithm"] == "two_shot":
                     raise LoweringError(f"overlap('{ov.compute.name}', '{st.name}'): a two-shot all_reduce "
                                         "cannot be fed tile by tile; use the one_shot algorithm")
+                if c["copy"] == "ce":
+                    raise ScheduleError(f"overlap('{ov.compute.name}', '{st.name}'): each tile is sent "
+                                        f"from inside '{ov.compute.name}' by its SMs, which copy "
+                                        "engines cannot do; use strategy(copy='sm') for this "
+                                        "collective, or drop the overlap to keep copy='ce'")
                 p.producer = (ov.compute, ov.axis)
     return p
 

@@ -377,10 +377,17 @@ class CommLowering:
         send = ir.IfThenElse(E.Compare("!=", pe, r),
                              ir.Put(p.recv, at, p.recv, at, _w(rows) * g.inner, pe))
         total, send = self._over_outer(g, o, total), self._over_outer(g, o, send)
-        body.append(ir.For(k, _i32(g.cpr), ir.Seq([
-            self._wait_chunk(p, k), total, ir.Barrier(),
-            ir.For(step, _i32(W), ir.Seq([send, ir.Signal(p.flags2, arith.simplify(r * g.cpr + k), pe)]))]),
-            annotations={"spread": "blocks"}))
+        sends = ir.For(step, _i32(W), ir.Seq([send, ir.Signal(p.flags2, arith.simplify(r * g.cpr + k), pe)]))
+        if p.copy == "ce":
+            # copy engines are driven by the host: sum every chunk (one kernel), then queue
+            # the sends of the sums; with SM copies each block sends its chunk once summed
+            k2 = E.Var("k", "int32")
+            body.append(ir.For(k, _i32(g.cpr), ir.Seq([self._wait_chunk(p, k), total]),
+                               annotations={"spread": "blocks"}))
+            body.append(ir.For(k2, _i32(g.cpr), ir.substitute_stmt(sends, {k: k2})))
+        else:
+            body.append(ir.For(k, _i32(g.cpr), ir.Seq([self._wait_chunk(p, k), total, ir.Barrier(), sends]),
+                               annotations={"spread": "blocks"}))
         body.append(self._wait_all(p.flags2, g.nchunks, op.name + " (summed slices)"))
         body.append(self._copy(out, p.recv, _prod(g.dims)))
         return body

@@ -5,6 +5,11 @@ Call them on every rank, in the same order, inside ``dt.distributed.launch`` (CP
 target) or after ``dt.distributed.init()`` (on a GPU: the CUDA target through NVSHMEM). Inputs must live on the symmetric heap
 (``dt.distributed.empty``); outputs are fresh tensors.
 
+``copy="sm"`` (default) moves the data with the GPU's SMs, from inside the collective's
+kernels; ``copy="ce"`` has the host queue the transfers on the stream for the copy
+engines, leaving the SMs to other work (``Stage.strategy``). The CPU target copies with
+memcpy either way.
+
 Examples
 --------
 >>> import ditron as dt
@@ -25,7 +30,7 @@ def _dtype_name(t):
 
 
 @functools.lru_cache(maxsize=None)
-def _module(kind, local_shape, dtype, world_size, axis, concat_axis, algorithm=None, target="cpu"):
+def _module(kind, local_shape, dtype, world_size, axis, concat_axis, algorithm=None, target="cpu", copy="sm"):
     import ditron as dt
     shape = list(local_shape)
     if kind == "all_gather":
@@ -42,8 +47,7 @@ def _module(kind, local_shape, dtype, world_size, axis, concat_axis, algorithm=N
         X = dt.placeholder(tuple(shape), dtype, name="X")
         Y = comm.all_to_all(X, axis, concat_axis, name="Y")
     s = dt.create_schedule(Y)
-    if algorithm is not None:
-        s[Y].strategy(algorithm=algorithm)
+    s[Y].strategy(algorithm=algorithm, copy=copy)
     # Y as an argument: the module copies its result out of the symmetric heap into it
     return dt.build(s, [X, Y], target=target, name=f"{kind}_{dtype}", world_size=world_size)
 
@@ -53,27 +57,41 @@ def current_world():
     return runtime.current() or runtime.single_rank()
 
 
-def _run(kind, x, out_shape, axis=0, concat_axis=0, algorithm=None):
+def check_copy(op, copy):
+    if copy not in ("sm", "ce"):
+        raise ValueError(f"dt.ops.{op}: copy={copy!r}; valid: 'sm' (the SMs move the data), 'ce' (the "
+                         "copy engines, queued by the host)")
+
+
+def _run(kind, x, out_shape, axis=0, concat_axis=0, algorithm=None, copy="sm"):
     import torch
     w = current_world()
     if not 0 <= axis < x.dim():
         raise ValueError(f"dt.ops.{kind}: axis {axis} is not an axis of a {x.dim()}-d tensor")
-    mod = _module(kind, tuple(x.shape), _dtype_name(x), w.world_size, axis, concat_axis, algorithm, w.target)
+    check_copy(kind, copy)
+    mod = _module(kind, tuple(x.shape), _dtype_name(x), w.world_size, axis, concat_axis, algorithm, w.target,
+                  copy)
     out = torch.empty(out_shape(w.world_size), dtype=x.dtype, device=x.device)
     mod(x, out)
     return out
 
 
-def all_gather(x, axis=0):
-    """Concatenate every rank's ``x`` along ``axis`` (rank order)."""
+def all_gather(x, axis=0, algorithm="push", copy="sm"):
+    """Concatenate every rank's ``x`` along ``axis`` (rank order).
+
+    ``algorithm``: ``"push"`` (each rank puts its slice to every rank) or ``"pull"`` (each
+    rank gets the slices from their owners). ``copy``: ``"sm"`` or ``"ce"`` (see the module).
+    """
+    if algorithm not in ("push", "pull"):
+        raise ValueError(f"dt.ops.all_gather: algorithm={algorithm!r}; valid: 'push', 'pull'")
     def shape(W):
         s = list(x.shape)
         s[axis] *= W
         return s
-    return _run("all_gather", x, shape, axis)
+    return _run("all_gather", x, shape, axis, algorithm=algorithm, copy=copy)
 
 
-def all_reduce(x, algorithm="one_shot"):
+def all_reduce(x, algorithm="one_shot", copy="sm"):
     """The sum of every rank's ``x``.
 
     ``algorithm="one_shot"``: every rank receives all W inputs and sums them (fewest
@@ -83,10 +101,10 @@ def all_reduce(x, algorithm="one_shot"):
     """
     if algorithm not in ("one_shot", "two_shot"):
         raise ValueError(f"dt.ops.all_reduce: algorithm={algorithm!r}; valid: 'one_shot', 'two_shot'")
-    return _run("all_reduce", x, lambda W: list(x.shape), algorithm=algorithm)
+    return _run("all_reduce", x, lambda W: list(x.shape), algorithm=algorithm, copy=copy)
 
 
-def reduce_scatter(x, axis=0):
+def reduce_scatter(x, axis=0, copy="sm"):
     """Slice ``rank`` along ``axis`` of the sum of every rank's ``x``."""
     def shape(W):
         s = list(x.shape)
@@ -95,10 +113,10 @@ def reduce_scatter(x, axis=0):
                              f"by the world size {W}")
         s[axis] //= W
         return s
-    return _run("reduce_scatter", x, shape, axis)
+    return _run("reduce_scatter", x, shape, axis, copy=copy)
 
 
-def all_to_all(x, axis=0):
+def all_to_all(x, axis=0, copy="sm"):
     """Slice j of ``x`` along ``axis`` goes to rank j, which stacks the received slices in
     rank order along the same axis (``torch.distributed.all_to_all_single`` for axis 0)."""
-    return _run("all_to_all", x, lambda W: list(x.shape), axis, axis)
+    return _run("all_to_all", x, lambda W: list(x.shape), axis, axis, copy=copy)

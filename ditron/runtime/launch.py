@@ -105,6 +105,8 @@ def launch(fn, world_size, args=()):
                                      "failure and was terminated")
     finally:
         for p in procs:
+            if p.pid is None:          # start() failed (e.g. spawn re-importing an unguarded script)
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
