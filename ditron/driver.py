@@ -60,6 +60,10 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         arch = arch or default_cuda_arch()
         arch_number(arch)       # a clear ValueError for a malformed arch
         compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or "auto"
+    if target == "hip":
+        from .codegen.hip import check_arch
+        from .build.toolchain import default_hip_arch
+        arch = check_arch(arch or default_hip_arch())
     if compiler not in (None, "auto", "nvcc", "nvrtc") or (compiler in ("auto", "nvrtc") and target != "cuda"):
         raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
                          "and 'auto'")

@@ -145,3 +145,16 @@ def default_cuda_arch():
     except Exception:
         pass
     return "sm_80"
+
+
+def default_hip_arch():
+    """The current device's architecture on a ROCm build of torch ("gfx942"), else gfx90a
+    (what Debian's hipcc compiles for without a GPU)."""
+    try:
+        import torch
+        if torch.cuda.is_available() and getattr(torch.version, "hip", None):
+            return torch.cuda.get_device_properties(0).gcnArchName.split(":")[0]
+    except Exception:
+        pass
+    return "gfx90a"
+

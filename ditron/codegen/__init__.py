@@ -30,7 +30,10 @@ def _renderer(target):
     if target == "cuda":
         from .cuda import CUDARenderer
         return CUDARenderer
-    raise DitronError(f"target {target!r} has no renderer in this build yet; available: cpu, cuda")
+    if target == "hip":
+        from .hip import HIPRenderer
+        return HIPRenderer
+    raise DitronError(f"target {target!r} has no renderer; available: cpu, cuda, hip")
 
 
 def _dim(d, func, buf):

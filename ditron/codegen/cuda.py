@@ -115,6 +115,7 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane):
 class CUDARenderer(CStyleRenderer):
     target = "cuda"
     template = "cuda/kernel.cu.j2"
+    rt = "cuda"              # prefix of the runtime API in host code (HIP: "hip")
     unroll_pragma = "#pragma unroll {n}"
     vectorize_pragma = "#pragma unroll"
 
@@ -132,6 +133,14 @@ class CUDARenderer(CStyleRenderer):
         self.debug_waiters = {}  # tensor -> one-thread wait kernel (copy='ce', debug builds)
         if func.world:
             self.includes.add("ditron/shmem_cuda.h")
+
+    def smem_limit(self):
+        """Dynamic shared memory one block may use on the target arch (bytes)."""
+        return SMEM_LIMIT.get(self.arch, 48 * 1024)
+
+    def async_copies(self):
+        """Whether pipelined global -> shared copies are asynchronous (cp.async, sm_80+)."""
+        return arch_number(self.arch) >= 80
 
     def barrier_text(self):
         return "__syncthreads();"
@@ -214,7 +223,7 @@ class CUDARenderer(CStyleRenderer):
         if copy:
             src_ref = self._vector_ref(loads[0].buffer, loads[0].indices, v)
             if (self.in_async and body.buffer.scope == "shared" and loads[0].buffer.scope == "global"
-                    and arch_number(self.arch) >= 80):
+                    and self.async_copies()):
                 out.append(f"{inner}ditron::cp_async<{width}>({dst_ref}, {src_ref});")
             else:
                 out.append(f"{inner}*reinterpret_cast<{vt}*>({dst_ref}) = "
@@ -271,7 +280,7 @@ class CUDARenderer(CStyleRenderer):
                 return self.lines(s.body, d)
             finally:
                 self.in_async = False
-        if (isinstance(s, ir.Store) and self.in_async and s.buffer.scope == "shared"
+        if (isinstance(s, ir.Store) and self.in_async and self.async_copies() and s.buffer.scope == "shared"
                 and isinstance(s.value, ir.BufferLoad) and s.value.buffer.scope == "global"
                 and itemsize(s.buffer.dtype) == 4 and s.value.dtype == s.buffer.dtype):
             dst = f"{s.buffer.name}[{self.flat_index(s.buffer, s.indices)}]"
@@ -383,7 +392,7 @@ class CUDARenderer(CStyleRenderer):
             smem = (smem + 15) // 16 * 16
             offsets.append(smem)
             smem += self._size(b) * itemsize(b.dtype)
-        limit = SMEM_LIMIT.get(self.arch, 48 * 1024)
+        limit = self.smem_limit()
         if smem > limit:
             raise ScheduleError(f"stage '{k.name}': shared buffers need {smem} bytes per block "
                                 f"({', '.join(b.name for b in shared)}); {self.arch} allows {limit}")
@@ -422,8 +431,8 @@ class CUDARenderer(CStyleRenderer):
         self.launches.append({"name": fname, "stage": k.name, "grid": grid, "block": block, "smem": smem})
         host = [f"{p}{{  // launch {fname}{comment}"] + [f"{p}  {line}" for line in setup]
         if smem > STATIC_SMEM:
-            host.append(f"{p}  check(cudaFuncSetAttribute({fname}, cudaFuncAttributeMaxDynamicSharedMemorySize, "
-                        f"{smem}), \"shared memory opt-in for {k.name}\");")
+            host.append(f"{p}  check({self.rt}FuncSetAttribute(reinterpret_cast<const void*>({fname}), "
+                        f"{self.rt}FuncAttributeMaxDynamicSharedMemorySize, {smem}), \"shared memory opt-in for {k.name}\");")
         shown = list(block)
         while len(shown) > 1 and shown[-1] == 1:      # dim3 fills in the trailing 1s
             shown.pop()
@@ -431,8 +440,8 @@ class CUDARenderer(CStyleRenderer):
                     f"block({', '.join(str(b) for b in shown)});")
         host.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
         host.append(f"{p}    {fname}<<<grid, block, {smem}, stream>>>({args});")
-        host.append(f"{p}    check(cudaGetLastError(), \"launch of {fname} (stage {k.name})\");")
-        host.append(f"{p}    if (ditron::sync_after_launch()) check(cudaStreamSynchronize(stream), "
+        host.append(f"{p}    check({self.rt}GetLastError(), \"launch of {fname} (stage {k.name})\");")
+        host.append(f"{p}    if (ditron::sync_after_launch()) check({self.rt}StreamSynchronize(stream), "
                     f"\"kernel {fname} (stage {k.name})\");")
         host.append(f"{p}  }}")
         host.append(f"{p}}}")
@@ -442,7 +451,7 @@ class CUDARenderer(CStyleRenderer):
         from .wgmma import WgmmaKernel
         kern = WgmmaKernel(self, k, tile)
         self.kernel_defs.append("\n".join(kern.device(fname)))
-        limit = SMEM_LIMIT.get(self.arch, 48 * 1024)
+        limit = self.smem_limit()
         if kern.smem > limit:
             raise ScheduleError(f"stage '{k.name}': the wgmma operand ring needs {kern.smem} bytes of "
                                 f"shared memory per block; {self.arch} allows {limit} (fewer stages or "
@@ -601,7 +610,7 @@ class CUDARenderer(CStyleRenderer):
         return ["#ifdef DITRON_DEBUG_WAITS",
                 f"{p}{waiter}<<<1, 1, 0, stream>>>({flag}, {value}, {idx}, ({idx}) / {s.per_rank}, "
                 f"{self.var_name(self.func.world.rank)}, {TIMEOUT});",
-                f"{p}check(cudaGetLastError(), \"launch of {waiter}\");",
+                f"{p}check({self.rt}GetLastError(), \"launch of {waiter}\");",
                 "#else",
                 f"{p}ditron::ce_wait({flag}, {value}, stream);",
                 "#endif"]
@@ -627,13 +636,13 @@ class CUDARenderer(CStyleRenderer):
         for b in self.func.temps:
             t = self.ctype(b.dtype)
             out.append(f"  {t}* {b.name} = nullptr;")
-            out.append(f"  check(cudaMallocAsync(reinterpret_cast<void**>(&{b.name}), "
+            out.append(f"  check({self.rt}MallocAsync(reinterpret_cast<void**>(&{b.name}), "
                        f"sizeof({t}) * (size_t)({self.flat_size(b)}), stream), \"allocating {b.name}\");")
         if self.func.world:
             out.append(f"  const int64_t {TIMEOUT} = {self.WORLD}[2];   // the world descriptor is host memory")
         out += self.lines(self.func.body, 1)
         for b in self.func.temps:
-            out.append(f"  check(cudaFreeAsync({b.name}, stream), \"freeing {b.name}\");")
+            out.append(f"  check({self.rt}FreeAsync({b.name}, stream), \"freeing {b.name}\");")
         # Vector accesses assume aligned bases; the Python loader checks this before the
         # call, this guards exported builds called from elsewhere.
         checks = [f"  if (reinterpret_cast<uintptr_t>({b.name}) % {n}) throw std::invalid_argument("

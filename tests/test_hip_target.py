@@ -1,0 +1,48 @@
+"""The HIP target: the kernels of the CUDA compile-check matrix compiled by hipcc for
+gfx90a (Debian's hipcc 5.2, HIP_PLATFORM=amd; CI installs it), and the errors for what
+HIP cannot take yet. Numerics of the same programs are covered by the CPU target."""
+import pytest
+
+import ditron as dt
+from ditron.build import toolchain
+import schedules
+from test_cuda_target import CASES
+
+try:
+    toolchain.find_compiler("hip")
+    HAVE_HIPCC = True
+except dt.CompileError:
+    HAVE_HIPCC = False
+
+needs_hipcc = pytest.mark.skipif(not HAVE_HIPCC, reason="hipcc is not installed")
+MMA_CASES = sorted(c for c in CASES if "mma" in c)
+
+
+@needs_hipcc
+@pytest.mark.parametrize("case", sorted(set(CASES) - set(MMA_CASES)))
+def test_compiles_with_hipcc_for_gfx90a(case):
+    s, args = CASES[case]()
+    mod = dt.build(s, args, target="hip", arch="gfx90a", name=case)
+    assert mod.target == "hip" and mod.compiler == "hipcc" and mod.lib_path.endswith(".so")
+    assert '#include "ditron/hip.h"' in mod.source and "__global__" in mod.source
+    assert "hipGetLastError()" in mod.source and "cuda" not in mod.source.split("// ---- host code")[1]
+
+
+def test_pipelined_copies_are_plain_copies_on_amd():
+    from ditron.codegen import render
+    s, args = schedules.gemm_tiled(256, 192, 160, stages=3)
+    src, sig = render(dt.lower(s, args), "hip", arch="gfx942")
+    assert sig.target == "hip" and "for the HIP target (gfx942)" in src
+    assert "ditron::cp_async" not in src and "// (pipelined copies are plain copies on AMD GPUs)" in src
+
+
+def test_what_hip_cannot_take_is_a_clear_error():
+    s, args = CASES["gemm_mma_p3"]()
+    with pytest.raises(dt.ScheduleError, match=r"stage 'C': tensorize\(.., 'mma'\) is an NVIDIA tensor-core "
+                                               r"instruction; target 'hip' \(gfx90a\) has no mapping"):
+        dt.build(s, args, target="hip", arch="gfx90a", name="mma_on_hip")
+    s, args = schedules.gemm_tiled(512, 512, 256, tile=128, ktile=64, stages=3)
+    with pytest.raises(dt.ScheduleError, match=r"shared buffers need \d+ bytes .* gfx90a allows 65536"):
+        dt.build(s, args, target="hip", arch="gfx90a", name="lds_too_big")
+    with pytest.raises(ValueError, match="arch='sm_90a': expected an AMD GPU architecture like 'gfx90a'"):
+        dt.build(*schedules.elementwise_chain(64), target="hip", arch="sm_90a", name="wrong_arch")
