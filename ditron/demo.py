@@ -106,9 +106,7 @@ def _cuda_part(dt, sched, check):
     """The CUDA target: run and check on a GPU; without one, compile the mma GEMM only."""
     import torch
     from ditron.build import toolchain
-    try:
-        toolchain.find_compiler("cuda")
-    except dt.CompileError:
+    if not toolchain.has_compiler("cuda"):
         print("\nCUDA target: nvcc not found, skipped")
         return
     M = N = K = 2048

@@ -14,12 +14,8 @@ TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.b
          "float64": torch.float64, "int32": torch.int32, "int64": torch.int64, "int8": torch.int8}
 
 
-try:
-    from ditron.build import toolchain
-    toolchain.find_compiler("cuda")
-    CUDA_ARCHS = ["sm_80", "sm_90a"]
-except dt.CompileError:
-    CUDA_ARCHS = []
+from ditron.build import toolchain
+CUDA_ARCHS = ["sm_80", "sm_90a"] if toolchain.has_compiler("cuda") else []
 
 
 def build(s, args, name):

@@ -6,11 +6,7 @@ import ditron as dt
 from ditron.build import toolchain
 import schedules
 
-try:
-    toolchain.find_compiler("cuda")
-    HAVE_NVCC = True
-except dt.CompileError:
-    HAVE_NVCC = False
+HAVE_NVCC = toolchain.has_compiler("cuda")
 
 needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc is not installed")
 

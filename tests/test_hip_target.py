@@ -8,11 +8,7 @@ from ditron.build import toolchain
 import schedules
 from test_cuda_target import CASES
 
-try:
-    toolchain.find_compiler("hip")
-    HAVE_HIPCC = True
-except dt.CompileError:
-    HAVE_HIPCC = False
+HAVE_HIPCC = toolchain.has_compiler("hip")
 
 needs_hipcc = pytest.mark.skipif(not HAVE_HIPCC, reason="hipcc is not installed")
 MMA_CASES = sorted(c for c in CASES if "mma" in c)
@@ -46,3 +42,22 @@ def test_what_hip_cannot_take_is_a_clear_error():
         dt.build(s, args, target="hip", arch="gfx90a", name="lds_too_big")
     with pytest.raises(ValueError, match="arch='sm_90a': expected an AMD GPU architecture like 'gfx90a'"):
         dt.build(*schedules.elementwise_chain(64), target="hip", arch="sm_90a", name="wrong_arch")
+
+
+def test_default_arch_comes_from_a_rocm_device(monkeypatch):
+    import types
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", "6.2", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: types.SimpleNamespace(gcnArchName="gfx942:sramecc+:xnack-"))
+    assert toolchain.default_hip_arch() == "gfx942"
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert toolchain.default_hip_arch() == "gfx90a"         # a CUDA device is no AMD arch
+
+
+@needs_hipcc
+def test_export_of_a_hip_kernel_says_what_to_do(tmp_path):
+    mod = dt.build(*schedules.elementwise_chain(64, gpu=True), target="hip", arch="gfx90a", name="ew_hip")
+    with pytest.raises(NotImplementedError, match="target 'hip' kernels cannot be exported yet.*'cuda' or 'cpu'"):
+        mod.export(str(tmp_path / "out"))

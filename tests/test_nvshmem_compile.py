@@ -9,11 +9,7 @@ import ditron as dt
 from ditron.build import toolchain
 from ditron.ops import collectives, gemm
 
-try:
-    toolchain.find_compiler("cuda")
-    HAVE_NVCC = True
-except dt.CompileError:
-    HAVE_NVCC = False
+HAVE_NVCC = toolchain.has_compiler("cuda")
 
 pytestmark = pytest.mark.skipif(not (HAVE_NVCC and toolchain.nvshmem_home()),
                                 reason="needs nvcc and the nvidia-nvshmem-cu13 wheel")

@@ -30,18 +30,6 @@ using cuda::std::uintptr_t;
 
 namespace ditron {
 
-// DITRON_LAUNCH_BLOCKING=1: synchronize after every launch, so that a fault inside a
-// kernel (illegal address, trap) is reported with that kernel's name.
-#if !defined(__CUDACC_RTC__)
-inline bool sync_after_launch() {
-  static const bool on = [] {
-    const char* v = std::getenv("DITRON_LAUNCH_BLOCKING");
-    return v != nullptr && *v != '\0' && *v != '0';
-  }();
-  return on;
-}
-#endif
-
 using half = __half;
 using bfloat16 = __nv_bfloat16;
 

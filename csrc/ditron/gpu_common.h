@@ -3,8 +3,23 @@
 // dtype. Included by ditron/cuda.h and ditron/hip.h after they define ditron::half,
 // ditron::bfloat16 and to_float for them.
 #pragma once
+#if !defined(__CUDACC_RTC__)
+#include <cstdlib>
+#endif
 
 namespace ditron {
+
+// DITRON_LAUNCH_BLOCKING=1: synchronize after every launch, so that a fault inside a
+// kernel (illegal address, trap) is reported with that kernel's name.
+#if !defined(__CUDACC_RTC__)   // host code: not in NVRTC builds
+inline bool sync_after_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("DITRON_LAUNCH_BLOCKING");
+    return v != nullptr && *v != '\0' && *v != '0';
+  }();
+  return on;
+}
+#endif
 
 template <class T> struct is16 { static constexpr bool value = false; };
 template <> struct is16<half> { static constexpr bool value = true; };

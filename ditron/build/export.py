@@ -12,7 +12,9 @@ def export(module, out_dir, archs=None):
     from .. import __version__
     sig = module.signature
     if sig.target == "hip":
-        raise NotImplementedError("export of 'hip' kernels comes with the HIP target")
+        raise NotImplementedError(f"export of '{sig.name}': target 'hip' kernels cannot be exported yet (a "
+                                  "CMake project using the HIP language is still to come); export a "
+                                  "build for target 'cuda' or 'cpu'")
     archs = list(archs or [module.arch or "sm_80"]) if sig.target == "cuda" else []
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.join(out_dir, "include"), exist_ok=True)

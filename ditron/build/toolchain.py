@@ -40,6 +40,15 @@ def find_compiler(target):
     raise CompileError(f"no compiler for target '{target}' was found; {_HOW_TO_GET[target]}")
 
 
+def has_compiler(target):
+    """Whether :func:`find_compiler` finds a compiler for ``target``."""
+    try:
+        find_compiler(target)
+        return True
+    except CompileError:
+        return False
+
+
 @functools.lru_cache(maxsize=None)
 def compiler_version(path):
     """Output of ``<compiler> --version`` (cached per process); part of the cache key."""

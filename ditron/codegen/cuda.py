@@ -6,6 +6,8 @@ above 48 KB), local buffers registers, barriers ``__syncthreads()``.
 Pipelined copies of 4-byte elements into shared memory become ``cp.async``
 with commit / wait groups (plain copies below sm_80).
 """
+import contextlib
+import itertools
 import re
 
 from ..errors import ScheduleError
@@ -129,7 +131,9 @@ class CUDARenderer(CStyleRenderer):
         self.helper_defs = {}    # name -> device function text, emitted before the kernels
         self.includes = set()
         self.launches = []       # what the host code launches, in order (for NVRTC builds)
-        self.comm_kernel = None  # the communication region being rendered
+        # how Put / Signal / WaitSignal render: None outside communication regions,
+        # "device" inside a comm kernel (spread loops), "host" when queued on the stream
+        self.comm_mode = None
         self.debug_waiters = {}  # tensor -> one-thread wait kernel (copy='ce', debug builds)
         if func.world:
             self.includes.add("ditron/shmem_cuda.h")
@@ -274,6 +278,8 @@ class CUDARenderer(CStyleRenderer):
             self.alignment[buf] = max(self.alignment.get(buf, 1), width)
 
     def lines(self, s, d):
+        if self.comm_mode == "host" and isinstance(s, ir.Seq):
+            return self.host_seq_lines(s, d)
         if isinstance(s, ir.AsyncCopy):
             self.in_async = True
             try:
@@ -480,24 +486,24 @@ class CUDARenderer(CStyleRenderer):
 
     # ------------------------------------------------------------------ communication (NVSHMEM)
     def comm_lines(self, s, d):
-        """Block-wide NVSHMEM puts / gets, fenced signals and waits (csrc/ditron/shmem_cuda.h)."""
+        """Block-wide NVSHMEM puts / gets, fenced signals and waits (csrc/ditron/shmem_cuda.h);
+        in host mode, their stream-queued forms."""
+        if self.comm_mode == "host":
+            return self.host_comm_lines(s, d)
         p = "  " * d
         if isinstance(s, ir.Put):
-            t = self.ctype(s.dst.dtype)
             fn = "shmem_get" if isinstance(s, ir.Get) else "shmem_put"
-            return [f"{p}ditron::{fn}({s.dst.name} + {self.expr(s.dst_offset)}, {s.src.name} + "
-                    f"{self.expr(s.src_offset)}, ({self.expr(s.count)}) * (int64_t)sizeof({t}), {self.expr(s.pe)});"]
-        epoch = self.var_name(self.func.world.epoch)
+            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)});"]
         if isinstance(s, ir.Signal):
-            value = "1, true" if s.add else f"{epoch}, false"
-            return [f"{p}ditron::shmem_signal({s.flag.name} + {self.expr(s.index)}, {value}, {self.expr(s.pe)});"]
+            return [f"{p}ditron::shmem_signal({self._signal_args(s)}, {self.expr(s.pe)});"]
+        epoch = self.var_name(self.func.world.epoch)
         idx = self.expr(s.index)
         return [f"{p}ditron::shmem_wait({s.flag.name} + {idx}, {epoch} * {s.scale}, \"{s.tensor}\", {idx}, "
                 f"({idx}) / {s.per_rank}, {self.var_name(self.func.world.rank)}, {TIMEOUT});"]
 
     def for_lines(self, s, d):
         spread = s.annotations.get("spread")
-        if spread is None or self.comm_kernel is None:
+        if spread is None or self.comm_mode != "device":
             return self._plain_for_lines(s, d)
         # comm regions: pieces go to blocks, elements to the block's or the grid's threads
         first, stride = {"blocks": ("blockIdx.x", "gridDim.x"),
@@ -507,6 +513,14 @@ class CUDARenderer(CStyleRenderer):
         name = self.declare(s.var)
         return ([f"{p}for (int32_t {name} = {first}; {name} < {self.expr(s.extent)}; {name} += {stride}) {{"]
                 + self.lines(s.body, d + 1) + [f"{p}}}"])
+
+    @contextlib.contextmanager
+    def _in_comm(self, mode):
+        self.comm_mode = mode
+        try:
+            yield
+        finally:
+            self.comm_mode = None
 
     def comm_kernel_lines(self, k, d, fname):
         """A communication region. ``copy='sm'``: one kernel of ``sms`` blocks (default 32:
@@ -530,11 +544,8 @@ class CUDARenderer(CStyleRenderer):
     def comm_launch_lines(self, name, body, d, fname, blocks, setup=()):
         """Define ``fname``, a kernel of ``blocks`` x 128 threads running ``body`` (spread
         loops over its blocks / threads), and launch it."""
-        self.comm_kernel = True
-        try:
+        with self._in_comm("device"):
             lines = self.lines(body, 1)
-        finally:
-            self.comm_kernel = None
         self.kernel_defs.append("\n".join(
             [f"extern \"C\" __global__ void __launch_bounds__({COMM_THREADS}) {fname}({self.kernel_params()}) {{"]
             + lines + ["}"]))
@@ -548,59 +559,37 @@ class CUDARenderer(CStyleRenderer):
         waits, so no SM copies or spins); the parts that compute (sums, copies out of the
         symmetric heap) stay kernels of ``blocks`` blocks, launched in between, in order."""
         stmts = k.body.body if isinstance(k.body, ir.Seq) else [k.body]
-        out, pending, parts = [], [], []
-
-        def flush():
-            if pending:
-                parts.append(f"{fname}_{len(parts)}")
-                out.extend(self.comm_launch_lines(k.name, ir.Seq(list(pending)), d, parts[-1], blocks))
-                pending.clear()
-        for s in stmts:
-            if _host_issuable(s):
-                flush()
-                out.extend(self.host_comm_lines(s, d))
+        out, kernels = [], 0
+        for host, group in itertools.groupby(stmts, key=_host_issuable):
+            if host:
+                with self._in_comm("host"):
+                    out += self.lines(ir.Seq(list(group)), d)
             else:
-                pending.append(s)
-        flush()
+                out += self.comm_launch_lines(k.name, ir.Seq(list(group)), d, f"{fname}_{kernels}", blocks)
+                kernels += 1
+        return out
+
+    def host_seq_lines(self, s, d):
+        """A sequence queued by the host, where a put followed by a signal to the same rank
+        becomes one put-with-signal."""
+        out, body, i = [], s.body, 0
+        while i < len(body):
+            a, b = body[i], body[i + 1] if i + 1 < len(body) else None
+            if type(a) is ir.Put and isinstance(b, ir.Signal) and self.expr(a.pe) == self.expr(b.pe):
+                out.append(f"{'  ' * d}ditron::ce_put_signal({self._transfer_args(a)}, {self._signal_args(b)}, "
+                           f"{self.expr(b.pe)}, stream);")
+                i += 2
+            else:
+                out += self.lines(a, d)
+                i += 1
         return out
 
     def host_comm_lines(self, s, d):
-        """Host code queueing the transfers, signals and waits of ``s`` on ``stream``; a put
-        followed by a signal to the same rank becomes one put-with-signal."""
+        """A put, get, signal or wait queued on ``stream`` by the host (shmem_cuda.h's ce_*)."""
         p = "  " * d
-        if isinstance(s, ir.Seq):
-            out, body, i = [], s.body, 0
-            while i < len(body):
-                a = body[i]
-                b = body[i + 1] if i + 1 < len(body) else None
-                if (type(a) is ir.Put and isinstance(b, ir.Signal)
-                        and self.expr(a.pe) == self.expr(b.pe)):
-                    t = self.ctype(a.dst.dtype)
-                    out.append(f"{p}ditron::ce_put_signal({a.dst.name} + {self.expr(a.dst_offset)}, "
-                               f"{a.src.name} + {self.expr(a.src_offset)}, ({self.expr(a.count)}) * "
-                               f"(int64_t)sizeof({t}), {self._signal_args(b)}, {self.expr(b.pe)}, stream);")
-                    i += 2
-                    continue
-                out += self.host_comm_lines(a, d)
-                i += 1
-            return out
-        if isinstance(s, ir.For):
-            name = self.declare(s.var)
-            return ([f"{p}for (int32_t {name} = 0; {name} < {self.expr(s.extent)}; ++{name}) {{"]
-                    + self.host_comm_lines(s.body, d + 1) + [f"{p}}}"])
-        if isinstance(s, ir.IfThenElse):
-            out = [f"{p}if ({self.expr(s.cond)}) {{"] + self.host_comm_lines(s.then, d + 1)
-            if s.else_ is not None:
-                out += [f"{p}}} else {{"] + self.host_comm_lines(s.else_, d + 1)
-            return out + [f"{p}}}"]
-        if isinstance(s, ir.Comment):
-            return [f"{p}// {s.text}"]
         if isinstance(s, ir.Put):
-            t = self.ctype(s.dst.dtype)
             fn = "ce_get" if isinstance(s, ir.Get) else "ce_put"
-            return [f"{p}ditron::{fn}({s.dst.name} + {self.expr(s.dst_offset)}, {s.src.name} + "
-                    f"{self.expr(s.src_offset)}, ({self.expr(s.count)}) * (int64_t)sizeof({t}), "
-                    f"{self.expr(s.pe)}, stream);"]
+            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)}, stream);"]
         if isinstance(s, ir.Signal):
             return [f"{p}ditron::ce_signal({self._signal_args(s)}, {self.expr(s.pe)}, stream);"]
         # a wait: a stream wait; debug builds launch a one-thread kernel that times out
@@ -615,20 +604,24 @@ class CUDARenderer(CStyleRenderer):
                 f"{p}ditron::ce_wait({flag}, {value}, stream);",
                 "#endif"]
 
+    def _transfer_args(self, s):
+        """``dst, src, bytes`` of a put or get."""
+        return (f"{s.dst.name} + {self.expr(s.dst_offset)}, {s.src.name} + {self.expr(s.src_offset)}, "
+                f"({self.expr(s.count)}) * (int64_t)sizeof({self.ctype(s.dst.dtype)})")
+
     def _signal_args(self, s):
         value = "1, true" if s.add else f"{self.var_name(self.func.world.epoch)}, false"
         return f"{s.flag.name} + {self.expr(s.index)}, {value}"
 
     def _debug_waiter(self, tensor):
         """A one-thread kernel waiting (with the debug timeout) for a flag of ``tensor``."""
-        waiters = self.debug_waiters
-        if tensor not in waiters:
-            name = waiters[tensor] = f"{self.func.name}_wait{len(waiters)}"
+        if tensor not in self.debug_waiters:
+            name = self.debug_waiters[tensor] = f"{self.func.name}_wait{len(self.debug_waiters)}"
             self.kernel_defs.append(
                 f"extern \"C\" __global__ void {name}(int64_t* flag, int64_t value, int32_t chunk, "
                 f"int32_t source, int32_t rank, int64_t timeout_ms) {{\n"
                 f"  ditron::shmem_wait(flag, value, \"{tensor}\", chunk, source, rank, timeout_ms);\n}}")
-        return waiters[tensor]
+        return self.debug_waiters[tensor]
 
     def render_body(self):
         self.written = {s.buffer for s in ir.walk_stmts(self.func.body) if isinstance(s, ir.Store)}

@@ -19,7 +19,6 @@ from .cuda import CUDARenderer
 # LDS bytes per workgroup (AMD CDNA / RDNA ISA guides): 64 KB, 160 KB on gfx950.
 LDS_LIMIT = {"gfx90a": 64 * 1024, "gfx940": 64 * 1024, "gfx941": 64 * 1024, "gfx942": 64 * 1024,
              "gfx950": 160 * 1024, "gfx1100": 64 * 1024, "gfx1201": 64 * 1024}
-WAVEFRONT = {"gfx90a": 64, "gfx940": 64, "gfx941": 64, "gfx942": 64, "gfx950": 64}     # RDNA: 32
 
 
 def check_arch(arch):

@@ -22,6 +22,7 @@ Examples
 import functools
 
 from .. import runtime
+from ..schedule.stage import ALGORITHMS, COPIES
 from ..te import comm
 
 
@@ -57,10 +58,13 @@ def current_world():
     return runtime.current() or runtime.single_rank()
 
 
+def check_choice(op, what, value, valid):
+    if value not in valid:
+        raise ValueError(f"dt.ops.{op}: {what}={value!r}; valid: {', '.join(map(repr, valid))}")
+
+
 def check_copy(op, copy):
-    if copy not in ("sm", "ce"):
-        raise ValueError(f"dt.ops.{op}: copy={copy!r}; valid: 'sm' (the SMs move the data), 'ce' (the "
-                         "copy engines, queued by the host)")
+    check_choice(op, "copy", copy, COPIES)
 
 
 def _run(kind, x, out_shape, axis=0, concat_axis=0, algorithm=None, copy="sm"):
@@ -82,8 +86,7 @@ def all_gather(x, axis=0, algorithm="push", copy="sm"):
     ``algorithm``: ``"push"`` (each rank puts its slice to every rank) or ``"pull"`` (each
     rank gets the slices from their owners). ``copy``: ``"sm"`` or ``"ce"`` (see the module).
     """
-    if algorithm not in ("push", "pull"):
-        raise ValueError(f"dt.ops.all_gather: algorithm={algorithm!r}; valid: 'push', 'pull'")
+    check_choice("all_gather", "algorithm", algorithm, ALGORITHMS["all_gather"])
     def shape(W):
         s = list(x.shape)
         s[axis] *= W
@@ -99,8 +102,7 @@ def all_reduce(x, algorithm="one_shot", copy="sm"):
     all-gather of the sums (each rank moves 2(W-1)/W of the tensor instead of W-1 times
     it: large tensors). Rows need not divide by the world size.
     """
-    if algorithm not in ("one_shot", "two_shot"):
-        raise ValueError(f"dt.ops.all_reduce: algorithm={algorithm!r}; valid: 'one_shot', 'two_shot'")
+    check_choice("all_reduce", "algorithm", algorithm, ALGORITHMS["all_reduce"])
     return _run("all_reduce", x, lambda W: list(x.shape), algorithm=algorithm, copy=copy)
 
 
