@@ -1,20 +1,7 @@
 """The ``ditron`` command: ``ditron demo`` and ``ditron info``."""
 import argparse
-import glob
-import os
 import platform
-import site
 import sys
-
-
-def _nvshmem():
-    """Include / lib folders of the nvidia-nvshmem-cu12/cu13 wheel, or None."""
-    roots = list(site.getsitepackages()) + [site.getusersitepackages()] + sys.path
-    for root in roots:
-        for inc in glob.glob(os.path.join(root, "nvidia", "nvshmem*", "include", "nvshmem.h")):
-            base = os.path.dirname(os.path.dirname(inc))
-            return base
-    return None
 
 
 def info(_args=None):
@@ -41,8 +28,9 @@ def info(_args=None):
             print(f"compiler for {target:<4}: {path}  ({version})")
         except CompileError:
             print(f"compiler for {target:<4}: not found")
-    nv = _nvshmem()
+    nv, roc = toolchain.nvshmem_home(), toolchain.rocshmem_home()
     print(f"NVSHMEM: {nv if nv else 'not found (pip install nvidia-nvshmem-cu13)'}")
+    print(f"rocSHMEM: {roc if roc else 'not found (apt-get install rocshmem-dev, or set ROCSHMEM_HOME)'}")
     print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
     from .codegen import _renderer
     for target in ("cpu", "cuda", "hip"):
@@ -63,7 +51,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="build, run and check a GEMM, a softmax and an elementwise kernel")
     demo.add_argument("--export-dir", default=None, help="where to export the GEMM project")
-    sub.add_parser("info", help="compilers, NVSHMEM and GPUs found; which targets can build and run")
+    sub.add_parser("info", help="compilers, NVSHMEM / rocSHMEM and GPUs found; which targets can build and run")
     args = parser.parse_args(argv)
     if args.cmd == "info":
         return info(args)

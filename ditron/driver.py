@@ -67,11 +67,7 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     if compiler not in (None, "auto", "nvcc", "nvrtc") or (compiler in ("auto", "nvrtc") and target != "cuda"):
         raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
                          "and 'auto'")
-    func = lower(sch, args, name=name, world_size=world_size)
-    if func.world is not None and target == "hip":
-        raise ValueError(f"'{name}' communicates between ranks; on target='hip' that needs the "
-                         "ROCSHMEM lowering, which is not in this build yet. target='cpu' runs "
-                         "it on emulated ranks (dt.distributed.launch), target='cuda' through NVSHMEM")
+    func = lower(sch, args, name=name, world_size=world_size, target=target)
     if compiler == "auto":
         from .build.nvrtc import nvrtc_available
         compiler = "nvrtc?" if nvrtc_available() else "nvcc"

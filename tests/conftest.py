@@ -6,21 +6,30 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 
-def _has_gpu():
+def _gpu_kind():
+    """"cuda" or "hip" (a ROCm build of torch) when torch sees a GPU, else None."""
     try:
         import torch
-        return torch.cuda.is_available()
+        if torch.cuda.is_available():
+            return "hip" if getattr(torch.version, "hip", None) else "cuda"
     except Exception:
-        return False
+        pass
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
-    if _has_gpu():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA/ROCm device")
+    """``gpu`` tests need a device: those also marked ``hip`` an AMD one (ROCm torch), the
+    others an NVIDIA one. So ``pytest -m gpu`` runs the right half on either machine."""
+    kind = _gpu_kind()
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if "gpu" not in item.keywords:
+            continue
+        wants = "hip" if "hip" in item.keywords else "cuda"
+        if kind is None:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA/ROCm device"))
+        elif kind != wants:
+            item.add_marker(pytest.mark.skip(reason=f"needs a {'ROCm (AMD)' if wants == 'hip' else 'CUDA'} "
+                                                    f"device; this machine's torch sees a {kind} one"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,7 +12,7 @@ def test_info_lists_compilers_and_targets():
     r = run("info")
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "compiler for cpu" in out and "NVSHMEM" in out and "GPUs" in out
+    assert "compiler for cpu" in out and "NVSHMEM" in out and "rocSHMEM" in out and "GPUs" in out
     assert "target cpu : build yes, run yes" in out
 
 

@@ -1,6 +1,7 @@
 """The HIP target: the kernels of the CUDA compile-check matrix compiled by hipcc for
-gfx90a (Debian's hipcc 5.2, HIP_PLATFORM=amd; CI installs it), and the errors for what
-HIP cannot take yet. Numerics of the same programs are covered by the CPU target."""
+gfx90a (Debian's hipcc 5.2, HIP_PLATFORM=amd; CI installs it), tensor-core tiles
+included (they become MFMA, see test_tensorize_mfma.py), and the errors for what HIP
+cannot take. Numerics of the same programs are covered by the CPU target."""
 import pytest
 
 import ditron as dt
@@ -15,13 +16,15 @@ MMA_CASES = sorted(c for c in CASES if "mma" in c)
 
 
 @needs_hipcc
-@pytest.mark.parametrize("case", sorted(set(CASES) - set(MMA_CASES)))
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_compiles_with_hipcc_for_gfx90a(case):
     s, args = CASES[case]()
     mod = dt.build(s, args, target="hip", arch="gfx90a", name=case)
     assert mod.target == "hip" and mod.compiler == "hipcc" and mod.lib_path.endswith(".so")
     assert '#include "ditron/hip.h"' in mod.source and "__global__" in mod.source
     assert "hipGetLastError()" in mod.source and "cuda" not in mod.source.split("// ---- host code")[1]
+    if case in MMA_CASES:          # tensorize 'mma' runs on MFMA matrix cores
+        assert "__builtin_amdgcn_mfma_f32_16x16x16" in mod.source and "mma.sync" not in mod.source
 
 
 def test_pipelined_copies_are_plain_copies_on_amd():
@@ -32,11 +35,15 @@ def test_pipelined_copies_are_plain_copies_on_amd():
     assert "ditron::cp_async" not in src and "// (pipelined copies are plain copies on AMD GPUs)" in src
 
 
-def test_what_hip_cannot_take_is_a_clear_error():
+def test_mma_on_hip_is_mfma_and_what_hip_cannot_take_is_a_clear_error():
+    from ditron.codegen import render
     s, args = CASES["gemm_mma_p3"]()
-    with pytest.raises(dt.ScheduleError, match=r"stage 'C': tensorize\(.., 'mma'\) is an NVIDIA tensor-core "
-                                               r"instruction; target 'hip' \(gfx90a\) has no mapping"):
-        dt.build(s, args, target="hip", arch="gfx90a", name="mma_on_hip")
+    src, _ = render(dt.lower(s, args, target="hip"), "hip", arch="gfx90a")
+    assert "ditron::mfma_16x16x16(" in src and "__builtin_amdgcn_mfma_f32_16x16x16f16" in src
+    s, args = schedules.gemm_wgmma(256, 256, 128)
+    with pytest.raises(dt.ScheduleError, match=r"stage 'C': tensorize\('i_i_i', 'wgmma'\): 'wgmma' is an "
+                                               r"NVIDIA Hopper instruction .*target 'hip' has no counterpart"):
+        dt.build(s, args, target="hip", arch="gfx90a", name="wgmma_on_hip")
     s, args = schedules.gemm_tiled(512, 512, 256, tile=128, ktile=64, stages=3)
     with pytest.raises(dt.ScheduleError, match=r"shared buffers need \d+ bytes .* gfx90a allows 65536"):
         dt.build(s, args, target="hip", arch="gfx90a", name="lds_too_big")
@@ -54,10 +61,3 @@ def test_default_arch_comes_from_a_rocm_device(monkeypatch):
     assert toolchain.default_hip_arch() == "gfx942"
     monkeypatch.setattr(torch.version, "hip", None, raising=False)
     assert toolchain.default_hip_arch() == "gfx90a"         # a CUDA device is no AMD arch
-
-
-@needs_hipcc
-def test_export_of_a_hip_kernel_says_what_to_do(tmp_path):
-    mod = dt.build(*schedules.elementwise_chain(64, gpu=True), target="hip", arch="gfx90a", name="ew_hip")
-    with pytest.raises(NotImplementedError, match="target 'hip' kernels cannot be exported yet.*'cuda' or 'cpu'"):
-        mod.export(str(tmp_path / "out"))

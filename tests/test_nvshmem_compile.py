@@ -80,9 +80,9 @@ def test_a_cuda_module_in_a_cpu_world_says_how_to_init(monkeypatch):
 
 
 def test_nvshmem_runtime_and_kernel_attach_entry_build():
-    from ditron.runtime import nvshmem
-    lib = nvshmem.runtime_library()           # compiled, device-linked and loaded (no GPU needed)
-    assert lib.ditron_nvshmem_uid_size() > 0
+    from ditron.runtime import gpu_shmem
+    lib = gpu_shmem.runtime_library("cuda")           # compiled, device-linked and loaded (no GPU needed)
+    assert lib.ditron_shmem_uid_size() > 0
     syms = subprocess.run(["nm", "-D", OPS["gemm_rs"]().lib_path], capture_output=True, text=True).stdout
     assert " T ditron_shmem_attach" in syms
 

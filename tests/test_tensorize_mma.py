@@ -226,10 +226,12 @@ from hypothesis import given, settings, strategies as st, HealthCheck  # noqa: E
 
 
 @st.composite
-def mma_programs(draw):
+def mma_programs(draw, n_unit=8):
+    """Random tensor-core GEMM schedules; warp tiles are multiples of 16 x ``n_unit``
+    (8 for mma.m16n8k16, 16 for MFMA 16x16x16)."""
     wy, wx = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     bm = wy * 16 * draw(st.integers(1, 2))
-    bn = wx * 8 * draw(st.integers(1, 3))
+    bn = wx * n_unit * draw(st.integers(1, 3 if n_unit == 8 else 2))
     ktile = draw(st.sampled_from([16, 32]))
     return dict(M=draw(st.integers(1, 70)), N=draw(st.integers(1, 50)), K=ktile * draw(st.integers(1, 3)),
                 kw=dict(block=(bm, bn), warps=(wy, wx), ktile=ktile, stages=draw(st.integers(1, 3)),

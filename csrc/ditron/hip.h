@@ -19,6 +19,52 @@ using bfloat16 = hip_bfloat16;
 __device__ __forceinline__ float to_float(half h) { return __half2float(h); }
 __device__ __forceinline__ float to_float(bfloat16 h) { return static_cast<float>(h); }
 
+// ---- MFMA (AMD matrix cores): tensorize 'mma' on target 'hip', see ditron/codegen/mfma.py.
+// The 16x16x16 builtins take 4 16-bit operands per lane as clang vectors (_Float16 for
+// fp16, the raw bits as short for bf16) and 4 fp32 accumulators; a lane's 4 operand
+// elements are consecutive in k, so a K-contiguous operand is one 8-byte load.
+typedef _Float16 mfma_f16x4 __attribute__((ext_vector_type(4)));
+typedef short mfma_bf16x4 __attribute__((ext_vector_type(4)));   // bfloat16 bit patterns
+typedef float mfma_f32x4 __attribute__((ext_vector_type(4)));
+
+template <class T> struct mfma_vec;
+template <> struct mfma_vec<half> { using type = mfma_f16x4; };
+template <> struct mfma_vec<bfloat16> { using type = mfma_bf16x4; };
+
+// Four consecutive elements at p (8-byte aligned) as one operand vector.
+template <class T> __device__ __forceinline__ typename mfma_vec<T>::type mfma_load4(const T* p) {
+  return *reinterpret_cast<const typename mfma_vec<T>::type*>(p);
+}
+// The same where `inside`, else zeros (rows / columns outside the tensor read as zero).
+template <class T> __device__ __forceinline__ typename mfma_vec<T>::type mfma_load4_if(bool inside, const T* p) {
+  typename mfma_vec<T>::type v = {0, 0, 0, 0};
+  if (inside) v = mfma_load4(p);
+  return v;
+}
+// Four separately loaded elements as one operand vector (bit copies, no conversion).
+template <class T> __device__ __forceinline__ typename mfma_vec<T>::type mfma_pack4(T a, T b, T c, T d) {
+  static_assert(sizeof(T) == 2, "MFMA operands are 16-bit");
+  const T e[4] = {a, b, c, d};
+  typename mfma_vec<T>::type v;
+  __builtin_memcpy(&v, e, sizeof(v));
+  return v;
+}
+
+// acc[0..3] += A (16x16) * B (16x16) in the 16x16x16 layouts: the accumulators go into a
+// float4 value and back; with the renderer's unrolled loops they stay in registers.
+__device__ __forceinline__ void mfma_16x16x16(float* acc, mfma_f16x4 a, mfma_f16x4 b) {
+  mfma_f32x4 c = {acc[0], acc[1], acc[2], acc[3]};
+  c = __builtin_amdgcn_mfma_f32_16x16x16f16(a, b, c, 0, 0, 0);
+  acc[0] = c[0]; acc[1] = c[1]; acc[2] = c[2]; acc[3] = c[3];
+}
+// bf16: the 4-element "_1k" form, gfx90a and newer (gfx908 lacks it; the renderer refuses).
+// (Unused inline helpers are never emitted, so archs without MFMA still compile this header.)
+__device__ __forceinline__ void mfma_16x16x16(float* acc, mfma_bf16x4 a, mfma_bf16x4 b) {
+  mfma_f32x4 c = {acc[0], acc[1], acc[2], acc[3]};
+  c = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(a, b, c, 0, 0, 0);
+  acc[0] = c[0]; acc[1] = c[1]; acc[2] = c[2]; acc[3] = c[3];
+}
+
 }  // namespace ditron
 
 #include "ditron/gpu_common.h"

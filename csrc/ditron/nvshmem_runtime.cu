@@ -1,4 +1,4 @@
-// ditron's NVSHMEM host runtime (built on first use by ditron/runtime/nvshmem.py, with
+// ditron's NVSHMEM host runtime (built on first use by ditron/runtime/gpu_shmem.py, with
 // -rdc=true and a device link against the wheel's libnvshmem_device.a, like kernels).
 //
 // Bootstrap without MPI: rank 0 makes a unique id, Python broadcasts its bytes over
@@ -12,16 +12,16 @@
 
 extern "C" {
 
-int ditron_nvshmem_uid_size(void) { return static_cast<int>(sizeof(nvshmemx_uniqueid_t)); }
+int ditron_shmem_uid_size(void) { return static_cast<int>(sizeof(nvshmemx_uniqueid_t)); }
 
-int ditron_nvshmem_get_uid(void* out) {
+int ditron_shmem_get_uid(void* out) {
   nvshmemx_uniqueid_t id;
   const int status = nvshmemx_get_uniqueid(&id);
   std::memcpy(out, &id, sizeof id);
   return status;
 }
 
-int ditron_nvshmem_init(int rank, int nranks, const void* uid) {
+int ditron_shmem_init(int rank, int nranks, const void* uid) {
   nvshmemx_uniqueid_t id;
   std::memcpy(&id, uid, sizeof id);
   nvshmemx_init_attr_t attr = NVSHMEMX_INIT_ATTR_INITIALIZER;
@@ -30,12 +30,12 @@ int ditron_nvshmem_init(int rank, int nranks, const void* uid) {
   return nvshmemx_init_attr(NVSHMEMX_INIT_WITH_UNIQUEID, &attr);
 }
 
-int ditron_nvshmem_init_status(void) { return nvshmemx_init_status(); }
-int ditron_nvshmem_my_pe(void) { return nvshmem_my_pe(); }
-int ditron_nvshmem_n_pes(void) { return nvshmem_n_pes(); }
-void* ditron_nvshmem_malloc(size_t bytes) { return nvshmem_malloc(bytes); }
-void ditron_nvshmem_free(void* p) { nvshmem_free(p); }
-void ditron_nvshmem_barrier_all(void) { nvshmem_barrier_all(); }
-void ditron_nvshmem_finalize(void) { nvshmem_finalize(); }
+int ditron_shmem_init_status(void) { return nvshmemx_init_status(); }
+int ditron_shmem_my_pe(void) { return nvshmem_my_pe(); }
+int ditron_shmem_n_pes(void) { return nvshmem_n_pes(); }
+void* ditron_shmem_malloc(size_t bytes) { return nvshmem_malloc(bytes); }
+void ditron_shmem_free(void* p) { nvshmem_free(p); }
+void ditron_shmem_barrier_all(void) { nvshmem_barrier_all(); }
+void ditron_shmem_finalize(void) { nvshmem_finalize(); }
 
 }  // extern "C"

@@ -34,9 +34,10 @@ def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=
     target = signature.target
     compiler = toolchain.find_compiler(target)
     libs = []
-    if signature.comm and target == "cuda":
+    if signature.comm and target in ("cuda", "hip"):
         # DITRON_DEBUG=1: waits on the GPU time out with an error instead of hanging
-        cflags, libs, shmem_version = toolchain.nvshmem_build(os.environ.get("DITRON_DEBUG") == "1")
+        shmem_build = toolchain.nvshmem_build if target == "cuda" else toolchain.rocshmem_build
+        cflags, libs, shmem_version = shmem_build(os.environ.get("DITRON_DEBUG") == "1")
         extra_flags = list(extra_flags) + cflags
     flags = toolchain.flags(target, arch) + list(extra_flags)
     key = cache.key_of({

@@ -38,27 +38,29 @@ class DistributedModule(Module):
         import torch
         from .module import _torch_dtypes
         bufs = []
-        if w.target == "cuda":
+        gpu = w.target in ("cuda", "hip")
+        if gpu:
             self._attach(w)
         for name, dtype, numel, copies in self.signature.symmetric:
             tdtype = _torch_dtypes()[dtype]
             size = numel * torch.empty((), dtype=tdtype).element_size()
             offset = w.heap.allocate(size * copies)
-            if w.target == "cuda":       # NVSHMEM memory is not zeroed: flags must start at 0
+            if gpu:                      # NVSHMEM / rocSHMEM memory is not zeroed: flags must start at 0
                 w.heap.tensor(offset, (numel * copies,), tdtype)
             bufs.append((w.heap.base(w.rank) + offset, size, copies))
-        if w.target == "cuda":           # every rank's flags are zero before anyone signals
+        if gpu:                          # every rank's flags are zero before anyone signals
             w.heap.barrier()
         return bufs
 
     def _attach(self, w):
-        """Fill this library's copy of NVSHMEM's device state (see nvshmem_runtime.cu)."""
+        """Fill this library's copy of NVSHMEM's / rocSHMEM's device state
+        (ditron.runtime.gpu_shmem explains how)."""
         import ctypes
         lib = ctypes.CDLL(self.lib_path)
         lib.ditron_shmem_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
-        if lib.ditron_shmem_attach(w.rank, w.world_size, w.heap.uid) != 0:
-            raise RuntimeError(f"kernel '{self.name}': attaching its NVSHMEM device state failed on rank "
-                               f"{w.rank}")
+        if lib.ditron_shmem_attach(w.rank, w.world_size, w.heap.attach_state()) != 0:
+            raise RuntimeError(f"kernel '{self.name}': attaching its {self.signature.target} communication "
+                               f"library's device state failed on rank {w.rank}")
 
     def __call__(self, *args):
         w = self._world()

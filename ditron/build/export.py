@@ -6,16 +6,63 @@ from ..te.dtype import itemsize
 from .paths import csrc_dir, helper_headers
 from .toolchain import EXT
 
+# What a communicating module needs at run time, per target (named in the export error).
+_COMM_RUNTIME = {"cpu": "ditron's shared-memory symmetric heap of emulated ranks",
+                 "cuda": "NVSHMEM", "hip": "rocSHMEM"}
+
+# How the binding tells a caller who passed host arrays what a GPU kernel takes.
+_DEVICE_HINT = {"cuda": "pass device arrays (e.g. torch CUDA tensors)",
+                "hip": "pass device arrays (e.g. torch tensors on the GPU: device 'cuda' on a ROCm build "
+                       "of torch)"}
+
 
 def export(module, out_dir, archs=None):
+    """Write a standalone CMake project for ``module`` to ``out_dir``.
+
+    The project holds the generated source, a header declaring the C entry points,
+    the helper headers it includes, a pybind11 binding and a README;
+    ``cmake -S out_dir -B build && cmake --build build`` builds the shared library
+    ``lib<name>_kernel`` and the Python module ``<name>`` without ditron.
+    CUDA kernels build with CMake's CUDA language, HIP kernels with its HIP
+    language (CMake >= 3.21 and a ROCm install with the hip-lang CMake package).
+
+    Parameters
+    ----------
+    module : Module
+        A module from :func:`ditron.build`.
+    out_dir : str
+        Where to write the project (created if missing; files in it are overwritten).
+    archs : list of str, optional
+        GPU architectures the library carries code for: ``["sm_80", "sm_90a"]`` for
+        CUDA, ``["gfx90a", "gfx942"]`` for HIP. Default: the module's arch. Ignored
+        for the CPU target.
+
+    Returns
+    -------
+    str
+        The absolute path of the project.
+
+    Raises
+    ------
+    NotImplementedError
+        For a module that communicates between ranks: it needs the distributed runtime.
+    ValueError
+        For an architecture the target does not have.
+    """
     from ..codegen import _env
     from .. import __version__
     sig = module.signature
-    if sig.target == "hip":
-        raise NotImplementedError(f"export of '{sig.name}': target 'hip' kernels cannot be exported yet (a "
-                                  "CMake project using the HIP language is still to come); export a "
-                                  "build for target 'cuda' or 'cpu'")
-    archs = list(archs or [module.arch or "sm_80"]) if sig.target == "cuda" else []
+    if sig.comm:
+        # Its entry point takes hidden arguments (internal symmetric buffers, the world
+        # descriptor, the call's epoch and the rank) that only the distributed runtime
+        # fills, and the kernel needs a running NVSHMEM / rocSHMEM / emulated world.
+        raise NotImplementedError(
+            f"export of '{sig.name}': the module communicates between ranks (world_size={sig.world_size}, "
+            f"through {_COMM_RUNTIME[sig.target]}), and a standalone project cannot set up its symmetric "
+            "heap or the hidden arguments its entry point takes; call the module through ditron's "
+            "distributed runtime instead (inside dt.distributed.launch(fn, world_size=...) or after "
+            "dt.distributed.init(...)). Only modules without communication operators can be exported")
+    archs = _archs(sig.target, module.arch, archs)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.join(out_dir, "include"), exist_ok=True)
     source_file = sig.name + EXT[sig.target]
@@ -33,10 +80,28 @@ def export(module, out_dir, archs=None):
             for a in sig.args]
     ctx = dict(name=sig.name, version=__version__, target=sig.target, args=args,
                scalar_vars=list(sig.scalar_vars), source_file=source_file, archs=archs,
-               device_memory=sig.target != "cpu")
+               device_memory=sig.target != "cpu", device_hint=_DEVICE_HINT.get(sig.target, ""))
     env = _env()
     for tpl, out in (("export/kernel.h.j2", f"{sig.name}.h"), ("export/binding.cpp.j2", f"{sig.name}_py.cpp"),
                      ("export/CMakeLists.txt.j2", "CMakeLists.txt"), ("export/README.md.j2", "README.md")):
         with open(os.path.join(out_dir, out), "w") as f:
             f.write(env.get_template(tpl).render(**ctx))
     return out_dir
+
+
+def _archs(target, module_arch, archs):
+    """The GPU architectures to build for: ``archs`` or the module's own, checked for ``target``."""
+    if isinstance(archs, str):          # one arch given bare, not as a list of characters
+        archs = [archs]
+    if target == "cuda":
+        return list(archs or [module_arch or "sm_80"])
+    if target == "hip":
+        from ..codegen.hip import check_arch
+        archs = list(archs or [module_arch or "gfx90a"])
+        for a in archs:
+            try:
+                check_arch(a)
+            except ValueError as e:
+                raise ValueError(f"export: archs={archs!r}: {e}") from None
+        return archs
+    return []

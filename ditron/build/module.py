@@ -170,8 +170,11 @@ class Module:
 
         ``cmake -S out_dir -B build && cmake --build build`` builds a shared library
         and a Python extension module named after the kernel, without ditron.
-        For CUDA kernels ``archs`` (default: the build's arch) lists the GPU
-        architectures the library carries code for, e.g. ``["sm_80", "sm_90a"]``.
+        For GPU kernels ``archs`` (default: the build's arch) lists the architectures
+        the library carries code for, e.g. ``["sm_80", "sm_90a"]`` (a CUDA project) or
+        ``["gfx90a", "gfx942"]`` (a project in CMake's HIP language, CMake >= 3.21).
+        Modules that communicate between ranks need ditron's distributed runtime and
+        cannot be exported (NotImplementedError).
         """
         from .export import export
         return export(self, out_dir, archs)

@@ -137,6 +137,40 @@ def _nvshmem_version(include):
     return ".".join(m.group(1) for m in parts if m) or "unknown"
 
 
+def rocshmem_home():
+    """The rocSHMEM install (``include/rocshmem/rocshmem.hpp`` and ``lib/librocshmem.a``):
+    ``ROCSHMEM_HOME``, else ``$ROCM_PATH`` / /opt/rocm where the rocshmem-dev package puts
+    it; None when there is none."""
+    for home in (os.environ.get("ROCSHMEM_HOME"), os.environ.get("ROCM_PATH"), "/opt/rocm"):
+        if home and os.path.isfile(os.path.join(home, "include", "rocshmem", "rocshmem.hpp")):
+            return home
+    return None
+
+
+def rocshmem_flags(include, debug=False):
+    """Compile flags of a kernel that uses rocSHMEM (relocatable device code), with the
+    headers in ``include``."""
+    return ["-fgpu-rdc", "-I", include] + (["-DDITRON_DEBUG_WAITS"] if debug else [])
+
+
+def rocshmem_build(debug=False):
+    """``(compile flags, link arguments, version)`` of a kernel that uses rocSHMEM: relocatable
+    device code (-fgpu-rdc), linked by hipcc (--hip-link, which also runs the device link)
+    against the static librocshmem.a. CompileError when rocSHMEM is not installed."""
+    home = rocshmem_home()
+    if home is None:
+        raise CompileError("communicating kernels for the HIP target need rocSHMEM >= 3.1 (ROCm >= 7.1): "
+                           "apt-get install rocshmem-dev, or build it and set ROCSHMEM_HOME to its "
+                           "install folder (with include/rocshmem and lib/librocshmem.a)")
+    lib = os.path.join(home, "lib", "librocshmem.a")
+    if not os.path.isfile(lib):
+        raise CompileError(f"rocSHMEM at {home} has headers but no lib/librocshmem.a")
+    header = os.path.join(home, "include", "rocshmem", "rocshmem.hpp")
+    m = re.search(r'VERSION\[\]\s*=\s*"([\d.]+)"', open(header).read())
+    libs = ["-fgpu-rdc", "--hip-link", lib, "-lamdhip64", "-lhsa-runtime64"]
+    return rocshmem_flags(os.path.join(home, "include"), debug), libs, m.group(1) if m else "unknown"
+
+
 def compiler_env(target):
     env = dict(os.environ)
     if target == "hip":

@@ -118,6 +118,7 @@ class CUDARenderer(CStyleRenderer):
     target = "cuda"
     template = "cuda/kernel.cu.j2"
     rt = "cuda"              # prefix of the runtime API in host code (HIP: "hip")
+    shmem_header = "ditron/shmem_cuda.h"     # communication helpers (NVSHMEM)
     unroll_pragma = "#pragma unroll {n}"
     vectorize_pragma = "#pragma unroll"
 
@@ -136,7 +137,7 @@ class CUDARenderer(CStyleRenderer):
         self.comm_mode = None
         self.debug_waiters = {}  # tensor -> one-thread wait kernel (copy='ce', debug builds)
         if func.world:
-            self.includes.add("ditron/shmem_cuda.h")
+            self.includes.add(self.shmem_header)
 
     def smem_limit(self):
         """Dynamic shared memory one block may use on the target arch (bytes)."""
@@ -527,7 +528,8 @@ class CUDARenderer(CStyleRenderer):
         co-resident on every GPU ditron targets, since their waits need each other) of 128
         threads. ``copy='ce'``: see :meth:`copy_engine_lines`."""
         blocks = k.comm.get("sms") or COMM_BLOCKS
-        side = (["cudaStream_t main_stream = stream;", "cudaStream_t stream = ditron::side_stream(main_stream);"]
+        side = ([f"{self.rt}Stream_t main_stream = stream;",
+                 f"{self.rt}Stream_t stream = ditron::side_stream(main_stream);"]
                 if k.comm.get("side") else [])       # beside the overlapped consumer, joined at the close
         if k.comm.get("copy") == "ce":
             p = "  " * d

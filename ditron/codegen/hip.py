@@ -6,9 +6,12 @@ differs: the runtime API prefix of the host code, the file template and helper
 header (``ditron/hip.h``), the LDS (shared memory) limit of the target arch, and
 pipelined copies, which are plain loads and stores on AMD GPUs (no cp.async).
 
-Decided here, until the MFMA mapping lands: ``tensorize(.., "mma")`` and
-``"wgmma"`` are NVIDIA instructions and raise :class:`~ditron.ScheduleError` naming
-the target; distributed programs need the ROCSHMEM lowering (the driver says so).
+Communication goes through rocSHMEM (>= 3.1) with the NVSHMEM lowering's calls
+(``ditron/shmem_hip.h``: work-group puts and gets, a fence then a remote 64-bit
+atomic as the signal, ``rocshmem_uint64_wait_until``), built with ``-fgpu-rdc`` and
+linked against ``librocshmem.a``. Decided here: ``strategy(copy='ce')`` is a
+:class:`~ditron.ScheduleError` on this target, since rocSHMEM has no copy-engine
+path (see :meth:`HIPRenderer.comm_kernel_lines`).
 """
 import re
 
@@ -32,6 +35,7 @@ class HIPRenderer(CUDARenderer):
     target = "hip"
     template = "hip/kernel.hip.j2"
     rt = "hip"
+    shmem_header = "ditron/shmem_hip.h"      # communication helpers (rocSHMEM)
 
     def __init__(self, func, arch="gfx90a"):
         super().__init__(func, check_arch(arch))
@@ -48,11 +52,33 @@ class HIPRenderer(CUDARenderer):
     def wait_text(self, n):
         return f"// (stage copies done: <= {n} pending)"
 
+    def comm_kernel_lines(self, k, d, fname):
+        """Communication regions through rocSHMEM: the CUDA target's block-wide puts, fenced
+        signals and waits (csrc/ditron/shmem_hip.h). ``copy='ce'`` has no counterpart."""
+        if k.comm.get("copy") == "ce":
+            raise ScheduleError(f"stage '{k.name}': strategy(copy='ce') queues transfers on a stream for "
+                                "the copy engines (NVSHMEM's *_on_stream calls); target 'hip' "
+                                f"({self.arch}) communicates through ROCSHMEM, which has no copy-engine "
+                                "path (its *_on_stream calls are kernels, without a stream-ordered quiet "
+                                "or signal op before rocSHMEM 3.3). Use copy='sm' on AMD GPUs")
+        return super().comm_kernel_lines(k, d, fname)
+
     def kernel_lines(self, k, d):
+        """A kernel region; matrix tiles must have been lowered for MFMA (``lower(...,
+        target="hip")``) and run on whole 64-lane wavefronts of core.x."""
+        from .mfma import check_tile
         tiles = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile)]
+        for t in tiles:
+            check_tile(t, k.name, self.arch)
         if tiles:
-            raise ScheduleError(f"stage '{k.name}': tensorize(.., '{tiles[0].intrinsic}') is an NVIDIA "
-                                f"tensor-core instruction; target 'hip' ({self.arch}) has no mapping of "
-                                "it onto MFMA in this build yet. Remove the tensorize to run the tile "
-                                "as per-lane loops, or build for target='cuda'")
+            lanes = k.threads.get("core.x", (None, 1))[1]
+            if lanes % 64:
+                raise ScheduleError(f"stage '{k.name}': MFMA tiles need wavefronts of 64 consecutive "
+                                    f"threads, but other stages of the kernel make core.x {lanes} "
+                                    f"wide; use a multiple of 64 for core.x on target 'hip' ({self.arch})")
         return super().kernel_lines(k, d)
+
+    def mma_lines(self, s, d):
+        """A matrix tile on AMD matrix cores: v_mfma_f32_16x16x16 (see ditron.codegen.mfma)."""
+        from .mfma import mfma_lines
+        return mfma_lines(self, s, d)

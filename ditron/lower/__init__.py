@@ -69,7 +69,7 @@ def _local_shape(t, shape, world_size, what):
     return out
 
 
-def lower(sch, args, name="main", world_size=1):
+def lower(sch, args, name="main", world_size=1, *, target=None):
     """Lower a schedule to a loop-nest program over the argument tensors ``args``.
 
     Parameters
@@ -81,6 +81,11 @@ def lower(sch, args, name="main", world_size=1):
     world_size : int
         Ranks of a distributed program: sharded tensors take their per-rank shape and
         communication operators become puts, signals and waits (see ditron.lower.comm).
+    target : {None, "cpu", "cuda", "hip"}, keyword
+        The target the program is lowered for; it decides which matrix instruction a
+        ``tensorize(.., "mma")`` tile becomes: "hip" maps it onto AMD MFMA (64-lane
+        wavefronts, see ditron.lower.mma), every other value keeps the CUDA mma layout
+        (the CPU target runs either layout as per-lane loops). ``dt.build`` passes its target.
 
     Returns
     -------
@@ -153,7 +158,10 @@ def lower(sch, args, name="main", world_size=1):
     _check_sharded_reads(sch, world_size, shards)
     if shards:
         check_task_reads(sch, infos, shards, world)
+    if target not in (None, "cpu", "cuda", "hip"):
+        raise ValueError(f"lower: unknown target {target!r}; valid: None, 'cpu', 'cuda', 'hip'")
     builder = NestBuilder(sch, infos, arg_buffers, rotate, world, shards)
+    builder.target = target       # read by the tensorize lowering (ditron.lower.mma)
     comm = CommLowering(world, symmetric, used) if world else None
     plans, closing = {}, {}
     for st in comm_stages:

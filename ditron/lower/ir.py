@@ -154,9 +154,15 @@ class WaitGroup(Stmt):
 class MmaTile(Stmt):
     """One warp's share of a tensorized tile: ``frag += a @ b`` over a ``(m, n, k)`` tile.
 
-    ``frag`` is the warp's float32 accumulator, spread over its 32 lanes in the
-    m16n8 accumulator layout (lane ``l`` holds rows ``l/4`` and ``l/4 + 8``,
-    columns ``2*(l%4)`` and ``+1`` of every 16x8 piece; see :func:`mma_acc_coords`).
+    ``intrinsic`` is the instruction family: "mma" (NVIDIA mma.sync.m16n8k16, a warp
+    of 32 lanes), "wgmma" (Hopper, a warpgroup of 128 lanes) or "mfma" (AMD
+    v_mfma_f32_16x16x16, a wavefront of 64 lanes; what ``tensorize(.., "mma")``
+    becomes for target "hip").
+
+    ``frag`` is the warp's float32 accumulator, spread over its lanes in the
+    instruction's accumulator layout (for "mma": lane ``l`` holds rows ``l/4`` and
+    ``l/4 + 8``, columns ``2*(l%4)`` and ``+1`` of every 16x8 piece; see
+    :func:`mma_acc_coords`).
     ``a`` and ``b`` are the operand loads, written over the tile variables
     ``m_var`` / ``k_var`` and ``k_var`` / ``n_var``; ``a_guard`` / ``b_guard`` say
     when an element is inside the tensor (outside it reads as zero). ``lane`` is
@@ -195,7 +201,14 @@ def mma_acc_coords(lane, mi, ni, q, intrinsic="mma"):
 
     For "wgmma" the pieces are 64x8 and ``lane`` runs over a warpgroup: warp
     ``lane / 32`` holds rows ``16 * (lane / 32)`` on, in the same layout (PTX ISA,
-    wgmma .m64nNk16 accumulator D)."""
+    wgmma .m64nNk16 accumulator D).
+
+    For "mfma" the pieces are 16x16 and ``lane`` runs over a 64-lane wavefront:
+    element ``q`` of lane ``l`` is ``C[4 * (l / 16) + q][l % 16]`` (AMD CDNA ISA,
+    v_mfma_f32_16x16x16{f16,bf16_1k} C/D layout: four consecutive rows of one column
+    per lane), so the per-lane fallback and the write-back use the hardware layout."""
+    if intrinsic == "mfma":
+        return mi * 16 + (lane // 16) * 4 + q, ni * 16 + lane % 16
     if intrinsic == "wgmma":
         row = mi * 64 + (lane // 32) * 16 + (lane % 32) // 4 + (q // 2) * 8
     else:

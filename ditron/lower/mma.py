@@ -13,19 +13,46 @@ The tile becomes an :class:`~ditron.lower.ir.MmaTile`; the CUDA renderer turns
 it into ``ldmatrix`` + ``mma.sync.m16n8k16`` and the CPU target runs its
 per-lane fallback, which owns exactly the accumulator elements the hardware
 layout gives each lane, so the write-back is the same code on both.
+
+The lowering knows the target (``lower(..., target=)``): for target "hip" the
+"mma" tile becomes the intrinsic "mfma", AMD's ``v_mfma_f32_16x16x16`` (f16, or
+bf16 in its ``_1k`` form) on a wavefront of 64 lanes, with tiles in multiples of
+16 x 16 x 16 and the MFMA accumulator layout (:func:`ditron.lower.ir.mma_acc_coords`);
+the HIP renderer turns it into the builtin (:mod:`ditron.codegen.mfma`), and a
+program lowered for "hip" still runs on the CPU target through the same fallback.
+Other targets (None, "cuda", "cpu") keep the NVIDIA layouts.
 """
 from ..errors import LoweringError, ScheduleError
 from ..te import expr as E
 from ..te.dtype import itemsize
 from . import ir, arith
 
-INSTR = {"mma": (16, 8, 16), "wgmma": (64, 8, 16)}
-LANES = {"mma": 32, "wgmma": 128}          # a warp / a warpgroup
+INSTR = {"mma": (16, 8, 16), "wgmma": (64, 8, 16), "mfma": (16, 16, 16)}
+LANES = {"mma": 32, "wgmma": 128, "mfma": 64}   # a warp / a warpgroup / a wavefront
+UNIT = {"mma": "warp", "wgmma": "warpgroup", "mfma": "wavefront"}
+INSTR_NAME = {"mma": "mma.sync.m16n8k16", "wgmma": "wgmma.mma_async.m64nNk16",
+              "mfma": "MFMA v_mfma_f32_16x16x16"}
+MFMA_DTYPES = ("float16", "bfloat16")
 WGMMA_K = 64                               # one 128-byte swizzled row of 16-bit elements
 WGMMA_MAX_N = 256
 # Accumulator registers per lane above which a tile would spill; ptxas needs the
 # rest of the 255 registers for operand fragments, addresses and loop state.
 MAX_ACC_REGS = 128
+
+
+def target_intrinsic(intrinsic, target, where):
+    """The instruction family a ``tensorize(.., intrinsic)`` tile lowers to on ``target``.
+
+    "hip" maps "mma" onto AMD's matrix cores ("mfma"); it has no counterpart of
+    Hopper's "wgmma". Every other target (None, "cuda", "cpu") keeps the name."""
+    if target != "hip":
+        return intrinsic
+    if intrinsic == "mma":
+        return "mfma"
+    raise ScheduleError(f"{where}: {intrinsic!r} is an NVIDIA Hopper instruction (warpgroup MMA "
+                        "with TMA); target 'hip' has no counterpart. On AMD GPUs use "
+                        "tensorize(.., 'mma'), which maps onto MFMA (v_mfma_f32_16x16x16 for "
+                        "float16 / bfloat16, tiles in multiples of 16 x 16 x 16)")
 
 
 def tensorized_axis(stage):
@@ -74,8 +101,13 @@ class MmaLowering:
         self.nb, self.info = nb, info
         st = self.stage = info.stage
         leaves = st.leaf_iter_vars
-        self.t, self.intrinsic = tensorized_axis(st)
-        self.where = f"stage '{st.name}': tensorize({leaves[self.t].name!r}, {self.intrinsic!r})"
+        self.t, asked = tensorized_axis(st)
+        # target: what lower() was asked to lower for (NestBuilder.target; None: CUDA layouts)
+        self.target = getattr(nb, "target", None)
+        self.where = f"stage '{st.name}': tensorize({leaves[self.t].name!r}, {asked!r})"
+        self.intrinsic = target_intrinsic(asked, self.target, self.where)
+        if self.intrinsic != asked:
+            self.where += f" on target {self.target!r} ({INSTR_NAME[self.intrinsic]})"
         if self.intrinsic not in INSTR:
             raise LoweringError(f"{self.where}: the {self.intrinsic!r} path is not implemented yet; "
                                 f"available: {', '.join(INSTR)}")
@@ -87,10 +119,10 @@ class MmaLowering:
         self.mt, self.nt = self.tm // m, self.tn // n
         nacc = self.tm * self.tn // self.lanes
         if nacc > MAX_ACC_REGS:
-            raise ScheduleError(f"{self.where}: the {self.tm}x{self.tn} warp tile needs {nacc} "
-                                f"accumulator registers per lane; at most {MAX_ACC_REGS} fit (a tile "
-                                f"of at most {MAX_ACC_REGS * self.lanes} elements per "
-                                f"{'warp' if self.lanes == 32 else 'warpgroup'})")
+            raise ScheduleError(f"{self.where}: the {self.tm}x{self.tn} {UNIT[self.intrinsic]} tile "
+                                f"needs {nacc} accumulator registers per lane; at most {MAX_ACC_REGS} "
+                                f"fit (a tile of at most {MAX_ACC_REGS * self.lanes} elements per "
+                                f"{UNIT[self.intrinsic]})")
         self.frag = ir.Buffer(f"{st.name}_acc", "float32", [nacc], "local")
         self.lane = E.IterVar(E.Range(0, self.lanes), "lane")
         nb.extra_buffers.append(self.frag)
@@ -118,11 +150,10 @@ class MmaLowering:
         bound_x = [iv.name for s, iv in [(st, x) for x in leaves] + info.enclosing
                    if self.nb.core_of(s, iv) == "core.x"]
         if bound_x:
+            unit = UNIT.get(self.intrinsic, "warp")
             raise LoweringError(f"{self.where}: axes {bound_x} are bound to core.x, but core.x holds "
-                                f"the {LANES.get(self.intrinsic, 32)} lanes of each "
-                                f"{'warpgroup' if self.intrinsic == 'wgmma' else 'warp'}; bind the "
-                                f"{'warpgroup' if self.intrinsic == 'wgmma' else 'warp'} axes to "
-                                "core.y / core.z")
+                                f"the {LANES.get(self.intrinsic, 32)} lanes of each {unit}; bind the "
+                                f"{unit} axes to core.y / core.z")
         inside = [x.name for iv in leaves[self.t:] for x in self.nb.attached.get((st, iv), [])]
         if inside:
             raise LoweringError(f"{self.where}: stages {inside} are attached inside the tile; "
@@ -154,6 +185,12 @@ class MmaLowering:
             if ext[mv] and ext[nv] and ext[mv] % m == 0 and ext[nv] % n == 0:
                 break
         else:
+            if self.intrinsic == "mfma":
+                raise ScheduleError(
+                    f"{self.where}: tile extents {[(iv.name, ext[iv]) for iv in dp]} x "
+                    f"{(self.k_var.name, ext[self.k_var])} do not fit MFMA's 16x16x16 instruction, "
+                    "the one target 'hip' maps 'mma' onto: both data-parallel tile extents must be "
+                    "multiples of 16 (tensor-core tiles of 16 x 8 are valid on target 'cuda' only)")
             raise LoweringError(f"{self.where}: tile extents {[(iv.name, ext[iv]) for iv in dp]} do "
                                 f"not fit m{m}n{n}k{k}: one axis must be a multiple of {m}, the other "
                                 f"of {n}")
@@ -167,7 +204,17 @@ class MmaLowering:
                                 f"{ext[self.k_var]}; {self.intrinsic} needs a multiple of {k}")
         self.m_var, self.n_var = mv, nv
         self.a, self.b = loads[ai], loads[1 - ai]
-        if self.intrinsic == "mma":
+        if self.intrinsic == "mfma":
+            dtypes = (self.a.dtype, self.b.dtype)
+            if dtypes[0] != dtypes[1] or dtypes[0] not in MFMA_DTYPES:
+                raise ScheduleError(
+                    f"{self.where}: operands {self.a.buffer.name} ({dtypes[0]}) and "
+                    f"{self.b.buffer.name} ({dtypes[1]}) are not valid for MFMA on target 'hip': "
+                    "both must be float16 (v_mfma_f32_16x16x16f16) or both bfloat16 "
+                    "(v_mfma_f32_16x16x16bf16_1k); cast one operand to the other's dtype")
+        if self.intrinsic in ("mma", "mfma"):
+            # mma: the 8 rows of an ldmatrix; mfma: the 16 rows one fragment load reads at
+            # the same k. Either way an odd pitch in 16-byte units spreads them over banks.
             for ld in (self.a, self.b):
                 _pad_rows(ld.buffer)
         self.tm, self.tn, self.tk = ext[mv], ext[nv], ext[self.k_var]
@@ -195,9 +242,17 @@ class MmaLowering:
 
         Element ``q = 2 * h + p`` of a piece sits at row ``+ 8 h``, column ``+ p``: the
         pairs over ``p`` are adjacent columns, so ``vector_pairs`` vectorizes that loop
-        (the write-back then stores 8 bytes at a time)."""
+        (the write-back then stores 8 bytes at a time). For "mfma" the 4 elements ``q``
+        of a piece are 4 consecutive rows of one column: a plain unrolled loop."""
         mi = E.IterVar(E.Range(0, self.mt), f"{name}_mi")
         ni = E.IterVar(E.Range(0, self.nt), f"{name}_ni")
+        if self.intrinsic == "mfma":
+            q = E.IterVar(E.Range(0, 4), f"{name}_q")
+            row, col = ir.mma_acc_coords(self.lane, mi, ni, q, self.intrinsic)
+            body = fn(arith.simplify(row), arith.simplify(col), arith.simplify((mi * self.nt + ni) * 4 + q))
+            for v, n in ((q, 4), (ni, self.nt), (mi, self.mt)):
+                body = ir.For(v, n, body, "unroll")
+            return body
         h = E.IterVar(E.Range(0, 2), f"{name}_h")
         pair = E.IterVar(E.Range(0, 2), f"{name}_p")
         q = h * 2 + pair

@@ -2,12 +2,14 @@
 ditron module around one communication operator and calls it on this rank's data.
 
 Call them on every rank, in the same order, inside ``dt.distributed.launch`` (CPU
-target) or after ``dt.distributed.init()`` (on a GPU: the CUDA target through NVSHMEM). Inputs must live on the symmetric heap
+target) or after ``dt.distributed.init()`` (on a GPU: the CUDA target through NVSHMEM, or
+on AMD GPUs the HIP target through rocSHMEM). Inputs must live on the symmetric heap
 (``dt.distributed.empty``); outputs are fresh tensors.
 
 ``copy="sm"`` (default) moves the data with the GPU's SMs, from inside the collective's
 kernels; ``copy="ce"`` has the host queue the transfers on the stream for the copy
-engines, leaving the SMs to other work (``Stage.strategy``). The CPU target copies with
+engines, leaving the SMs to other work (``Stage.strategy``; CUDA only: rocSHMEM has no
+copy-engine path, so the HIP target raises ScheduleError). The CPU target copies with
 memcpy either way.
 
 Examples

@@ -94,11 +94,12 @@ def mma_tile(rows_per_tile_multiple, N, K, dtype):
 
 
 def schedule_mma(s, C, operands, block=(128, 128), warps=(2, 2), ktile=MMA_KTILE, stages=MMA_STAGES,
-                 vec=MMA_VEC):
+                 vec=MMA_VEC, lanes=32):
     """Schedule the GEMM stage ``C`` (``sum(A[i, k] * B[k, j])``) on tensor cores.
 
     Block tiles of ``block`` go to (device.y, device.x), split over ``warps`` (core.z x
-    core.y; core.x is the 32 lanes of a warp), each warp keeping its tile in registers
+    core.y; core.x is the ``lanes`` lanes of a warp: 32 on NVIDIA GPUs, 64 for an AMD
+    wavefront, where the tile becomes MFMA), each warp keeping its tile in registers
     (``tensorize(.., "mma")``). The ``operands`` (tensors C reads) are staged in shared
     memory by all threads of the block with ``vec``-element vector copies, the K loop
     pipelined over ``stages`` buffers; with no operands each lane loads its own elements.
@@ -135,7 +136,7 @@ def schedule_mma(s, C, operands, block=(128, 128), warps=(2, 2), ktile=MMA_KTILE
         s[X].compute_at(s[C], ko)
         f = s[X].fuse(*s[X].op.axis)
         f, fv = s[X].split(f, factor=vec)
-        f, tx = s[X].split(f, factor=32)
+        f, tx = s[X].split(f, factor=lanes)
         f, ty = s[X].split(f, factor=wx)
         f, tz = s[X].split(f, factor=wy)
         s[X].bind(tz, "core.z")
@@ -168,7 +169,7 @@ def _ag_gemm_module(m, K, N, dtype, W, overlap, target="cpu", copy="sm", tensor_
     out = C if dtype == "float32" else dt.compute((M, N), lambda i, j: C[i, j].astype(dtype), name="Out")
     s = dt.create_schedule(out)
     tile = mma_tile(m, N, K, dtype) if _use_tensor_cores(tensor_cores, target) else None
-    io = schedule_mma(s, C, (Ag, B), *tile) if tile else _schedule_gemm(s, C, _tile_rows(m))
+    io = schedule_mma(s, C, (Ag, B), *tile, lanes=_lanes(target)) if tile else _schedule_gemm(s, C, _tile_rows(m))
     if out is not C:
         _schedule_elementwise(s, out, target != "cpu")
     s[Ag].strategy(copy=copy)
@@ -187,11 +188,16 @@ def _gemm_comm_module(kind, M, k, N, dtype, W, overlap, target="cpu", copy="sm",
     s = dt.create_schedule(R)
     rows = M // W if kind == "rs" else M
     tile = mma_tile(rows, N, k, dtype) if _use_tensor_cores(tensor_cores, target) else None
-    io = schedule_mma(s, P, (A, B), *tile) if tile else _schedule_gemm(s, P, _tile_rows(rows))
+    io = schedule_mma(s, P, (A, B), *tile, lanes=_lanes(target)) if tile else _schedule_gemm(s, P, _tile_rows(rows))
     s[R].strategy(copy=copy)
     if overlap:
         s.overlap(P, R, axis=io)
     return dt.build(s, [A, B, R], target=target, name=f"gemm_{kind}_{dtype}", world_size=W)
+
+
+def _lanes(target):
+    """Lanes of the unit that runs one mma tile: an AMD wavefront (MFMA) or an NVIDIA warp."""
+    return 64 if target == "hip" else 32
 
 
 def _use_tensor_cores(tensor_cores, target):

@@ -41,7 +41,7 @@ class World:
         # [rank, world size, wait timeout in ms, heap bytes per rank, heap base of rank 0, 1, ...].
         self.descriptor = torch.tensor([rank, world_size, int(wait_timeout() * 1000), heap.size]
                                        + [heap.base(pe) for pe in range(world_size)], dtype=torch.int64)
-        self.target = target         # "cpu": shared-memory heap; "cuda": NVSHMEM
+        self.target = target         # "cpu": shared-memory heap; "cuda": NVSHMEM; "hip": rocSHMEM
 
 
 def wait_timeout():
@@ -59,9 +59,10 @@ def wait_timeout():
 def init(target=None):
     """Set up this rank's symmetric heap from an initialized ``torch.distributed`` group.
 
-    ``target="cuda"`` (the default when torch sees a GPU) bootstraps NVSHMEM: rank 0's
-    unique id goes to every rank over gloo, and the heap is NVSHMEM's
-    (:mod:`ditron.runtime.nvshmem`; set the CUDA device of each rank first).
+    ``target="cuda"`` (the default when torch sees an NVIDIA GPU) bootstraps NVSHMEM,
+    ``target="hip"`` (the default on a ROCm build of torch that sees a GPU) rocSHMEM: rank
+    0's unique id goes to every rank over gloo, and the heap is the library's
+    (:mod:`ditron.runtime.gpu_shmem`; set the device of each rank first).
     ``target="cpu"``: rank 0 creates a shared-memory heap file and broadcasts its path;
     every rank maps it. Idempotent. Under :func:`launch` it has already run (CPU).
 
@@ -81,14 +82,15 @@ def init(target=None):
     rank, world_size = tdist.get_rank(), tdist.get_world_size()
     if target is None:
         import torch
-        target = "cuda" if torch.cuda.is_available() and not getattr(torch.version, "hip", None) else "cpu"
-    if target == "cuda":
-        from .nvshmem import NvshmemHeap
+        target = ("cpu" if not torch.cuda.is_available()
+                  else "hip" if getattr(torch.version, "hip", None) else "cuda")
+    if target in ("cuda", "hip"):
+        from .gpu_shmem import GpuShmemHeap
         group = None if tdist.get_backend() == "gloo" else tdist.new_group(backend="gloo")
-        _WORLD = World(rank, world_size, NvshmemHeap.bootstrap(rank, world_size, group), "cuda")
+        _WORLD = World(rank, world_size, GpuShmemHeap.bootstrap(target, rank, world_size, group), target)
         return _WORLD
     if target != "cpu":
-        raise ValueError(f"dt.distributed.init: target={target!r}; valid: 'cpu', 'cuda'")
+        raise ValueError(f"dt.distributed.init: target={target!r}; valid: 'cpu', 'cuda', 'hip'")
     size = heap_size_from_env()
     box = [None]
     if rank == 0:

@@ -1,0 +1,164 @@
+"""AMD matrix cores: the HIP rendering of "mfma" tiles (``tensorize(.., "mma")`` on target "hip").
+
+A tile lowered for target "hip" (:mod:`ditron.lower.mma`) is one wavefront's
+``(tm, tn, tk)`` share of a GEMM, ``tm`` and ``tn`` multiples of 16, ``tk`` a multiple
+of 16, with a float32 accumulator of ``tm * tn / 64`` values per lane in the
+MFMA C/D layout (:func:`ditron.lower.ir.mma_acc_coords`). It becomes, per 16-deep
+k step, one 16x16 A fragment per 16 rows and one B fragment per 16 columns, then
+one ``v_mfma_f32_16x16x16`` per (row, column) piece:
+
+- float16: ``__builtin_amdgcn_mfma_f32_16x16x16f16`` (gfx908 and newer CDNA);
+- bfloat16: ``__builtin_amdgcn_mfma_f32_16x16x16bf16_1k`` (gfx90a and newer: the
+  4-element "1k" form, which gfx908 lacks).
+
+Operand layout of the 16x16x16 instruction on a 64-lane wavefront (AMD matrix
+instruction calculator, CDNA2; the same on CDNA3): lane ``l`` holds 4 elements
+``v = 0..3`` of A at row ``l % 16``, k ``4 * (l / 16) + v``, and of B at column
+``l % 16``, k ``4 * (l / 16) + v`` (:func:`operand_coords`). The 4 elements of a
+fragment are consecutive in k, so an operand stored K-contiguous (A as (M, K), B
+as (N, K)) is one aligned 8-byte load per lane; any other layout loads the 4
+elements one by one.
+
+Supported archs: :data:`MFMA_ARCHS`. gfx941 / gfx942 (MI300) need the compiler of
+ROCm >= 5.7 (LLVM 17); Debian's clang 15 (hipcc 5.2) rejects them as targets, so
+only gfx90a / gfx940 compiles are checked in CI. The device helpers (vector types,
+one wrapper per dtype around the builtin) are in ``csrc/ditron/hip.h``.
+"""
+from ..errors import ScheduleError
+from ..te import expr as E
+from ..lower import ir, arith
+
+PIECE = 16      # the instruction is 16 x 16 x 16, on a wavefront of 64 lanes
+
+# arch -> operand dtypes that have a 16x16x16 MFMA with fp32 accumulation on it
+MFMA_ARCHS = {
+    "gfx908": ("float16",),              # CDNA1: bf16 only in the 2-element (non-1k) form
+    "gfx90a": ("float16", "bfloat16"),   # CDNA2 (MI200)
+    "gfx940": ("float16", "bfloat16"),   # CDNA3 (MI300); gfx941 / gfx942 need ROCm >= 5.7
+    "gfx941": ("float16", "bfloat16"),
+    "gfx942": ("float16", "bfloat16"),
+    "gfx950": ("float16", "bfloat16"),   # CDNA4 (MI350)
+}
+BUILTIN = {"float16": "__builtin_amdgcn_mfma_f32_16x16x16f16",
+           "bfloat16": "__builtin_amdgcn_mfma_f32_16x16x16bf16_1k"}
+VECTOR = {"float16": "ditron::mfma_f16x4", "bfloat16": "ditron::mfma_bf16x4"}   # csrc/ditron/hip.h
+
+
+def operand_coords(lane, v):
+    """``(g, p)`` of element ``v`` (0..3) of ``lane``'s operand fragment in a 16x16 piece:
+    ``g`` is the row of A (the column of B), ``p`` the k index. Works on ints and on
+    IR expressions (the renderer's index expressions are made from it)."""
+    return lane % 16, (lane // 16) * 4 + v
+
+
+def describe(s, stage, arch):
+    """How errors name a tile: its stage, tile axes, instruction and target."""
+    m, n, k = s.shape
+    return (f"stage '{stage}': tensorize(.., 'mma') of the {m}x{n}x{k} tile over axes "
+            f"({s.m_var.name}, {s.n_var.name}, {s.k_var.name}) on target 'hip' ({arch}, "
+            "v_mfma_f32_16x16x16)")
+
+
+def check_tile(s, stage, arch):
+    """ScheduleError unless the MmaTile ``s`` of stage ``stage`` can run as MFMA on ``arch``:
+    lowered for MFMA, operands of one dtype, and an arch with that dtype's 16x16x16 MFMA."""
+    where = describe(s, stage, arch)
+    if s.intrinsic != "mfma":
+        raise ScheduleError(f"{where}: the tile was lowered for NVIDIA's {s.intrinsic!r} layout; "
+                            "target 'hip' needs it lowered for MFMA: dt.lower(..., target='hip') "
+                            "(dt.build does this). 'wgmma' has no AMD counterpart: use 'mma'")
+    if s.a.dtype != s.b.dtype or s.a.dtype not in BUILTIN:
+        raise ScheduleError(f"{where}: operands {s.a.buffer.name} ({s.a.dtype}) and "
+                            f"{s.b.buffer.name} ({s.b.dtype}) must both be float16 or both bfloat16")
+    valid = MFMA_ARCHS.get(arch)
+    if valid is None:
+        raise ScheduleError(f"{where}: {arch} has no MFMA matrix cores that ditron maps "
+                            f"tensorize 'mma' onto; valid archs: {', '.join(MFMA_ARCHS)} "
+                            "(gfx941 / gfx942 need ROCm >= 5.7's compiler). Remove the tensorize "
+                            "to run the tile as per-lane loops")
+    if s.a.dtype not in valid:
+        have = [a for a, d in MFMA_ARCHS.items() if s.a.dtype in d]
+        raise ScheduleError(f"{where}: {arch} has no {s.a.dtype} 16x16x16 MFMA "
+                            f"({BUILTIN[s.a.dtype]} needs {', '.join(have)}); on {arch} use "
+                            f"{' / '.join(valid)} operands, or build for one of {', '.join(have)}")
+
+
+def fragment_plan(load, guard, g_var, p_var, g0, p0, lane):
+    """How one lane loads its 4 elements of an MFMA operand fragment.
+
+    ``load`` is the operand (a BufferLoad over the tile variables ``g_var``, the M or
+    N axis, and ``p_var``, the K axis); the fragment covers G in ``[g0, g0 + 16)``
+    and K in ``[p0, p0 + 16)`` (``p0`` a multiple of 16), and this lane's element
+    ``v`` is at :func:`operand_coords` ``(lane, v)``. ``guard`` says when an element
+    is inside the tensor (outside it reads as zero).
+
+    Returns ``("vector", at, cond)``: one 8-byte load of the 4 elements starting at
+    ``at`` (a substitution of the tile variables), when they are contiguous along K
+    and 8-byte aligned and the guard does not depend on K, loaded only where
+    ``cond``; or ``("elements", [(at, cond)] * 4)``: one load per element."""
+    buf = load.buffer
+    flat = ir.flat_index(buf, list(load.indices))
+    g, p = operand_coords(lane, 0)
+    if (buf.scope in ("shared", "global") and p_var not in E.free_vars(guard)
+            and arith.contiguous_base(flat, p_var, 4) is not None):
+        at = {g_var: g0 + g, p_var: p0 + p}
+        return "vector", at, arith.simplify(E.substitute(guard, at))
+    out = []
+    for v in range(4):
+        g, p = operand_coords(lane, v)
+        at = {g_var: g0 + g, p_var: p0 + p}
+        out.append((at, arith.simplify(E.substitute(guard, at))))
+    return "elements", out
+
+
+def _fragment(r, load, guard, g_var, p_var, g0, p0, lane, dst, d):
+    """Lines that load one fragment into the operand vector ``dst``."""
+    pre = "  " * d
+    plan = fragment_plan(load, guard, g_var, p_var, g0, p0, lane)
+    buf = load.buffer
+    if plan[0] == "vector":
+        _, at, cond = plan
+        r._need_align(buf, 8)
+        ref = f"&{r.buffer_ref(buf)}[{r._index_text(load, at)}]"
+        if E.is_const(cond, True):
+            return [f"{pre}{dst} = ditron::mfma_load4({ref});"]
+        return [f"{pre}{dst} = ditron::mfma_load4_if({r.expr(cond)}, {ref});"]
+    vals = []
+    for at, cond in plan[1]:
+        elem = E.substitute(load, at)
+        if not E.is_const(cond, True):
+            elem = E.Select(cond, elem, E.Const(0.0, load.dtype))
+        vals.append(r.expr(arith.simplify(elem)))
+    return [f"{pre}{dst} = ditron::mfma_pack4({', '.join(vals)});"]
+
+
+def mfma_lines(r, s, d):
+    """Source lines of the MmaTile ``s`` (intrinsic "mfma") for the HIP renderer ``r``
+    (which has checked it with :func:`check_tile`)."""
+    pre = "  " * d
+    tm, tn, tk = s.shape
+    mt, nt = tm // PIECE, tn // PIECE
+    k0, mi, ni, fa, fb = (E.Var(n, "int32") for n in ("mfma_k", "mfma_m", "mfma_n", "mfma_a", "mfma_b"))
+    kk, m, n, a, b = (r.declare(v) for v in (k0, mi, ni, fa, fb))
+    vt = VECTOR[s.a.dtype]
+    acc = r.buffer_ref(s.frag)
+    out = [f"{pre}{{  // mfma tile {tm}x{tn}x{tk}: {mt}x{nt} {BUILTIN[s.a.dtype]} per 16-deep step",
+           f"{pre}  #pragma unroll",
+           f"{pre}  for (int32_t {kk} = 0; {kk} < {tk // PIECE}; ++{kk}) {{",
+           f"{pre}    {vt} {a}[{mt}], {b}[{nt}];",
+           f"{pre}    #pragma unroll",
+           f"{pre}    for (int32_t {m} = 0; {m} < {mt}; ++{m}) {{"]
+    out += _fragment(r, s.a, s.a_guard, s.m_var, s.k_var, mi * PIECE, k0 * PIECE, s.lane, f"{a}[{m}]", d + 3)
+    out += [f"{pre}    }}",
+            f"{pre}    #pragma unroll",
+            f"{pre}    for (int32_t {n} = 0; {n} < {nt}; ++{n}) {{"]
+    out += _fragment(r, s.b, s.b_guard, s.n_var, s.k_var, ni * PIECE, k0 * PIECE, s.lane, f"{b}[{n}]", d + 3)
+    out += [f"{pre}    }}",
+            f"{pre}    #pragma unroll",
+            f"{pre}    for (int32_t {m} = 0; {m} < {mt}; ++{m})",
+            f"{pre}      #pragma unroll",
+            f"{pre}      for (int32_t {n} = 0; {n} < {nt}; ++{n})",
+            f"{pre}        ditron::mfma_16x16x16(&{acc}[({m} * {nt} + {n}) * 4], {a}[{m}], {b}[{n}]);",
+            f"{pre}  }}",
+            f"{pre}}}"]
+    return out
