@@ -119,7 +119,8 @@ def test_rocshmem_build_flags_and_errors(monkeypatch, tmp_path):
     (home / "lib" / "librocshmem.a").write_bytes(b"!<arch>\n")
     cflags, libs, version = toolchain.rocshmem_build(debug=True)
     assert cflags == ["-fgpu-rdc", "-I", str(home / "include"), "-DDITRON_DEBUG_WAITS"]
-    assert libs[:3] == ["-fgpu-rdc", "--hip-link", str(home / "lib" / "librocshmem.a")] and version == "3.2.0"
+    assert libs[:3] == ["-fgpu-rdc", "--hip-link", str(home / "lib" / "librocshmem.a")]
+    assert version.startswith("3.2.0+8-")                   # version, then the library's size and time
 
 
 def test_a_hip_module_in_a_cpu_world_says_how_to_init(render_only, monkeypatch):

@@ -395,6 +395,9 @@ def test_archs_without_the_instruction():
     with pytest.raises(dt.ScheduleError, match=r"lowered for NVIDIA's 'mma' layout.*"
                                                r"dt.lower\(..., target='hip'\)"):
         render(dt.lower(s, args), "hip", arch="gfx90a")
+    with pytest.raises(dt.ScheduleError, match=r"stage 'C': its tensorized tile was lowered for target 'hip' "
+                                               r"\(mfma: .*dt.lower\(..., target='cuda'\)"):
+        render(func, "cuda", arch="sm_80")                      # and the other way round
 
 
 def test_wavefronts_need_64_lanes_of_core_x():

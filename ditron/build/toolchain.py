@@ -168,7 +168,11 @@ def rocshmem_build(debug=False):
     header = os.path.join(home, "include", "rocshmem", "rocshmem.hpp")
     m = re.search(r'VERSION\[\]\s*=\s*"([\d.]+)"', open(header).read())
     libs = ["-fgpu-rdc", "--hip-link", lib, "-lamdhip64", "-lhsa-runtime64"]
-    return rocshmem_flags(os.path.join(home, "include"), debug), libs, m.group(1) if m else "unknown"
+    # the library is linked whole into every kernel: its size and time stamp join the version
+    # (a cache key), so that kernels are rebuilt after an upgrade that keeps the version text
+    st = os.stat(lib)
+    version = f"{m.group(1) if m else 'unknown'}+{st.st_size}-{int(st.st_mtime)}"
+    return rocshmem_flags(os.path.join(home, "include"), debug), libs, version
 
 
 def compiler_env(target):

@@ -373,6 +373,11 @@ class CUDARenderer(CStyleRenderer):
         if k.comm is not None:
             return self.comm_kernel_lines(k, d, fname)
         tiles = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile)]
+        foreign = [t for t in tiles if t.intrinsic not in ("mma", "wgmma")]
+        if foreign and self.target == "cuda":
+            raise ScheduleError(f"stage '{k.name}': its tensorized tile was lowered for target 'hip' "
+                                f"({foreign[0].intrinsic}: 64-lane wavefronts, the MFMA layout); for the "
+                                "CUDA target lower it with dt.lower(..., target='cuda') (dt.build does this)")
         if tiles and tiles[0].intrinsic == "wgmma":
             return self.wgmma_kernel_lines(k, d, fname, tiles[0])
         if tiles:
