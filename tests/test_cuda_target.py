@@ -149,14 +149,15 @@ def _inputs(args):
     return out
 
 
-def check_gpu_against_cpu(case, **build_kw):
-    """Build CASES[case] for the GPU (``build_kw``) and the CPU, run both on the same inputs."""
+def check_gpu_against_cpu(case, target="cuda", **build_kw):
+    """Build CASES[case] for the GPU (``target``, ``build_kw``; the arch of the current
+    device) and the CPU, run both on the same inputs."""
     s, args = CASES[case]()
-    cuda = dt.build(s, args, target="cuda", name=case, **build_kw)
+    gpu = dt.build(s, args, target=target, name=case, **build_kw)
     cpu = dt.build(s, args, target="cpu", name=case)
     tensors = _inputs(args)
     host = [t.cpu() for t in tensors]
-    cuda(*tensors)
+    gpu(*tensors)
     torch.cuda.synchronize()
     cpu(*host)
     torch.testing.assert_close(tensors[-1].cpu().float(), host[-1].float(), rtol=2e-3, atol=2e-3)

@@ -33,10 +33,7 @@ def test_export_builds_and_runs_without_ditron(tmp_path):
     subprocess.run(["cmake", "-S", str(out), "-B", str(build),
                     f"-DPython3_EXECUTABLE={sys.executable}"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
-    script = textwrap.dedent(f"""
-        import sys
-        sys.modules["ditron"] = None          # any attempt to import ditron fails
-        sys.path.insert(0, {str(build)!r})
+    run_without_ditron(build, """
         import numpy as np, affine
         a = np.random.rand(7, 16).astype(np.float32)
         b = np.random.rand(16).astype(np.float32)
@@ -49,9 +46,15 @@ def test_export_builds_and_runs_without_ditron(tmp_path):
             assert "M=6" in str(e), e
         else:
             raise SystemExit("mismatched dims were accepted")
-        print("ok")
-    """)
-    r = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=str(tmp_path))
+    """, tmp_path)
+
+
+def run_without_ditron(build, body, cwd):
+    """Run ``body`` (code using the exported module built in ``build``) in a fresh
+    interpreter where any import of ditron fails; it must end without error."""
+    script = (f"import sys\nsys.modules['ditron'] = None\nsys.path.insert(0, {str(build)!r})\n"
+              + textwrap.dedent(body) + "\nprint('ok')\n")
+    r = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=str(cwd))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
 
@@ -242,10 +245,7 @@ def test_hip_export_builds_with_cmake_for_each_arch(tmp_path):
     blob = lib.read_bytes()                          # one code object per arch in the fat binary
     assert b"amdgcn-amd-amdhsa--gfx90a" in blob and b"amdgcn-amd-amdhsa--gfx940" in blob
     # No AMD GPU is needed to load the module: it refuses host arrays before touching the GPU.
-    script = textwrap.dedent(f"""
-        import sys
-        sys.modules["ditron"] = None          # any attempt to import ditron fails
-        sys.path.insert(0, {str(build)!r})
+    run_without_ditron(build, """
         import numpy as np, scale_hip
         a = np.zeros((3, 64), np.float32)
         try:
@@ -254,11 +254,7 @@ def test_hip_export_builds_with_cmake_for_each_arch(tmp_path):
             assert "runs on the GPU; pass device arrays" in str(e), e
         else:
             raise SystemExit("host arrays were accepted")
-        print("ok")
-    """)
-    r = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=str(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "ok"
+    """, tmp_path)
 
 
 # ---------------------------------------------------------------------------- communicating modules

@@ -16,11 +16,16 @@ pytestmark = [pytest.mark.gpu, pytest.mark.distributed,
               pytest.mark.skipif(toolchain.nvshmem_home() is None, reason="needs the nvidia-nvshmem wheel")]
 
 
-def _ops_on_gpu():
+COPIES = {"cuda": ("sm", "ce"), "hip": ("sm",)}     # rocSHMEM has no copy-engine path
+
+
+def library_ops_on_gpu(target):
+    """Every library op, three calls each, on this rank's GPU through NVSHMEM ("cuda") or
+    rocSHMEM ("hip"), against torch; returns what went wrong (empty when all is well)."""
     import torch.distributed as tdist
     r = tdist.get_rank()
-    torch.cuda.set_device(0)
-    w = dt.distributed.init(target="cuda")
+    torch.cuda.set_device(0 if target == "cuda" else r % torch.cuda.device_count())
+    w = dt.distributed.init(target=target)
     W = w.world_size
     bad = []
     x = dt.distributed.empty((W * 4, 8), "float32")
@@ -29,50 +34,58 @@ def _ops_on_gpu():
         parts = [torch.full((W * 4, 8), float(q + call), device="cuda") for q in range(W)]
         x.copy_(parts[r])
         want = sum(parts)
-        for algorithm in ("one_shot", "two_shot"):
-            for copy in ("sm", "ce"):
+        for copy in COPIES[target]:
+            for algorithm in ("one_shot", "two_shot"):
                 if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm, copy=copy), want):
                     bad.append(("all_reduce", algorithm, copy, call))
-        for algorithm in ("push", "pull"):
-            if not torch.equal(dt.ops.all_gather(x, algorithm=algorithm, copy="ce"), torch.cat(parts)):
-                bad.append(("all_gather", algorithm, "ce", call))
+            for algorithm in ("push", "pull"):
+                if not torch.equal(dt.ops.all_gather(x, algorithm=algorithm, copy=copy), torch.cat(parts)):
+                    bad.append(("all_gather", algorithm, copy, call))
         if not torch.allclose(dt.ops.reduce_scatter(x), want[r * 4:(r + 1) * 4]):
             bad.append(("reduce_scatter", call))
         if not torch.equal(dt.ops.all_gather(x), torch.cat(parts)):
             bad.append(("all_gather", call))
-        a.copy_(torch.randn(64, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(r)))
-        b = torch.randn(32, 16, device="cuda", dtype=torch.float16, generator=torch.Generator("cuda").manual_seed(9))
-        rows = [torch.randn(64, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(q)).half()
-                for q in range(W)]
-        for copy in ("sm", "ce"):
+        gen = torch.Generator("cuda")
+        a.copy_(torch.randn(64, 32, device="cuda", generator=gen.manual_seed(r)))
+        b = torch.randn(32, 16, device="cuda", dtype=torch.float16, generator=gen.manual_seed(9))
+        rows = [torch.randn(64, 32, device="cuda", generator=gen.manual_seed(q)).half() for q in range(W)]
+        for copy in COPIES[target]:
             got = dt.ops.ag_gemm(a, b, copy=copy).float()
             if not torch.allclose(got, torch.cat(rows).float() @ b.float(), atol=0.1, rtol=0.02):
                 bad.append(("ag_gemm", copy, call))
+    if target == "hip":
+        try:
+            dt.ops.all_reduce(x, copy="ce")
+            bad.append(("copy='ce' did not raise on hip",))
+        except dt.ScheduleError:
+            pass
     return bad
 
 
-def _rank_main(rank, world, store_path, out):
+def _rank_main(rank, world, store_path, out, target):
     import torch.distributed as tdist
-    os.environ.setdefault("NVSHMEM_REMOTE_TRANSPORT", "none")
-    os.environ.setdefault("NVSHMEM_DISABLE_NCCL", "1")
+    if target == "cuda":
+        os.environ.setdefault("NVSHMEM_REMOTE_TRANSPORT", "none")
+        os.environ.setdefault("NVSHMEM_DISABLE_NCCL", "1")
     tdist.init_process_group("gloo", store=tdist.FileStore(store_path, world), rank=rank, world_size=world)
-    out[rank] = _ops_on_gpu()
+    out[rank] = library_ops_on_gpu(target)
 
 
-def _run(world, tmp_path):
+def run_ranks(world, tmp_path, target="cuda"):
+    """``library_ops_on_gpu(target)`` on ``world`` spawned ranks; their lists of failures."""
     import torch.multiprocessing as mp
     with mp.Manager() as m:
         out = m.dict()
-        mp.start_processes(_rank_main, args=(world, str(tmp_path / "store"), out), nprocs=world,
+        mp.start_processes(_rank_main, args=(world, str(tmp_path / "store"), out, target), nprocs=world,
                            start_method="spawn")
         return [out[r] for r in range(world)]
 
 
 def test_one_pe(tmp_path):
-    assert _run(1, tmp_path) == [[]]
+    assert run_ranks(1, tmp_path) == [[]]
 
 
 @pytest.mark.skipif(shutil.which("nvidia-cuda-mps-control") is None, reason="needs CUDA MPS")
 def test_two_pes_on_one_gpu_under_mps(tmp_path):
     subprocess.run(["nvidia-cuda-mps-control", "-d"], check=False)
-    assert _run(2, tmp_path) == [[], []]
+    assert run_ranks(2, tmp_path) == [[], []]

@@ -135,3 +135,56 @@ def test_a_hip_module_in_a_cpu_world_says_how_to_init(render_only, monkeypatch):
     with pytest.raises(RuntimeError, match="built for target 'hip' but the distributed runtime runs on "
                                            "'cpu'; call dt.distributed.init\\(target='hip'\\)"):
         mod(None, None)
+
+
+class FakeRuntime:
+    """The C entry points of rocshmem_runtime.hip, recorded (no rocSHMEM here to run them)."""
+
+    def __init__(self, init_status=0):
+        self.calls, self.init_status = [], init_status
+
+    def ditron_shmem_uid_size(self):
+        return 128
+
+    def ditron_shmem_get_uid(self, buf):
+        buf.raw = bytes(range(128))
+        return 0
+
+    def ditron_shmem_init(self, rank, nranks, uid):
+        self.calls.append(("init", rank, nranks, bytes(uid.raw)))
+        return self.init_status
+
+    def ditron_shmem_state_size(self):
+        return 16
+
+    def ditron_shmem_state(self, buf):
+        buf.raw = b"ctx_opaqueteam_o"
+        return 0
+
+
+def test_rocshmem_bootstrap_and_attach_state(monkeypatch):
+    """rank 0's unique id reaches every rank's init; kernel libraries attach with the
+    runtime's default context; a failed init names rocSHMEM and what it needs."""
+    import torch.distributed as tdist
+    from ditron.runtime import gpu_shmem
+    lib = FakeRuntime()
+    monkeypatch.setattr(gpu_shmem, "runtime_library", lambda target: lib)
+    monkeypatch.setattr(tdist, "broadcast_object_list", lambda box, src, group=None: None)
+    heap = gpu_shmem.GpuShmemHeap.bootstrap("hip", 0, 2)
+    assert lib.calls == [("init", 0, 2, bytes(range(128)))]
+    assert heap.target == "hip" and heap.attach_state() == b"ctx_opaqueteam_o"
+    monkeypatch.setattr(gpu_shmem, "runtime_library", lambda target: FakeRuntime(init_status=1))
+    with pytest.raises(dt.DitronError, match=r"rank 1: rocSHMEM initialization failed \(status 1\); "
+                                             r"rocSHMEM >= 3.1 is needed"):
+        gpu_shmem.GpuShmemHeap.bootstrap("hip", 1, 2)
+
+
+def test_distributed_init_names_the_valid_targets(monkeypatch):
+    import torch.distributed as tdist
+    from ditron import runtime
+    monkeypatch.setattr(runtime, "_WORLD", None)
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)
+    monkeypatch.setattr(tdist, "get_rank", lambda: 0)
+    monkeypatch.setattr(tdist, "get_world_size", lambda: 1)
+    with pytest.raises(ValueError, match="target='rocm'; valid: 'cpu', 'cuda', 'hip'"):
+        dt.distributed.init(target="rocm")

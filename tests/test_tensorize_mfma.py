@@ -23,9 +23,8 @@ from ditron.codegen.mfma import fragment_plan, operand_coords, BUILTIN
 from ditron.lower import ir, arith
 from ditron.te import expr as E
 import schedules
-from test_tensorize_mma import mma_programs
+from test_tensorize_mma import check_gemm, mma_programs
 
-TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed")
 
 
@@ -42,14 +41,14 @@ def _cpu_module_of_hip_lowering(s, args, name):
     return Module(sig, source, compile_library(source, sig))
 
 
-def _run(mod, M, N, K, dtype, b_transposed):
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(M, K, generator=g).to(TORCH[dtype])
-    b = torch.randn(*((N, K) if b_transposed else (K, N)), generator=g).to(TORCH[dtype])
-    c = torch.full((M, N), float("nan"))
-    mod(a, b, c)
-    ref = a.float() @ (b.float().T if b_transposed else b.float())
-    torch.testing.assert_close(c, ref, rtol=1e-4, atol=1e-4)
+def _gemm(M, N, K, a_dtype, b_dtype=None):
+    """Placeholders A (M, K), B (K, N) and C = A @ B accumulated in float32."""
+    A = dt.placeholder((M, K), a_dtype, name="A")
+    B = dt.placeholder((K, N), b_dtype or a_dtype, name="B")
+    k = dt.reduce_axis((0, K), name="k")
+    C = dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"), axis=k),
+                   name="C")
+    return A, B, C
 
 
 # ---------------------------------------------------------------------------
@@ -69,7 +68,7 @@ def test_mfma_gemm_matches_torch_on_cpu(M, N, K, kw):
     kw = dict(kw)
     dtype = kw.setdefault("dtype", "float16")
     s, args = schedules.gemm_mma(M, N, K, **kw)
-    _run(_cpu_module_of_hip_lowering(s, args, "mfma"), M, N, K, dtype, kw.get("b_transposed", False))
+    check_gemm(_cpu_module_of_hip_lowering(s, args, "mfma"), M, N, K, dtype, kw.get("b_transposed", False))
 
 
 def test_the_target_decides_the_instruction():
@@ -259,7 +258,7 @@ def test_random_mfma_schedules(p):
     fed by their fragment plans computes each wavefront's tile."""
     M, N, K, kw = p["M"], p["N"], p["K"], p["kw"]
     s, args = schedules.gemm_mma(M, N, K, **kw)
-    _run(_cpu_module_of_hip_lowering(s, args, "mfma_prop"), M, N, K, kw["dtype"], kw["b_transposed"])
+    check_gemm(_cpu_module_of_hip_lowering(s, args, "mfma_prop"), M, N, K, kw["dtype"], kw["b_transposed"])
     _check_tile_product(dt.lower(s, args, target="hip"))
 
 
@@ -321,11 +320,7 @@ def test_mfma_of_ops_gemm_and_gfx940(tmp_path):
     """The library's own GEMM schedule (ditron.ops.gemm.schedule_mma) and CDNA3 (gfx940: the
     gfx94x mnemonics; gfx942 itself needs ROCm >= 5.7's compiler, Debian's clang 15 rejects it)."""
     from ditron.ops.gemm import schedule_mma
-    A = dt.placeholder((256, 64), "bfloat16", name="A")
-    B = dt.placeholder((64, 128), "bfloat16", name="B")
-    k = dt.reduce_axis((0, 64), name="k")
-    C = dt.compute((256, 128), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"),
-                                                   axis=k), name="C")
+    A, B, C = _gemm(256, 128, 64, "bfloat16")
     s = dt.create_schedule(C)
     schedule_mma(s, C, (A, B), block=(64, 64), warps=(2, 2))
     mod = dt.build(s, [A, B, C], target="hip", arch="gfx90a", name="ops_mfma")
@@ -368,11 +363,7 @@ def test_wgmma_and_dtypes_on_hip():
                                                r"NVIDIA Hopper instruction.*target 'hip'.*use "
                                                r"tensorize\(.., 'mma'\)"):
         dt.build(s, args, target="hip", arch="gfx90a", name="wgmma_hip")
-    A = dt.placeholder((64, 64), "float16", name="A")
-    B = dt.placeholder((64, 64), "bfloat16", name="B")
-    k = dt.reduce_axis((0, 64), name="k")
-    C = dt.compute((64, 64), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"),
-                                                 axis=k), name="C")
+    A, B, C = _gemm(64, 64, 64, "float16", "bfloat16")
     s = dt.create_schedule(C)
     s[C].tensorize(C.op.axis[0], "mma")
     with pytest.raises(dt.ScheduleError, match=r"operands A \(float16\) and B \(bfloat16\) are not valid "
@@ -401,11 +392,8 @@ def test_archs_without_the_instruction():
 
 
 def test_wavefronts_need_64_lanes_of_core_x():
-    A = dt.placeholder((64, 64), "float16", name="A")
-    B = dt.placeholder((64, 64), "float16", name="B")
-    k = dt.reduce_axis((0, 64), name="k")
-    C = dt.compute((64, 64), lambda i, j: dt.sum(A[i, k].astype("float32") * B[k, j].astype("float32"),
-                                                 axis=k), name="C")
+    A, B, C = _gemm(64, 64, 64, "float16")
+    (k,) = C.op.reduce_axis
     s = dt.create_schedule(C)
     i, j = C.op.axis
     ko, ki = s[C].split(k, factor=32)

@@ -10,7 +10,11 @@ TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _run_cpu(s, args, M, N, K, dtype, b_transposed=False, name="mma"):
-    mod = dt.build(s, args, target="cpu", name=name)
+    check_gemm(dt.build(s, args, target="cpu", name=name), M, N, K, dtype, b_transposed)
+
+
+def check_gemm(mod, M, N, K, dtype, b_transposed=False):
+    """``mod(a, b, c)`` computes ``c = a @ b`` (``b`` given as (N, K) when ``b_transposed``)."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(M, K, generator=g).to(TORCH[dtype])
     b = torch.randn(*((N, K) if b_transposed else (K, N)), generator=g).to(TORCH[dtype])

@@ -76,45 +76,10 @@ __device__ __forceinline__ void shmem_wait(int64_t* flag, int64_t value, const c
 
 #ifndef __CUDACC_RTC__
 #include <cuda_runtime.h>
-#include <stdexcept>
-#include <string>
+#define DITRON_RT(name) cuda##name
+#include "ditron/side_stream.h"
 
 namespace ditron {
-
-// The communication region of an overlapped all_gather runs on a side stream, beside the
-// consumer kernel on the caller's stream: forked after what the caller queued, joined
-// before the closing region. One side stream (and its two events) per host thread.
-struct SideStream {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
-};
-
-inline void side_check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-inline SideStream& side_state() {
-  static thread_local SideStream st;
-  if (st.stream == nullptr) {
-    side_check(cudaStreamCreateWithFlags(&st.stream, cudaStreamNonBlocking), "creating the side stream");
-    side_check(cudaEventCreateWithFlags(&st.fork, cudaEventDisableTiming), "creating the fork event");
-    side_check(cudaEventCreateWithFlags(&st.join, cudaEventDisableTiming), "creating the join event");
-  }
-  return st;
-}
-
-inline cudaStream_t side_stream(cudaStream_t main) {
-  SideStream& st = side_state();
-  side_check(cudaEventRecord(st.fork, main), "forking the side stream");
-  side_check(cudaStreamWaitEvent(st.stream, st.fork, 0), "forking the side stream");
-  return st.stream;
-}
-
-inline void join_side_stream(cudaStream_t main) {
-  SideStream& st = side_state();
-  side_check(cudaEventRecord(st.join, st.stream), "joining the side stream");
-  side_check(cudaStreamWaitEvent(main, st.join, 0), "joining the side stream");
-}
 
 // copy='ce': transfers queued by the host on a stream; NVSHMEM moves them with the copy
 // engines (peers over NVLink / PCIe) or its proxy (network), and no SM spins on a flag.

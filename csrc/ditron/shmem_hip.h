@@ -90,44 +90,6 @@ __device__ __forceinline__ void shmem_wait(int64_t* flag, int64_t value, const c
 
 }  // namespace ditron
 
-#include <stdexcept>
-#include <string>
-
-namespace ditron {
-
-// The communication region of an overlapped all_gather runs on a side stream, beside the
-// consumer kernel on the caller's stream: forked after what the caller queued, joined
-// before the closing region. One side stream (and its two events) per host thread.
-struct SideStream {
-  hipStream_t stream = nullptr;
-  hipEvent_t fork = nullptr, join = nullptr;
-};
-
-inline void side_check(hipError_t err, const char* what) {
-  if (err != hipSuccess) throw std::runtime_error(std::string(what) + ": " + hipGetErrorString(err));
-}
-
-inline SideStream& side_state() {
-  static thread_local SideStream st;
-  if (st.stream == nullptr) {
-    side_check(hipStreamCreateWithFlags(&st.stream, hipStreamNonBlocking), "creating the side stream");
-    side_check(hipEventCreateWithFlags(&st.fork, hipEventDisableTiming), "creating the fork event");
-    side_check(hipEventCreateWithFlags(&st.join, hipEventDisableTiming), "creating the join event");
-  }
-  return st;
-}
-
-inline hipStream_t side_stream(hipStream_t main) {
-  SideStream& st = side_state();
-  side_check(hipEventRecord(st.fork, main), "forking the side stream");
-  side_check(hipStreamWaitEvent(st.stream, st.fork, 0), "forking the side stream");
-  return st.stream;
-}
-
-inline void join_side_stream(hipStream_t main) {
-  SideStream& st = side_state();
-  side_check(hipEventRecord(st.join, st.stream), "joining the side stream");
-  side_check(hipStreamWaitEvent(main, st.join, 0), "joining the side stream");
-}
-
-}  // namespace ditron
+// The side stream of an overlapped all_gather (shared with shmem_cuda.h).
+#define DITRON_RT(name) hip##name
+#include "ditron/side_stream.h"

@@ -164,9 +164,10 @@ def rocshmem_build(debug=False):
                            "install folder (with include/rocshmem and lib/librocshmem.a)")
     lib = os.path.join(home, "lib", "librocshmem.a")
     if not os.path.isfile(lib):
-        raise CompileError(f"rocSHMEM at {home} has headers but no lib/librocshmem.a")
-    header = os.path.join(home, "include", "rocshmem", "rocshmem.hpp")
-    m = re.search(r'VERSION\[\]\s*=\s*"([\d.]+)"', open(header).read())
+        raise CompileError(f"rocSHMEM at {home} has headers but no lib/librocshmem.a; set ROCSHMEM_HOME "
+                           "to a complete install (include/rocshmem and lib/librocshmem.a)")
+    with open(os.path.join(home, "include", "rocshmem", "rocshmem.hpp")) as f:
+        m = re.search(r'VERSION\[\]\s*=\s*"([\d.]+)"', f.read())
     libs = ["-fgpu-rdc", "--hip-link", lib, "-lamdhip64", "-lhsa-runtime64"]
     # the library is linked whole into every kernel: its size and time stamp join the version
     # (a cache key), so that kernels are rebuilt after an upgrade that keeps the version text

@@ -14,6 +14,7 @@ from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.dtype import itemsize
 from ..lower import ir, arith
+from ..lower.mma import LANES, UNIT
 from .cstyle import CStyleRenderer
 
 
@@ -373,19 +374,18 @@ class CUDARenderer(CStyleRenderer):
         if k.comm is not None:
             return self.comm_kernel_lines(k, d, fname)
         tiles = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile)]
-        foreign = [t for t in tiles if t.intrinsic not in ("mma", "wgmma")]
-        if foreign and self.target == "cuda":
-            raise ScheduleError(f"stage '{k.name}': its tensorized tile was lowered for target 'hip' "
-                                f"({foreign[0].intrinsic}: 64-lane wavefronts, the MFMA layout); for the "
-                                "CUDA target lower it with dt.lower(..., target='cuda') (dt.build does this)")
+        for t in tiles:
+            self.check_tile(t, k.name)
         if tiles and tiles[0].intrinsic == "wgmma":
             return self.wgmma_kernel_lines(k, d, fname, tiles[0])
         if tiles:
-            lanes = k.threads.get("core.x", (None, 1))[1]
-            if lanes % 32:
-                raise ScheduleError(f"stage '{k.name}': mma tiles need warps of 32 consecutive "
-                                    f"threads, but other stages of the kernel make core.x {lanes} "
-                                    "wide; use a multiple of 32 for core.x")
+            intrinsic = tiles[0].intrinsic
+            unit, lanes = LANES[intrinsic], k.threads.get("core.x", (None, 1))[1]
+            if lanes % unit:
+                raise ScheduleError(f"stage '{k.name}': {'MFMA' if intrinsic == 'mfma' else intrinsic} tiles "
+                                    f"need {UNIT[intrinsic]}s of {unit} consecutive threads, but other stages "
+                                    f"of the kernel make core.x {lanes} wide; use a multiple of {unit} for "
+                                    f"core.x on target '{self.target}' ({self.arch})")
         nthreads = 1
         for _, ext in k.threads.values():
             nthreads *= ext
@@ -432,6 +432,14 @@ class CUDARenderer(CStyleRenderer):
         self.kernel_defs.append("\n".join(out))
         block = tuple(k.threads[f"core.{a}"][1] if f"core.{a}" in k.threads else 1 for a in "xyz")
         return self.launch_lines(k, d, fname, block, smem if dynamic else 0, self.kernel_args())
+
+    def check_tile(self, tile, stage):
+        """ScheduleError unless this renderer has the tile's instruction: a tile lowered for
+        target 'hip' (MFMA layout, 64-lane wavefronts) cannot be rendered as CUDA."""
+        if tile.intrinsic not in ("mma", "wgmma"):
+            raise ScheduleError(f"stage '{stage}': its tensorized tile was lowered for target 'hip' "
+                                f"({tile.intrinsic}: 64-lane wavefronts, the MFMA layout); for the "
+                                "CUDA target lower it with dt.lower(..., target='cuda') (dt.build does this)")
 
     def launch_lines(self, k, d, fname, block, smem, args, setup=(), comment=""):
         """Host code launching ``fname`` over the kernel's grid (recorded in ``launches`` for
@@ -492,20 +500,27 @@ class CUDARenderer(CStyleRenderer):
 
     # ------------------------------------------------------------------ communication (NVSHMEM)
     def comm_lines(self, s, d):
-        """Block-wide NVSHMEM puts / gets, fenced signals and waits (csrc/ditron/shmem_cuda.h);
-        in host mode, their stream-queued forms."""
-        if self.comm_mode == "host":
-            return self.host_comm_lines(s, d)
+        """Block-wide NVSHMEM puts / gets, fenced signals and waits (csrc/ditron/shmem_cuda.h:
+        ``shmem_*``); in host mode, their forms queued on ``stream`` (``ce_*``)."""
         p = "  " * d
+        host = self.comm_mode == "host"
+        prefix, stream = ("ce_", ", stream") if host else ("shmem_", "")
         if isinstance(s, ir.Put):
-            fn = "shmem_get" if isinstance(s, ir.Get) else "shmem_put"
-            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)});"]
+            fn = prefix + ("get" if isinstance(s, ir.Get) else "put")
+            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)}{stream});"]
         if isinstance(s, ir.Signal):
-            return [f"{p}ditron::shmem_signal({self._signal_args(s)}, {self.expr(s.pe)});"]
-        epoch = self.var_name(self.func.world.epoch)
-        idx = self.expr(s.index)
-        return [f"{p}ditron::shmem_wait({s.flag.name} + {idx}, {epoch} * {s.scale}, \"{s.tensor}\", {idx}, "
-                f"({idx}) / {s.per_rank}, {self.var_name(self.func.world.rank)}, {TIMEOUT});"]
+            return [f"{p}ditron::{prefix}signal({self._signal_args(s)}, {self.expr(s.pe)}{stream});"]
+        flag, value, where = self._wait_args(s)
+        if not host:
+            return [f"{p}ditron::shmem_wait({flag}, {value}, \"{s.tensor}\", {where});"]
+        # a stream wait; debug builds launch a one-thread kernel that times out instead
+        waiter = self._debug_waiter(s.tensor)
+        return ["#ifdef DITRON_DEBUG_WAITS",
+                f"{p}{waiter}<<<1, 1, 0, stream>>>({flag}, {value}, {where});",
+                f"{p}check({self.rt}GetLastError(), \"launch of {waiter}\");",
+                "#else",
+                f"{p}ditron::ce_wait({flag}, {value}, stream);",
+                "#endif"]
 
     def for_lines(self, s, d):
         spread = s.annotations.get("spread")
@@ -591,25 +606,12 @@ class CUDARenderer(CStyleRenderer):
                 i += 1
         return out
 
-    def host_comm_lines(self, s, d):
-        """A put, get, signal or wait queued on ``stream`` by the host (shmem_cuda.h's ce_*)."""
-        p = "  " * d
-        if isinstance(s, ir.Put):
-            fn = "ce_get" if isinstance(s, ir.Get) else "ce_put"
-            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)}, stream);"]
-        if isinstance(s, ir.Signal):
-            return [f"{p}ditron::ce_signal({self._signal_args(s)}, {self.expr(s.pe)}, stream);"]
-        # a wait: a stream wait; debug builds launch a one-thread kernel that times out
+    def _wait_args(self, s):
+        """``(flag, value, where)`` of a wait: the flag's address, the value to reach, and what
+        a timed-out debug wait reports (chunk, sending rank, this rank, timeout)."""
         idx = self.expr(s.index)
-        flag, value = f"{s.flag.name} + {idx}", f"{self.var_name(self.func.world.epoch)} * {s.scale}"
-        waiter = self._debug_waiter(s.tensor)
-        return ["#ifdef DITRON_DEBUG_WAITS",
-                f"{p}{waiter}<<<1, 1, 0, stream>>>({flag}, {value}, {idx}, ({idx}) / {s.per_rank}, "
-                f"{self.var_name(self.func.world.rank)}, {TIMEOUT});",
-                f"{p}check({self.rt}GetLastError(), \"launch of {waiter}\");",
-                "#else",
-                f"{p}ditron::ce_wait({flag}, {value}, stream);",
-                "#endif"]
+        return (f"{s.flag.name} + {idx}", f"{self.var_name(self.func.world.epoch)} * {s.scale}",
+                f"{idx}, ({idx}) / {s.per_rank}, {self.var_name(self.func.world.rank)}, {TIMEOUT}")
 
     def _transfer_args(self, s):
         """``dst, src, bytes`` of a put or get."""

@@ -16,7 +16,6 @@ path (see :meth:`HIPRenderer.comm_kernel_lines`).
 import re
 
 from ..errors import ScheduleError
-from ..lower import ir
 from .cuda import CUDARenderer
 
 # LDS bytes per workgroup (AMD CDNA / RDNA ISA guides): 64 KB, 160 KB on gfx950.
@@ -63,20 +62,11 @@ class HIPRenderer(CUDARenderer):
                                 "or signal op before rocSHMEM 3.3). Use copy='sm' on AMD GPUs")
         return super().comm_kernel_lines(k, d, fname)
 
-    def kernel_lines(self, k, d):
-        """A kernel region; matrix tiles must have been lowered for MFMA (``lower(...,
-        target="hip")``) and run on whole 64-lane wavefronts of core.x."""
+    def check_tile(self, tile, stage):
+        """Matrix tiles must have been lowered for MFMA (``lower(..., target="hip")``), on an
+        arch with the instruction (:func:`ditron.codegen.mfma.check_tile`)."""
         from .mfma import check_tile
-        tiles = [s for s in ir.walk_stmts(k.body) if isinstance(s, ir.MmaTile)]
-        for t in tiles:
-            check_tile(t, k.name, self.arch)
-        if tiles:
-            lanes = k.threads.get("core.x", (None, 1))[1]
-            if lanes % 64:
-                raise ScheduleError(f"stage '{k.name}': MFMA tiles need wavefronts of 64 consecutive "
-                                    f"threads, but other stages of the kernel make core.x {lanes} "
-                                    f"wide; use a multiple of 64 for core.x on target 'hip' ({self.arch})")
-        return super().kernel_lines(k, d)
+        check_tile(tile, stage, self.arch)
 
     def mma_lines(self, s, d):
         """A matrix tile on AMD matrix cores: v_mfma_f32_16x16x16 (see ditron.codegen.mfma)."""

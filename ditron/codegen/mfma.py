@@ -61,15 +61,13 @@ def describe(s, stage, arch):
 
 def check_tile(s, stage, arch):
     """ScheduleError unless the MmaTile ``s`` of stage ``stage`` can run as MFMA on ``arch``:
-    lowered for MFMA, operands of one dtype, and an arch with that dtype's 16x16x16 MFMA."""
+    lowered for MFMA (which checked the operand dtypes, ditron.lower.mma) and an arch with
+    that dtype's 16x16x16 MFMA."""
     where = describe(s, stage, arch)
     if s.intrinsic != "mfma":
         raise ScheduleError(f"{where}: the tile was lowered for NVIDIA's {s.intrinsic!r} layout; "
                             "target 'hip' needs it lowered for MFMA: dt.lower(..., target='hip') "
                             "(dt.build does this). 'wgmma' has no AMD counterpart: use 'mma'")
-    if s.a.dtype != s.b.dtype or s.a.dtype not in BUILTIN:
-        raise ScheduleError(f"{where}: operands {s.a.buffer.name} ({s.a.dtype}) and "
-                            f"{s.b.buffer.name} ({s.b.dtype}) must both be float16 or both bfloat16")
     valid = MFMA_ARCHS.get(arch)
     if valid is None:
         raise ScheduleError(f"{where}: {arch} has no MFMA matrix cores that ditron maps "

@@ -104,6 +104,8 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
     """
     if not isinstance(sch, Schedule):
         raise TypeError(f"lower expects a Schedule (dt.create_schedule), got {type(sch).__name__}")
+    if target not in (None, "cpu", "cuda", "hip"):
+        raise ValueError(f"lower: unknown target {target!r}; valid: None, 'cpu', 'cuda', 'hip'")
     args = list(args)
     used = set()
     shards = task_shards(sch, world_size)
@@ -158,10 +160,7 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
     _check_sharded_reads(sch, world_size, shards)
     if shards:
         check_task_reads(sch, infos, shards, world)
-    if target not in (None, "cpu", "cuda", "hip"):
-        raise ValueError(f"lower: unknown target {target!r}; valid: None, 'cpu', 'cuda', 'hip'")
-    builder = NestBuilder(sch, infos, arg_buffers, rotate, world, shards)
-    builder.target = target       # read by the tensorize lowering (ditron.lower.mma)
+    builder = NestBuilder(sch, infos, arg_buffers, rotate, world, shards, target)
     comm = CommLowering(world, symmetric, used) if world else None
     plans, closing = {}, {}
     for st in comm_stages:

@@ -102,8 +102,7 @@ class MmaLowering:
         st = self.stage = info.stage
         leaves = st.leaf_iter_vars
         self.t, asked = tensorized_axis(st)
-        # target: what lower() was asked to lower for (NestBuilder.target; None: CUDA layouts)
-        self.target = getattr(nb, "target", None)
+        self.target = nb.target     # what lower() lowers for (None: the CUDA layouts)
         self.where = f"stage '{st.name}': tensorize({leaves[self.t].name!r}, {asked!r})"
         self.intrinsic = target_intrinsic(asked, self.target, self.where)
         if self.intrinsic != asked:
@@ -150,9 +149,9 @@ class MmaLowering:
         bound_x = [iv.name for s, iv in [(st, x) for x in leaves] + info.enclosing
                    if self.nb.core_of(s, iv) == "core.x"]
         if bound_x:
-            unit = UNIT.get(self.intrinsic, "warp")
+            unit = UNIT[self.intrinsic]
             raise LoweringError(f"{self.where}: axes {bound_x} are bound to core.x, but core.x holds "
-                                f"the {LANES.get(self.intrinsic, 32)} lanes of each {unit}; bind the "
+                                f"the {LANES[self.intrinsic]} lanes of each {unit}; bind the "
                                 f"{unit} axes to core.y / core.z")
         inside = [x.name for iv in leaves[self.t:] for x in self.nb.attached.get((st, iv), [])]
         if inside:

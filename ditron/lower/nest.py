@@ -25,8 +25,9 @@ def device_prefix(stage):
 
 
 class NestBuilder:
-    def __init__(self, sch, infos, arg_buffers, rotate=None, world=None, shards=None):
+    def __init__(self, sch, infos, arg_buffers, rotate=None, world=None, shards=None, target=None):
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
+        self.target = target        # what lower() lowers for (the tensorize instruction, ditron.lower.mma)
         self.world = world          # CommWorld of a distributed program, else None
         self.shards = shards or {}  # stage -> TaskShard (bind(ax, "task"))
         self.rotate = rotate or {}  # stage -> (axis, rank var, world size), see rotated()
