@@ -78,7 +78,12 @@ class Kernel {
     }
     if (rc != 0) {
       const char* msg = message_();
-      throw std::runtime_error(msg && *msg ? msg : "kernel failed without a message");
+      const std::string text = msg && *msg ? msg : "kernel failed without a message";
+      // return codes: ditron/codegen/signature.py (ERRORS)
+      PyObject* type = rc == 2 ? PyExc_ZeroDivisionError : rc == 3 ? PyExc_IndexError
+                     : rc == 4 ? PyExc_ValueError : PyExc_RuntimeError;
+      PyErr_SetString(type, text.c_str());
+      throw py::error_already_set();
     }
   }
 
@@ -86,13 +91,30 @@ class Kernel {
   // interpreting the same attribute reads costs twice as much. ``dtypes`` are
   // torch dtype objects, ``shapes`` per-arg tuples whose entries are ints
   // (static dims) or ints < 0 meaning "symbolic dim number -(d+1)".
+  //
+  // ``itemsizes`` and ``outputs`` (per arg) serve the memory checks: an output must not
+  // require grad nor overlap another argument, except an identical range declared in place
+  // (``inplace``: (output, input) index pairs). After a run, ``bump`` (torch's
+  // increment_version) is called with the outputs, as torch's out= does.
   void set_checks(py::object tensor_type, py::list dtypes, py::list shapes, int num_vars, bool on_cpu,
-                  py::list aligns) {
+                  py::list aligns, py::list itemsizes, py::list outputs, py::list inplace, py::object bump) {
     tensor_type_ = tensor_type;
+    bump_ = bump;
     dtypes_.clear();
     shapes_.clear();
     aligns_.clear();
+    itemsizes_.clear();
+    outputs_.clear();
+    inplace_.clear();
     for (auto a : aligns) aligns_.push_back(a.cast<uintptr_t>());
+    for (auto a : itemsizes) itemsizes_.push_back(a.cast<int64_t>());
+    for (auto a : outputs) outputs_.push_back(a.cast<bool>());
+    num_outputs_ = 0;
+    for (bool o : outputs_) num_outputs_ += o ? 1 : 0;
+    for (auto pair : inplace) {
+      auto t = pair.cast<py::tuple>();
+      inplace_.emplace_back(t[0].cast<size_t>(), t[1].cast<size_t>());
+    }
     for (auto d : dtypes) dtypes_.push_back(py::reinterpret_borrow<py::object>(d));
     for (auto sh : shapes) {
       std::vector<int64_t> v;
@@ -114,8 +136,11 @@ class Kernel {
     static PyObject* s_is_cuda = PyUnicode_InternFromString("is_cuda");
     static PyObject* s_contig = PyUnicode_InternFromString("is_contiguous");
     static PyObject* s_ptr = PyUnicode_InternFromString("data_ptr");
+    static PyObject* s_grad = PyUnicode_InternFromString("requires_grad");
+    static PyObject* s_neg = PyUnicode_InternFromString("is_neg");
     constexpr size_t kSmall = 32;
     void* ptr_buf[kSmall];
+    int64_t bytes[kSmall];
     int64_t vars[kSmall];
     const size_t n = args.size();
     if (n > kSmall || num_vars_ > (int)kSmall) return false;
@@ -129,16 +154,27 @@ class Kernel {
       if (!sh || !PyTuple_Check(sh.ptr())) { PyErr_Clear(); return false; }
       const std::vector<int64_t>& want = shapes_[i];
       if ((size_t)PyTuple_GET_SIZE(sh.ptr()) != want.size()) return false;
+      int64_t numel = 1;
       for (size_t d = 0; d < want.size(); ++d) {
         const int64_t got = PyLong_AsLongLong(PyTuple_GET_ITEM(sh.ptr(), d));
         if (want[d] >= 0) {
           if (got != want[d]) return false;
         } else {
+          // symbolic dims are int32 in generated code: larger ones take the Python path's error
+          if (got > kMaxDim) return false;
           int64_t& v = vars[-want[d] - 1];
           if (v >= 0 && v != got) return false;
           v = got;
         }
+        numel *= got;
       }
+      bytes[i] = numel * itemsizes_[i];
+      if (outputs_[i]) {
+        py::object g = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, s_grad));
+        if (g.ptr() != Py_False) { PyErr_Clear(); return false; }
+      }
+      py::object neg = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_neg));
+      if (neg.ptr() != Py_False) { PyErr_Clear(); return false; }
       py::object dev = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, on_cpu_ ? s_is_cpu : s_is_cuda));
       if (dev.ptr() != Py_True) { PyErr_Clear(); return false; }
       py::object c = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_contig));
@@ -148,7 +184,37 @@ class Kernel {
       ptr_buf[i] = PyLong_AsVoidPtr(p.ptr());
       if (i < aligns_.size() && reinterpret_cast<uintptr_t>(ptr_buf[i]) % aligns_[i]) return false;
     }
+    if (!disjoint(ptr_buf, bytes, n)) return false;
     run(ptr_buf, vars, stream);
+    if (!bump_.is_none() && num_outputs_ > 0) {     // one call for all outputs
+      py::tuple outs(num_outputs_);
+      size_t k = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (outputs_[i]) outs[k++] = args[i];
+      }
+      bump_(outs);
+    }
+    return true;
+  }
+
+  // Whether every output's bytes are disjoint from every other argument's (an identical
+  // range declared in place excepted).
+  bool disjoint(void* const* ptrs, const int64_t* bytes, size_t n) const {
+    for (size_t i = 0; i < n; ++i) {
+      if (!outputs_[i] || bytes[i] <= 0) continue;
+      const uintptr_t a = reinterpret_cast<uintptr_t>(ptrs[i]);
+      for (size_t j = 0; j < n; ++j) {
+        if (j == i || bytes[j] <= 0) continue;
+        const uintptr_t b = reinterpret_cast<uintptr_t>(ptrs[j]);
+        if (a < b + bytes[j] && b < a + bytes[i]) {
+          bool declared = false;
+          for (const auto& pr : inplace_) {
+            declared |= pr.first == i && pr.second == j && a == b && bytes[i] == bytes[j];
+          }
+          if (!declared) return false;
+        }
+      }
+    }
     return true;
   }
 
@@ -162,10 +228,16 @@ class Kernel {
   bool checks_ = false;
   bool on_cpu_ = true;
   int num_vars_ = 0;
+  static constexpr int64_t kMaxDim = 2147483647;
   py::object tensor_type_;
+  py::object bump_ = py::none();
   std::vector<py::object> dtypes_;
   std::vector<std::vector<int64_t>> shapes_;
   std::vector<uintptr_t> aligns_;
+  std::vector<int64_t> itemsizes_;
+  std::vector<bool> outputs_;
+  size_t num_outputs_ = 0;
+  std::vector<std::pair<size_t, size_t>> inplace_;
 };
 
 // The CUDA driver entry points of a launch, looked up in libcuda at run time.

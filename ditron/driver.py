@@ -6,7 +6,7 @@ from .build.toolchain import default_cuda_arch  # noqa: F401  (public here since
 TARGETS = ("cpu", "cuda", "hip")
 
 
-def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compiler=None):
+def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compiler=None, inplace=None):
     """Compile a schedule into a callable module.
 
     Parameters
@@ -30,6 +30,12 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         program, and nvcc otherwise (wgmma kernels need host-made TMA descriptors, and
         programs with host code between kernels need nvcc). ``mod.compiler`` tells
         which one built the module.
+    inplace : list of (Tensor, Tensor), optional
+        ``(output, input)`` pairs that callers may pass as the very same tensor, e.g.
+        ``inplace=[(B, A)]`` for ``mod(x, x)``. Without it, a call whose output shares any
+        memory with another argument raises ValueError naming both. Accepted only for
+        outputs computed element by element from the same element of the input (see
+        ditron.lower.inplace); anything else is a LoweringError.
 
     Returns
     -------
@@ -49,12 +55,14 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     True
     """
     from .lower import lower
-    from .codegen import render
-    from .build import compile_library, Module
-    if target not in TARGETS:
+    if not isinstance(target, str) or target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid targets: {', '.join(TARGETS)}")
-    if not isinstance(world_size, int) or world_size < 1:
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    if arch is not None and not isinstance(arch, str):
+        raise TypeError(f"arch must be a string like 'sm_90a' or 'gfx90a', got {type(arch).__name__} {arch!r}")
+    if compiler is not None and not isinstance(compiler, str):
+        raise TypeError(f"compiler must be a string ('auto', 'nvcc' or 'nvrtc'), got {compiler!r}")
     if target == "cuda":
         from .codegen.cuda import arch_number
         arch = arch or default_cuda_arch()
@@ -67,7 +75,17 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     if compiler not in (None, "auto", "nvcc", "nvrtc") or (compiler in ("auto", "nvrtc") and target != "cuda"):
         raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
                          "and 'auto'")
-    func = lower(sch, args, name=name, world_size=world_size, target=target)
+    func = lower(sch, args, name=name, world_size=world_size, target=target, inplace=inplace)
+    try:
+        return _compile(func, target, name, arch, world_size, compiler)
+    except RecursionError:
+        from .errors import nested_too_deeply
+        raise nested_too_deeply(name, "rendering") from None
+
+
+def _compile(func, target, name, arch, world_size, compiler):
+    from .codegen import render
+    from .build import compile_library, Module
     if compiler == "auto":
         from .build.nvrtc import nvrtc_available
         compiler = "nvrtc?" if nvrtc_available() else "nvcc"

@@ -41,3 +41,17 @@ class CompileError(DitronError):
 
 class LoweringError(DitronError):
     """A schedule that is valid primitive by primitive but cannot be lowered as a whole."""
+
+
+class BoundsError(LoweringError, IndexError):
+    """An access that lowering cannot prove to lie inside its tensor (see ditron.lower.proof).
+
+    Also an ``IndexError``, as reading outside a sequence is in Python. The message names
+    the stage (or kernel), the tensor, the index expression and the range it covers.
+    """
+
+
+def nested_too_deeply(name, doing):
+    """What a RecursionError in ``doing`` (lowering, rendering) of program ``name`` becomes."""
+    return LoweringError(f"'{name}': an expression is nested too deeply for {doing} (thousands of "
+                         "operations in one chain); split it into several computes")

@@ -66,8 +66,10 @@ def test_all_gather_composes_with_compute():
     assert dt.distributed.launch(_ag_compute, world_size=2, args=(6,)) == [[True] * 3] * 2
 
 
-def _one_rank_skips_the_call():
+def _one_rank_skips_the_call(first):
     x = dt.distributed.empty((4,), "float32")
+    if not first:
+        dt.ops.all_reduce(x)            # both ranks make the first call
     if dt.distributed.rank() == 1:
         return "skipped"
     return dt.ops.all_reduce(x)
@@ -76,23 +78,39 @@ def _one_rank_skips_the_call():
 def test_a_missing_peer_is_a_timeout_error_not_a_hang(monkeypatch):
     monkeypatch.setenv("DITRON_WAIT_TIMEOUT", "1.5")
     with pytest.raises(dt.DitronError) as info:
-        dt.distributed.launch(_one_rank_skips_the_call, world_size=2)
+        dt.distributed.launch(_one_rank_skips_the_call, world_size=2, args=(False,))
     msg = str(info.value)
     assert "rank 0: timed out after 1.5" in msg and "tensor 'Y' chunk 1 (sent by rank 1)" in msg
-    assert "expected flag >= 1, observed 0" in msg
+    assert "expected flag >= 2, observed 1" in msg
+    assert "in its call #2 to 'all_reduce_float32'(X: float32[4], Y: float32[4])" in msg   # this rank's call
+    assert "Rank 1 is in its call #1 to 'all_reduce_float32'" in msg                     # the sender's last
 
 
-def _dies():
+def test_a_peer_that_skips_its_first_call_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DITRON_WAIT_TIMEOUT", "1.5")
+    with pytest.raises(dt.DitronError) as info:
+        dt.distributed.launch(_one_rank_skips_the_call, world_size=2, args=(True,))
+    msg = str(info.value)
+    assert "rank 0: the first call of 'all_reduce_float32'(X: float32[4], Y: float32[4]) did not meet" in msg
+
+
+def _dies(first):
+    x = dt.distributed.empty((4,), "float32")
+    if not first:
+        dt.ops.all_reduce(x)
     if dt.distributed.rank() == 1:
         os._exit(3)
-    return dt.ops.all_reduce(dt.distributed.empty((4,), "float32"))
+    return dt.ops.all_reduce(x)
 
 
-def test_a_dead_rank_makes_the_others_fail(monkeypatch):
+@pytest.mark.parametrize("first", [False, True])
+def test_a_dead_rank_makes_the_others_fail(monkeypatch, first):
     monkeypatch.setenv("DITRON_WAIT_TIMEOUT", "1")
     with pytest.raises(dt.DitronError) as info:
-        dt.distributed.launch(_dies, world_size=2)
-    assert "rank 1 died (exit code 3)" in str(info.value) and "rank 0: timed out" in str(info.value)
+        dt.distributed.launch(_dies, world_size=2, args=(first,))
+    msg = str(info.value)
+    assert "rank 1 died (exit code 3)" in msg
+    assert ("rank 0: the first call of 'all_reduce_float32'" if first else "rank 0: timed out") in msg
 
 
 def _misuse():

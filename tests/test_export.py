@@ -46,6 +46,13 @@ def test_export_builds_and_runs_without_ditron(tmp_path):
             assert "M=6" in str(e), e
         else:
             raise SystemExit("mismatched dims were accepted")
+        # another dtype of the same size is not reinterpreted (hostile-input corpus)
+        try:
+            affine.affine(a.view(np.int32), b, c)
+        except TypeError as e:
+            assert "expected float32 elements" in str(e), e
+        else:
+            raise SystemExit("an int32 array was taken for float32")
     """, tmp_path)
 
 
@@ -143,7 +150,7 @@ def test_hip_export_writes_a_cmake_project_in_the_hip_language(tmp_path):
     assert cm.index("CMAKE_HIP_ARCHITECTURES") < cm.index("project(")      # before CMake probes for a GPU
     assert "add_library(scale_hip_kernel SHARED scale_hip.hip)" in cm
     assert "set_source_files_properties(scale_hip.hip PROPERTIES LANGUAGE HIP)" in cm
-    assert "$<$<COMPILE_LANGUAGE:HIP>:-O3>" in cm
+    assert "$<$<COMPILE_LANGUAGE:HIP>:-O3 -fwrapv>" in cm
     assert "CUDA" not in cm and "OpenMP" not in cm
     # The binding is plain C++ over the C entry point (no GPU runtime header, built by the
     # host compiler, as for CUDA) and takes device pointers only: host buffers are refused.

@@ -5,10 +5,14 @@
 // does for these dtypes on the CPU. Integer '//' and '%' follow Python (floor)
 // semantics, as in the expression language.
 #pragma once
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 
 namespace ditron {
 
@@ -75,8 +79,28 @@ struct bfloat16 {
   operator float() const { return bf16_bits_to_float(bits); }
 };
 
+// Float -> integer conversion as the processor's (and so torch's, on the CPU) is defined for
+// every value: NaN and values out of range give the "integer indefinite" INT_MIN of int32 /
+// int64 (C++ leaves them undefined, and a compiler may fold them to anything); int8 goes
+// through int32 and keeps the low byte.
+template <class T, class S> inline T float_to_int(S v) {
+  if constexpr (sizeof(T) < 4) {
+    return static_cast<T>(float_to_int<int32_t>(v));
+  } else {
+    constexpr S lo = -static_cast<S>(static_cast<uint64_t>(1) << (8 * sizeof(T) - 1));
+    if (!(v >= lo && v < -lo)) return static_cast<T>(static_cast<uint64_t>(1) << (8 * sizeof(T) - 1));
+    return static_cast<T>(v);
+  }
+}
+
 // Conversion that goes through float for the 16-bit types.
-template <class T, class S> inline T cast(S v) { return static_cast<T>(v); }
+template <class T, class S> inline T cast(S v) {
+  if constexpr (std::is_integral<T>::value && !std::is_same<T, bool>::value && std::is_floating_point<S>::value) {
+    return float_to_int<T>(v);
+  } else {
+    return static_cast<T>(v);
+  }
+}
 template <> inline half cast<half, half>(half v) { return v; }
 template <> inline bfloat16 cast<bfloat16, bfloat16>(bfloat16 v) { return v; }
 #define DITRON_CAST16(T)                                                             \
@@ -94,27 +118,81 @@ template <> inline bfloat16 cast<bfloat16, half>(half v) { return bfloat16((floa
 #define DITRON_CAST_FROM16(T)                                                        \
   template <> inline float cast<float, T>(T v) { return (float)v; }                  \
   template <> inline double cast<double, T>(T v) { return (double)(float)v; }        \
-  template <> inline int32_t cast<int32_t, T>(T v) { return (int32_t)(float)v; }     \
-  template <> inline int64_t cast<int64_t, T>(T v) { return (int64_t)(float)v; }     \
-  template <> inline int8_t cast<int8_t, T>(T v) { return (int8_t)(float)v; }        \
+  template <> inline int32_t cast<int32_t, T>(T v) { return float_to_int<int32_t>((float)v); } \
+  template <> inline int64_t cast<int64_t, T>(T v) { return float_to_int<int64_t>((float)v); } \
+  template <> inline int8_t cast<int8_t, T>(T v) { return float_to_int<int8_t>((float)v); }    \
   template <> inline bool cast<bool, T>(T v) { return (float)v != 0.0f; }
 DITRON_CAST_FROM16(half)
 DITRON_CAST_FROM16(bfloat16)
 #undef DITRON_CAST_FROM16
 
+// Integer division. The divisor is never 0 in the plain forms (a constant, or proven
+// non-zero); the *_checked forms record division by zero in ``err`` (the site's number)
+// and return 0, and the entry point raises ZeroDivisionError after the call. A divisor of
+// -1 negates with wrap-around, so INT_MIN / -1 gives INT_MIN (as torch does) instead of
+// the processor's overflow trap.
+template <class T> inline T neg_wrap(T a) {
+  using U = typename std::make_unsigned<T>::type;
+  return static_cast<T>(U(0) - static_cast<U>(a));
+}
+template <class T> inline T truncdiv(T a, T b) { return b == T(-1) ? neg_wrap(a) : static_cast<T>(a / b); }
 template <class T> inline T floordiv(T a, T b) {
+  if (b == T(-1)) return neg_wrap(a);
   const T q = a / b, r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? q - 1 : q;
 }
 template <class T> inline T floormod(T a, T b) {
+  if (b == T(-1)) return 0;
   const T r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
 }
 inline float floormod(float a, float b) { return a - std::floor(a / b) * b; }
 inline double floormod(double a, double b) { return a - std::floor(a / b) * b; }
 
-template <class T> inline T max_(T a, T b) { return a > b ? a : b; }
-template <class T> inline T min_(T a, T b) { return a < b ? a : b; }
+template <class T> inline T truncdiv_checked(T a, T b, std::atomic<int>& err, int site) {
+  if (b == 0) { err.store(site, std::memory_order_relaxed); return 0; }
+  return truncdiv(a, b);
+}
+template <class T> inline T floordiv_checked(T a, T b, std::atomic<int>& err, int site) {
+  if (b == 0) { err.store(site, std::memory_order_relaxed); return 0; }
+  return floordiv(a, b);
+}
+template <class T> inline T floormod_checked(T a, T b, std::atomic<int>& err, int site) {
+  if (b == 0) { err.store(site, std::memory_order_relaxed); return 0; }
+  return floormod(a, b);
+}
+
+// max / min propagate NaN, as torch.maximum / torch.amax do.
+template <class T> struct is_float_type { static constexpr bool value = std::is_floating_point<T>::value; };
+template <> struct is_float_type<half> { static constexpr bool value = true; };
+template <> struct is_float_type<bfloat16> { static constexpr bool value = true; };
+template <class T> inline T max_(T a, T b) {
+  if constexpr (is_float_type<T>::value) {
+    if (!(a == a)) return a;
+    if (!(b == b)) return b;
+  }
+  return a > b ? a : b;
+}
+template <class T> inline T min_(T a, T b) {
+  if constexpr (is_float_type<T>::value) {
+    if (!(a == a)) return a;
+    if (!(b == b)) return b;
+  }
+  return a < b ? a : b;
+}
+
+// What a kernel reports through its entry point's return code (ditron/codegen/signature.py).
+struct DivisionByZero : std::runtime_error { using std::runtime_error::runtime_error; };
+struct OutOfBounds : std::runtime_error { using std::runtime_error::runtime_error; };
+struct BadArgument : std::runtime_error { using std::runtime_error::runtime_error; };
+
+// DITRON_CHECK=1: every buffer access goes through this bounds check.
+inline int64_t checked_index(int64_t i, int64_t size, const char* buffer) {
+  if (i < 0 || i >= size)
+    throw OutOfBounds(std::string("index ") + std::to_string(i) + " is out of bounds for '" + buffer +
+                      "' of " + std::to_string(size) + " elements (DITRON_CHECK=1)");
+  return i;
+}
 
 // Math functions: float / double natively, 16-bit types through float.
 #define DITRON_MATH(NAME, EXPR_F, EXPR_D)                                  \

@@ -5,6 +5,7 @@
 #pragma once
 #if !defined(__CUDACC_RTC__)
 #include <cstdlib>
+#include <stdexcept>
 #endif
 
 namespace ditron {
@@ -33,19 +34,72 @@ template <class T, class S> __host__ __device__ __forceinline__ T cast(S v) {
   }
 }
 
+// Integer division, as in ditron/cpu.h: plain forms for divisors known to be non-zero,
+// *_checked forms that record division by zero in ``*err`` (the host reads it after the
+// launch and raises ZeroDivisionError), and -1 negating with wrap-around.
+template <class T> struct unsigned_of;
+template <> struct unsigned_of<int8_t> { using type = unsigned char; };
+template <> struct unsigned_of<int32_t> { using type = uint32_t; };
+template <> struct unsigned_of<int64_t> { using type = uint64_t; };
+template <class T> __host__ __device__ __forceinline__ T neg_wrap(T a) {
+  using U = typename unsigned_of<T>::type;
+  return static_cast<T>(U(0) - static_cast<U>(a));
+}
+template <class T> __host__ __device__ __forceinline__ T truncdiv(T a, T b) {
+  return b == T(-1) ? neg_wrap(a) : static_cast<T>(a / b);
+}
 template <class T> __host__ __device__ __forceinline__ T floordiv(T a, T b) {
+  if (b == T(-1)) return neg_wrap(a);
   const T q = a / b, r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? q - 1 : q;
 }
 template <class T> __host__ __device__ __forceinline__ T floormod(T a, T b) {
+  if (b == T(-1)) return 0;
   const T r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
 }
 __device__ __forceinline__ float floormod(float a, float b) { return a - floorf(a / b) * b; }
 __device__ __forceinline__ double floormod(double a, double b) { return a - floor(a / b) * b; }
 
-template <class T> __host__ __device__ __forceinline__ T max_(T a, T b) { return a > b ? a : b; }
-template <class T> __host__ __device__ __forceinline__ T min_(T a, T b) { return a < b ? a : b; }
+template <class T> __device__ __forceinline__ T truncdiv_checked(T a, T b, int* err, int site) {
+  if (b == 0) { atomicExch(err, site); return 0; }
+  return truncdiv(a, b);
+}
+template <class T> __device__ __forceinline__ T floordiv_checked(T a, T b, int* err, int site) {
+  if (b == 0) { atomicExch(err, site); return 0; }
+  return floordiv(a, b);
+}
+template <class T> __device__ __forceinline__ T floormod_checked(T a, T b, int* err, int site) {
+  if (b == 0) { atomicExch(err, site); return 0; }
+  return floormod(a, b);
+}
+
+// max / min propagate NaN, as torch.maximum / torch.amax do.
+template <class T> struct is_float_type { static constexpr bool value = false; };
+template <> struct is_float_type<float> { static constexpr bool value = true; };
+template <> struct is_float_type<double> { static constexpr bool value = true; };
+template <> struct is_float_type<half> { static constexpr bool value = true; };
+template <> struct is_float_type<bfloat16> { static constexpr bool value = true; };
+template <class T> __host__ __device__ __forceinline__ T max_(T a, T b) {
+  if constexpr (is_float_type<T>::value) {
+    if (!(a == a)) return a;
+    if (!(b == b)) return b;
+  }
+  return a > b ? a : b;
+}
+template <class T> __host__ __device__ __forceinline__ T min_(T a, T b) {
+  if constexpr (is_float_type<T>::value) {
+    if (!(a == a)) return a;
+    if (!(b == b)) return b;
+  }
+  return a < b ? a : b;
+}
+
+#if !defined(__CUDACC_RTC__)
+// What the host code reports through the entry point's return code (codegen/signature.py).
+struct DivisionByZero : std::runtime_error { using std::runtime_error::runtime_error; };
+struct BadArgument : std::runtime_error { using std::runtime_error::runtime_error; };
+#endif
 
 #define DITRON_MATH(NAME, EXPR_F, EXPR_D)                                                   \
   __device__ __forceinline__ float NAME(float x) { return EXPR_F; }                         \

@@ -55,7 +55,78 @@ inline std::atomic<bool>& shm_failed() {
   return failed;
 }
 
-inline void shm_begin_call() { shm_failed().store(false); }
+// Call records and module headers (ditron/runtime/identity.py). Each rank's heap holds,
+// at offset w[4 + world size] (-1: none), the record [seq, header offset, epoch, failed] of
+// its current call; a module header is [magic, identity, text length, text bytes ...].
+inline int64_t* shm_record(const int64_t* w, int pe) {
+  return reinterpret_cast<int64_t*>(static_cast<uintptr_t>(w[4 + pe] + w[4 + w[1]]));
+}
+
+inline void shm_begin_call(const int64_t* w, const int64_t* module, int64_t epoch) {
+  shm_failed().store(false);
+  if (w[4 + w[1]] < 0) return;
+  int64_t* rec = shm_record(w, static_cast<int>(w[0]));
+  const int64_t header = static_cast<int64_t>(reinterpret_cast<uintptr_t>(module) - static_cast<uintptr_t>(w[4 + w[0]]));
+  __atomic_store_n(&rec[1], header, __ATOMIC_RELAXED);
+  __atomic_store_n(&rec[2], epoch, __ATOMIC_RELAXED);
+  __atomic_store_n(&rec[0], __atomic_load_n(&rec[0], __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+}
+
+// "call #n to 'name'(args) (its epoch e)" of rank pe's record, as far as it can be read.
+inline std::string shm_call_text(const int64_t* w, int pe, int64_t seq, int64_t header, int64_t epoch) {
+  constexpr int64_t kMagic = 0x444954524f4e4d48;
+  std::string text = "call #" + std::to_string(seq);
+  const uintptr_t size = static_cast<uintptr_t>(w[3]);
+  if (seq <= 0) return "no communicating call yet";
+  if (header >= 0 && static_cast<uintptr_t>(header) + 512 <= size) {
+    const int64_t* h = reinterpret_cast<const int64_t*>(static_cast<uintptr_t>(w[4 + pe] + header));
+    if (h[0] == kMagic && h[2] > 0 && h[2] <= 488)
+      text += " to " + std::string(reinterpret_cast<const char*>(h + 3), static_cast<size_t>(h[2]));
+  }
+  return text + " (its call " + std::to_string(epoch) + " of that module)";
+}
+
+// Rank pe's record, read consistently (seq read again after the rest); false if it changed.
+inline bool shm_read_record(const int64_t* w, int pe, int64_t* out) {
+  const int64_t* rec = shm_record(w, pe);
+  const int64_t seq = __atomic_load_n(&rec[0], __ATOMIC_ACQUIRE);
+  out[1] = __atomic_load_n(&rec[1], __ATOMIC_RELAXED);
+  out[2] = __atomic_load_n(&rec[2], __ATOMIC_RELAXED);
+  out[3] = __atomic_load_n(&rec[3], __ATOMIC_RELAXED);
+  out[0] = seq;
+  return __atomic_load_n(&rec[0], __ATOMIC_ACQUIRE) == seq;
+}
+
+// A wait that is taking long: is the sending rank in the same call? If its call number is
+// this one's and its module another, the ranks run different programs: fail now.
+inline void shm_check_peer(const int64_t* w, int source, const char* tensor) {
+  if (w[4 + w[1]] < 0 || source < 0 || source >= w[1] || source == w[0]) return;
+  int64_t mine[4], peer[4];
+  if (!shm_read_record(w, static_cast<int>(w[0]), mine) || !shm_read_record(w, source, peer)) return;
+  const int me = static_cast<int>(w[0]);
+  if (peer[3] != 0) {
+    shm_failed().store(true);
+    throw std::runtime_error("rank " + std::to_string(me) + ": rank " + std::to_string(source) +
+                             " stopped with an error in its " + shm_call_text(w, source, peer[0], peer[1], peer[2]) +
+                             " while this rank waited for tensor '" + tensor + "' in its " +
+                             shm_call_text(w, me, mine[0], mine[1], mine[2]));
+  }
+  if (peer[0] == mine[0] && peer[1] != mine[1]) {
+    shm_failed().store(true);
+    throw std::runtime_error("ranks called different communicating modules at the same point: rank " +
+                             std::to_string(me) + " is in its " + shm_call_text(w, me, mine[0], mine[1], mine[2]) +
+                             ", rank " + std::to_string(source) + " in its " +
+                             shm_call_text(w, source, peer[0], peer[1], peer[2]) +
+                             ". Every rank must call the same modules, with the same shapes, in the same order");
+  }
+}
+
+inline std::string shm_peer_state(const int64_t* w, int source) {
+  if (w[4 + w[1]] < 0 || source < 0 || source >= w[1]) return "";
+  int64_t peer[4];
+  if (!shm_read_record(w, source, peer)) return "";
+  return " Rank " + std::to_string(source) + " is in its " + shm_call_text(w, source, peer[0], peer[1], peer[2]) + ".";
+}
 
 // Wait until ``*flag >= value``; after the world's timeout, fail with what was expected.
 inline void shm_wait(const int64_t* w, const int64_t* flag, int64_t value, const char* tensor, int chunk,
@@ -71,13 +142,18 @@ inline void shm_wait(const int64_t* w, const int64_t* flag, int64_t value, const
     std::this_thread::sleep_for(std::chrono::microseconds(spins < 1024 ? 10 : 200));
     if (shm_failed().load()) throw std::runtime_error("rank " + std::to_string(w[0]) + ": gave up waiting "
                                                       "for tensor '" + tensor + "' after another wait failed");
+    if (spins % 64 == 0) shm_check_peer(w, source, tensor);
     if (std::chrono::steady_clock::now() - start > limit) {
       shm_failed().store(true);
+      int64_t mine[4];
+      const bool known = w[4 + w[1]] >= 0 && shm_read_record(w, static_cast<int>(w[0]), mine);
       throw std::runtime_error(
           "rank " + std::to_string(w[0]) + ": timed out after " + std::to_string(w[2] / 1000.0) +
           " s waiting for tensor '" + tensor + "' chunk " + std::to_string(chunk) + " (sent by rank " +
-          std::to_string(source) + "): expected flag >= " + std::to_string(value) + ", observed " +
-          std::to_string(seen) + ". The sending rank may have died, skipped this call, or run a "
+          std::to_string(source) + ")" +
+          (known ? " in its " + shm_call_text(w, static_cast<int>(w[0]), mine[0], mine[1], mine[2]) : std::string()) +
+          ": expected flag >= " + std::to_string(value) + ", observed " + std::to_string(seen) + "." +
+          shm_peer_state(w, source) + " The sending rank may have died, skipped this call, or run a "
           "different number of calls (DITRON_WAIT_TIMEOUT sets the limit)");
     }
   }

@@ -73,7 +73,7 @@ def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=
 
 
 def _keep_failed(src, name, key, target):
-    d = os.path.join(cache.cache_dir(), "failed")
+    d = cache.failed_dir()
     os.makedirs(d, exist_ok=True)
     kept = os.path.join(d, f"{name}_{key[:16]}{toolchain.EXT[target]}")
     shutil.copyfile(src, kept)

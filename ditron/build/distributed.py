@@ -17,6 +17,7 @@ class DistributedModule(Module):
         self._launch = None          # the C fast path knows nothing of the hidden arguments
         self._buffers = None
         self._world_ref = None
+        self._header = 0             # address of this module's header on the symmetric heap
         self.epoch = 0
 
     def _world(self):
@@ -37,10 +38,23 @@ class DistributedModule(Module):
     def _allocate(self, w):
         import torch
         from .module import _torch_dtypes
+        from ..runtime import identity
         bufs = []
         gpu = w.target in ("cuda", "hip")
         if gpu:
             self._attach(w)
+        # the module header first: who this module is, for the first-call check and for
+        # what peers' waits report (ditron.runtime.identity)
+        ident = identity.identity(self.source, self.signature.world_size)
+        text = identity.describe(self.signature)
+        header = w.heap.allocate(identity.HEADER_BYTES)
+        identity.write_header(w.heap, header, ident, text)
+        try:
+            identity.check_first_call(w, ident, text, header - w.origin, w.calls_made())
+        except Exception:
+            self._mark_failed(w)
+            raise
+        self._header = w.heap.base(w.rank) + header
         for name, dtype, numel, copies in self.signature.symmetric:
             tdtype = _torch_dtypes()[dtype]
             size = numel * torch.empty((), dtype=tdtype).element_size()
@@ -51,6 +65,13 @@ class DistributedModule(Module):
         if gpu:                          # every rank's flags are zero before anyone signals
             w.heap.barrier()
         return bufs
+
+    @staticmethod
+    def _mark_failed(w):
+        """Tell the other ranks' waits that this rank stopped with an error (its call record's
+        ``failed`` word, ditron.runtime.identity): they fail at once, naming this rank."""
+        if w.record is not None:
+            w.record[3] = 1
 
     def _attach(self, w):
         """Fill this library's copy of NVSHMEM's / rocSHMEM's device state
@@ -82,7 +103,13 @@ class DistributedModule(Module):
         self.epoch += 1
         parity = self.epoch % 2
         hidden = tuple(base + (parity * size if copies == 2 else 0) for base, size, copies in self._buffers)
-        self._kernel(ptrs + hidden + (w.descriptor.data_ptr(),), scalars + (self.epoch, w.rank), stream)
+        try:
+            self._kernel(ptrs + hidden + (w.descriptor.data_ptr(), self._header), scalars + (self.epoch, w.rank),
+                         stream)
+        except RuntimeError:        # a communication failure: peers waiting on this rank stop too
+            self._mark_failed(w)
+            raise
+        self._written(args)
 
     def _as_tensor(self, n, t):
         return t if isinstance(t, self._tensor) else self._from_dlpack(n, t)

@@ -63,7 +63,12 @@ def export(module, out_dir, archs=None):
             "distributed runtime instead (inside dt.distributed.launch(fn, world_size=...) or after "
             "dt.distributed.init(...)). Only modules without communication operators can be exported")
     archs = _archs(sig.target, module.arch, archs)
-    out_dir = os.path.abspath(out_dir)
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
+        raise ValueError(f"export of '{sig.name}': out_dir must name a folder for the project, got {out_dir!r}")
+    out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"export of '{sig.name}': {out_dir} exists and is not a folder; give a folder "
+                         "for the project (created if missing)")
     os.makedirs(os.path.join(out_dir, "include"), exist_ok=True)
     source_file = sig.name + EXT[sig.target]
     with open(os.path.join(out_dir, source_file), "w") as f:

@@ -1,7 +1,60 @@
 """A compiled kernel, callable with torch tensors."""
 from .. import _C
+from ..te.dtype import itemsize
 
 _TORCH = None
+MAX_DIM = 2 ** 31 - 1     # symbolic dims are int32 in generated code
+_BUMP = []
+
+
+def _bump():
+    """What bumps the autograd version of a tuple of tensors: torch's C entry point behind
+    torch.autograd.graph.increment_version where there is one (the fast path calls it on
+    every launch), else that function, else None."""
+    if not _BUMP:
+        import torch
+        fn = getattr(torch._C, "_increment_version", None)
+        if fn is None:
+            try:
+                from torch.autograd.graph import increment_version as fn
+            except ImportError:
+                fn = None
+        _BUMP.append(fn)
+    return _BUMP[0]
+
+
+def _array_info(obj):
+    """``(read-only, strides if not C-contiguous else None)`` of a foreign array, from its
+    array interface or flags; unknown parts are (False, None)."""
+    readonly, strides = False, None
+    flags = getattr(obj, "flags", None)
+    if getattr(flags, "writeable", True) is False:
+        readonly = True
+    for attr in ("__array_interface__", "__cuda_array_interface__"):
+        try:
+            iface = getattr(obj, attr, None)
+        except Exception:       # (CuPy raises for host arrays, numpy for device ones)
+            iface = None
+        if not isinstance(iface, dict):
+            continue
+        data = iface.get("data")
+        if isinstance(data, tuple) and len(data) == 2 and data[1]:
+            readonly = True
+        shape, st = tuple(iface.get("shape", ())), iface.get("strides")
+        if st is not None:
+            try:
+                item = int(str(iface.get("typestr", "|u1"))[2:])
+            except ValueError:
+                item = 1
+            want, acc = [], item
+            for d in reversed(shape):
+                want.append(acc)
+                acc *= d
+            want = tuple(reversed(want))
+            if any(a != b and d != 1 for a, b, d in zip(st, want, shape)):
+                strides = tuple(st)
+        break
+    return readonly, strides
 
 
 def _torch_dtypes():
@@ -48,7 +101,10 @@ class Module:
         var_index = {v: n for n, v in enumerate(signature.scalar_vars)}
         shapes = [[d if isinstance(d, int) else -(var_index[d] + 1) for d in a.shape] for a in signature.args]
         self._kernel.set_checks(torch.Tensor, self._dtypes, shapes, len(var_index), not self._gpu,
-                                [a.align for a in signature.args])
+                                [a.align for a in signature.args],
+                                [itemsize(a.dtype) for a in signature.args],
+                                [a.is_output for a in signature.args],
+                                [tuple(pr) for pr in signature.inplace], _bump())
         # GPU launches need the current stream, looked up in Python.
         self._launch = None if self._gpu else self._kernel.launch
 
@@ -59,6 +115,12 @@ class Module:
         self._dtypes = [dtypes[a.dtype] for a in signature.args]
         self._gpu = signature.target in ("cuda", "hip")
         self._tensor = torch.Tensor
+        self._outputs = [n for n, a in enumerate(signature.args) if a.is_output]
+
+    def __reduce__(self):
+        # A module travels as what it was built from (the library stays in the cache):
+        # pickle, copy, or pass it to dt.distributed.launch ranks on the same machine.
+        return (type(self), (self.signature, self.source, self.lib_path, self.arch))
 
     @property
     def name(self):
@@ -84,7 +146,16 @@ class Module:
             return None
         ptrs, scalars, stream = self._check(args)
         self._kernel(ptrs, scalars, stream)
+        self._written(args)
         return None
+
+    def _written(self, args):
+        """Tell autograd that the outputs changed (as torch's ``out=`` does), so that a
+        backward pass that saved one of them fails instead of using the new values."""
+        bump = _bump()
+        outs = tuple(args[n] for n in self._outputs if isinstance(args[n], self._tensor))
+        if bump is not None and outs:
+            bump(outs)
 
     # ------------------------------------------------------------------ checks
     def _where(self, n):
@@ -97,10 +168,11 @@ class Module:
             raise TypeError(f"kernel '{self.name}' takes {len(sig.args)} tensors ({names}), "
                             f"got {len(args)}")
         bound = {}
-        ptrs = []
+        ptrs, spans = [], []
         for n, (t, spec, dtype) in enumerate(zip(args, sig.args, self._dtypes)):
             if not isinstance(t, self._tensor):
-                t = self._from_dlpack(n, t)
+                t = self._from_dlpack(n, t, spec.is_output)
+            self._check_layout(n, t)
             if t.dtype is not dtype:
                 raise TypeError(f"{self._where(n)}: expected dtype {spec.dtype}, got "
                                 f"{str(t.dtype).replace('torch.', '')}")
@@ -118,11 +190,19 @@ class Module:
                         raise ValueError(f"{self._where(n)}: dim {d} is {want}={got}, but {first} "
                                          f"gave {want}={value}")
                 else:
+                    if got > MAX_DIM:
+                        raise ValueError(f"{self._where(n)}: dim {d} ({want}) is {got}; symbolic dims "
+                                         f"are 32-bit in generated code (at most {MAX_DIM})")
                     bound[want] = (f"{self._where(n)} dim {d}", got)
             self._check_device(n, t)
             if not t.is_contiguous():
                 raise ValueError(f"{self._where(n)}: must be contiguous (row-major), got strides "
                                  f"{tuple(t.stride())}; call .contiguous()")
+            if spec.is_output and t.requires_grad:
+                raise ValueError(f"{self._where(n)} is an output and requires grad; a kernel writes its "
+                                 "outputs in place, which autograd cannot differentiate (as torch's "
+                                 "out= refuses): pass a tensor that does not require grad, or "
+                                 "t.detach()")
             ptr = t.data_ptr()
             if ptr % spec.align:
                 raise ValueError(f"{self._where(n)}: its data must be {spec.align}-byte aligned (the "
@@ -130,6 +210,8 @@ class Module:
                                  f"address {ptr % spec.align} bytes past that; .clone() gives an "
                                  "aligned copy")
             ptrs.append(ptr)
+            spans.append((ptr, t.numel() * t.element_size()))
+        self._check_overlap(spans)
         scalars = tuple(bound[v][1] for v in sig.scalar_vars)
         stream = 0
         if self._gpu:
@@ -137,17 +219,62 @@ class Module:
             stream = torch.cuda.current_stream().cuda_stream
         return tuple(ptrs), scalars, stream
 
-    def _from_dlpack(self, n, obj):
-        """Any ``__dlpack__`` object (numpy, CuPy, JAX arrays) is viewed as a tensor, without a copy."""
+    def _check_overlap(self, spans):
+        """An output must not share bytes with any other argument: the kernel reads and writes
+        through ``__restrict__`` pointers, and would read what it already overwrote. An
+        identical range declared in place (``dt.build(..., inplace=[(out, in)])``) is fine."""
+        declared = {tuple(pr) for pr in self.signature.inplace}
+        for i in self._outputs:
+            a, na = spans[i]
+            if na == 0:
+                continue
+            for j, (b, nb) in enumerate(spans):
+                if j == i or nb == 0 or not (a < b + nb and b < a + na):
+                    continue
+                if (i, j) in declared and a == b and na == nb:
+                    continue
+                how = ("partially overlaps" if (a, na) != (b, nb) else "is the same memory as")
+                hint = ("an in-place pair must be the very same tensor, not an overlapping view"
+                        if (i, j) in declared else
+                        f"pass a separate output (e.g. torch.empty_like), or, if the program computes "
+                        f"each element of '{self.signature.args[i].name}' from the same element of "
+                        f"'{self.signature.args[j].name}', build it with dt.build(..., "
+                        f"inplace=[({self.signature.args[i].name}, {self.signature.args[j].name})])")
+                raise ValueError(f"{self._where(i)} {how} {self._where(j)} (bytes "
+                                 f"[{a:#x}, {a + na:#x}) and [{b:#x}, {b + nb:#x})): an output must not "
+                                 f"share memory with another argument; {hint}")
+
+    def _check_layout(self, n, t):
+        import torch
+        if t.layout is not torch.strided or t.is_nested:
+            raise ValueError(f"{self._where(n)}: must be a dense (strided) tensor, got "
+                             f"{'a nested tensor' if t.is_nested else t.layout}; convert it with "
+                             ".to_dense()")
+        if t.is_neg() or t.is_conj():
+            raise ValueError(f"{self._where(n)}: it is a lazily negated / conjugated view (is_neg() or "
+                             "is_conj()), whose memory holds other values; call .resolve_neg() / "
+                             ".resolve_conj() first")
+
+    def _from_dlpack(self, n, obj, output=False):
+        """Any ``__dlpack__`` object (numpy, CuPy, JAX arrays) is viewed as a tensor, without a copy.
+        Read-only outputs and non-contiguous arrays are refused before DLPack sees them."""
         if not hasattr(obj, "__dlpack__"):
             raise TypeError(f"{self._where(n)}: expected a torch.Tensor or an object with "
                             f"__dlpack__ (numpy, CuPy), got {type(obj).__name__}")
+        readonly, strides = _array_info(obj)
+        if output and readonly:
+            raise ValueError(f"{self._where(n)} is an output but the {type(obj).__name__} is read-only; "
+                             "pass a writable array (e.g. a copy, or a memmap opened with mode 'r+')")
+        if strides is not None:
+            raise ValueError(f"{self._where(n)}: must be contiguous (row-major), got a "
+                             f"{type(obj).__name__} with strides {strides}; use np.ascontiguousarray "
+                             "(or .copy())")
         import torch
         try:
             return torch.from_dlpack(obj)
-        except Exception as e:  # e.g. a read-only numpy array, an unsupported dtype
+        except Exception as e:  # e.g. an unsupported dtype
             raise TypeError(f"{self._where(n)}: cannot view {type(obj).__name__} through "
-                            f"DLPack: {e}") from None
+                            f"DLPack: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
     def _check_device(self, n, t):
         if not self._gpu:

@@ -261,6 +261,10 @@ class NvrtcModule(Module):
     def __call__(self, *args):
         ptrs, scalars, stream = self._check(args)
         self._run(ptrs, scalars, stream)
+        self._written(args)
+
+    def __reduce__(self):
+        return (type(self), (self.signature, self.source, self.lib_path, self.arch, self.plan))
 
     def _load(self):
         import torch

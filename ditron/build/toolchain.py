@@ -68,7 +68,9 @@ def version_line(path):
 def flags(target, arch=None):
     """Compiler flags (without input / output / include paths)."""
     if target == "cpu":
-        return ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+        # -fwrapv: signed integers wrap around on overflow, as torch's do (and as lowering
+        # folds constants), instead of being undefined behaviour the optimizer exploits
+        return ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fwrapv"]
     if target == "cuda":
         arch = arch or "sm_80"
         num = arch.replace("sm_", "")
@@ -77,7 +79,7 @@ def flags(target, arch=None):
         return ["-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-Xptxas=-warn-spills",
                 f"-gencode=arch=compute_{num},code=sm_{num}"]
     if target == "hip":
-        return ["-O3", "-shared", "-fPIC", "-std=c++17", f"--offload-arch={arch or 'gfx90a'}"]
+        return ["-O3", "-shared", "-fPIC", "-std=c++17", "-fwrapv", f"--offload-arch={arch or 'gfx90a'}"]
     raise ValueError(f"unknown target {target!r}")
 
 

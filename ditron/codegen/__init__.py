@@ -49,12 +49,12 @@ def signature_of(func, target, world_size=1, alignment=None):
     written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
     sent = {s.src for s in ir.walk_stmts(func.body) if isinstance(s, ir.Put)}
     alignment = alignment or {}
-    args = tuple(ArgSpec(b.name, b.dtype, tuple(_dim(d, func, b) for d in b.shape), b in written,
+    args = tuple(ArgSpec(b.label, b.dtype, tuple(_dim(d, func, b) for d in b.shape), b in written,
                          alignment.get(b, 1), b in sent)
                  for b in func.params)
     symmetric = tuple((b.name, b.dtype, _numel(b), copies) for b, copies in func.symmetric)
     return KernelSignature(func.name, target, args, tuple(v.name for v in func.scalar_vars), world_size,
-                           symmetric, func.world is not None)
+                           symmetric, func.world is not None, tuple(func.inplace))
 
 
 def _numel(b):
@@ -106,6 +106,13 @@ def render_nvrtc(func, arch):
                           "build it with compiler='nvcc'")
     r = CUDARenderer(func, arch)
     source = _source(r, func, arch)
+    if func.preconditions:
+        raise NvrtcUnsupported(f"'{func.name}': its host code checks the symbolic dims before launching "
+                               f"({func.preconditions[0][1]}); build it with compiler='nvcc'")
+    if r.div_sites:
+        raise NvrtcUnsupported(f"'{func.name}': integer divisions by values that may be 0 are checked, and "
+                               "the host code reads the check's flag after the call; build it with "
+                               "compiler='nvcc'")
     plan = {"launches": r.launches,
             "temps": [(b.name, b.dtype, r.flat_size_expr(b)) for b in func.temps],
             "scalar_dtypes": [v.dtype for v in func.scalar_vars]}

@@ -6,7 +6,10 @@ barriers and each barrier-free piece loops over all cores of the block, with
 local buffers kept per core. That is exactly the SIMT semantics the GPU
 targets get from hardware.
 """
+import os
+
 from ..lower import ir
+from ..te.dtype import itemsize
 from .cstyle import CStyleRenderer
 
 
@@ -17,6 +20,18 @@ def _block_level(s):
     return any(isinstance(x, (ir.Barrier,) + COMM) for x in ir.walk_stmts(s))
 
 
+# Block buffers (shared, and per-core local ones times the cores) above this many bytes live
+# on the heap, one set per OpenMP thread, instead of in the stack frame of the block loop.
+STACK_LIMIT = 256 * 1024
+
+
+def checked_mode():
+    """``DITRON_CHECK=1``: every buffer access of CPU kernels is bounds-checked at run time
+    (an IndexError naming the buffer, the index and the size), for what the bounds proof
+    cannot cover. It changes the generated source, so checked builds are cached apart."""
+    return os.environ.get("DITRON_CHECK", "").strip() not in ("", "0")
+
+
 class CPURenderer(CStyleRenderer):
     target = "cpu"
     template = "cpu/kernel.cpp.j2"
@@ -24,6 +39,20 @@ class CPURenderer(CStyleRenderer):
     def __init__(self, func):
         super().__init__(func)
         self.kernel = None
+        self.checked = checked_mode()
+        if self.checked:             # (exceptions must not be thrown inside simd loops)
+            self.vectorize_pragma = "// (vectorize: off in DITRON_CHECK=1 builds)"
+
+    def flat_index(self, buf, indices):
+        text = super().flat_index(buf, indices)
+        if not self.checked:
+            return text
+        return f"ditron::checked_index({text}, {self._checked_size(buf)}, \"{buf.label}\")"
+
+    def _checked_size(self, buf):
+        if buf.scope == "global":
+            return self.flat_size(buf)
+        return str(self._size(buf))
 
     def template_args(self):
         return {"comm": self.func.world is not None}
@@ -49,14 +78,17 @@ class CPURenderer(CStyleRenderer):
 
     def for_lines(self, s, d):
         # the element loops of comm regions (never inside a parallel block loop) run in parallel
-        if s.annotations.get("spread") == "grid" and self.kernel is None:
+        if s.annotations.get("spread") == "grid" and self.kernel is None and not self.checked:
             return [f"{'  ' * d}#pragma omp parallel for schedule(static) if ({self.expr(s.extent)} > 65536)"] \
                 + super().for_lines(s, d)
         return super().for_lines(s, d)
 
     def render_body(self):
         text = super().render_body()
-        return ("  ditron::shm_begin_call();\n" + text) if self.func.world else text
+        if not self.func.world:
+            return text
+        epoch = self.var_name(self.func.world.epoch)
+        return f"  ditron::shm_begin_call({self.WORLD}, {self.MODULE}, {epoch});\n" + text
 
     def buffer_ref(self, buf):
         if buf.scope == "local" and self.kernel is not None and self.kernel.threads:
@@ -70,13 +102,27 @@ class CPURenderer(CStyleRenderer):
         self.kernel = k
         out = [f"{p}{{  // kernel {k.name}"]
         dd = d + 1
-        # An exception must not leave an OpenMP region: a failed wait is kept and rethrown
-        # after the loop (the other blocks' waits give up at once, see shm_wait).
-        catch = bool(k.grid) and any(isinstance(s, COMM) for s in ir.walk_stmts(k.body))
+        nthreads = 1
+        for _, ext in k.threads.values():
+            nthreads *= ext
+        sizes = [(b, self._size(b) * (nthreads if b.scope == "local" else 1)) for b in k.buffers]
+        on_heap = sum(n * itemsize(b.dtype) for b, n in sizes) > STACK_LIMIT
+        # An exception must not leave an OpenMP region: a failed wait (or, in checked builds,
+        # an out-of-bounds access) is kept and rethrown after the loop (the other blocks'
+        # waits give up at once, see shm_wait).
+        catch = bool(k.grid) and (self.checked or any(isinstance(s, COMM) for s in ir.walk_stmts(k.body)))
         if catch:
             out.append(f"{'  ' * dd}std::exception_ptr block_error = nullptr;")
         if k.grid:
-            out.append(f"{'  ' * dd}#pragma omp parallel for collapse({len(k.grid)}) schedule(static)")
+            if on_heap:          # one set of block buffers per OpenMP thread, on the heap
+                out.append(f"{'  ' * dd}#pragma omp parallel")
+                out.append(f"{'  ' * dd}{{")
+                dd += 1
+                out += [f"{'  ' * dd}std::vector<{self.ctype(b.dtype)}> {b.name}_storage({n});  // {b.scope}"
+                        for b, n in sizes]
+                out.append(f"{'  ' * dd}#pragma omp for collapse({len(k.grid)}) schedule(static)")
+            else:
+                out.append(f"{'  ' * dd}#pragma omp parallel for collapse({len(k.grid)}) schedule(static)")
             for v, ext, tag in k.grid:
                 name = self.declare(v)
                 out.append(f"{'  ' * dd}for (int32_t {name} = 0; {name} < {self.expr(ext)}; ++{name})")
@@ -86,12 +132,15 @@ class CPURenderer(CStyleRenderer):
                 dd += 1
         body_d = dd + 1 if k.grid else dd
         bp = "  " * body_d
-        nthreads = 1
-        for _, ext in k.threads.values():
-            nthreads *= ext
-        for b in k.buffers:
-            size = self._size(b) * (nthreads if b.scope == "local" else 1)
-            out.append(f"{bp}alignas(64) {self.ctype(b.dtype)} {b.name}[{size}];  // {b.scope}")
+        for b, size in sizes:
+            t = self.ctype(b.dtype)
+            if not on_heap:
+                out.append(f"{bp}alignas(64) {t} {b.name}[{size}];  // {b.scope}")
+            elif k.grid:
+                out.append(f"{bp}{t}* {b.name} = {b.name}_storage.data();")
+            else:
+                out.append(f"{bp}std::vector<{t}> {b.name}_storage({size});  // {b.scope}")
+                out.append(f"{bp}{t}* {b.name} = {b.name}_storage.data();")
         for tag, (v, _) in k.threads.items():
             self.declare(v)
         if k.threads:
@@ -106,6 +155,9 @@ class CPURenderer(CStyleRenderer):
                      f"{'  ' * (dd + 1)}}}"]
         if k.grid:
             out.append(f"{'  ' * dd}}}")
+            if on_heap:
+                dd -= 1
+                out.append(f"{'  ' * dd}}}")
         if catch:
             out.append(f"{'  ' * dd}if (block_error) std::rethrow_exception(block_error);")
         out.append(f"{p}}}")

@@ -11,11 +11,33 @@ from ..te import dtype as _dt
 from ..lower import ir
 from ..te.names import unique_name
 
-C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float for
-goto if inline int long register restrict return short signed sizeof static struct switch typedef
-union unsigned void volatile while bool true false class namespace template typename this new delete
-operator private public protected virtual friend using try catch throw alignas alignof int8_t
-int32_t int64_t uint16_t ptrs scalars stream tid ditron std half bfloat16""".split())
+
+def c_strings(texts):
+    """C string literals of ``texts``, comma-separated."""
+    return ", ".join('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in texts)
+
+
+def nonzero(e):
+    """Whether an integer divisor is provably non-zero: a non-zero constant, or what
+    lowering writes for extents that are >= 1 wherever they are used (``max(n, 1)``)."""
+    if isinstance(e, E.Const):
+        return e.value != 0
+    if isinstance(e, E.Binary):
+        if e.op == "max":
+            return _positive(e.a) or _positive(e.b)
+        if e.op == "*":
+            return nonzero(e.a) and nonzero(e.b)
+    return False
+
+
+def _positive(e):
+    if isinstance(e, E.Const):
+        return e.value > 0
+    if isinstance(e, E.Binary) and e.op == "max":
+        return _positive(e.a) or _positive(e.b)
+    if isinstance(e, E.Binary) and e.op == "min":
+        return _positive(e.a) and _positive(e.b)
+    return False
 
 
 class CStyleRenderer:
@@ -32,19 +54,21 @@ class CStyleRenderer:
     def __init__(self, func):
         self.func = func
         self.names = {}
-        self.used = set(C_KEYWORDS) | {b.name for b in func.params} | {b.name for b in func.temps}
+        self.current_store = None    # the buffer whose store is being rendered (for messages)
+        self.div_sites = []          # checked integer divisions, see int_division
+        self.used = {b.name for b in func.params} | {b.name for b in func.temps}
         for k in func.kernels:
             self.used |= {b.name for b in k.buffers}
         for v in func.scalar_vars:
             self.declare(v)
-        self.used |= {b.name for b, _ in func.symmetric} | {self.WORLD}
+        self.used |= {b.name for b, _ in func.symmetric} | {self.WORLD, self.MODULE}
         if func.world:
             self.declare(func.world.epoch)
             self.declare(func.world.rank)
 
     # ------------------------------------------------------------------ names
     def declare(self, var, hint=None):
-        name = unique_name(hint or var.name, self.used)
+        name = unique_name(hint or var.name, self.used, c_safe=True)
         self.names[var] = name
         return name
 
@@ -99,20 +123,18 @@ class CStyleRenderer:
             a, b = self.expr(e.a), self.expr(e.b)
             if e.op in ("min", "max"):
                 return f"ditron::{e.op}_<{self.ctype(e.dtype)}>({a}, {b})"
-            if e.op == "//":
-                return f"ditron::floordiv<{self.ctype(e.dtype)}>({a}, {b})"
+            if e.op in ("/", "//", "%") and _dt.is_int(e.dtype):
+                return self.int_division(e, a, b)
             if e.op == "%":
-                if _dt.is_int(e.dtype):
-                    return f"ditron::floormod<{self.ctype(e.dtype)}>({a}, {b})"
                 return self.narrow(e.dtype, f"ditron::floormod((float)({a}), (float)({b}))"
                                    if e.dtype != "float64" else f"ditron::floormod({a}, {b})")
             if e.dtype in ("float16", "bfloat16"):
-                return self.narrow(e.dtype, f"(float)({a}) {e.op} (float)({b})")
+                return self.narrow(e.dtype, f"{self.as_float(e.a, a)} {e.op} {self.as_float(e.b, b)}")
             return self.narrow(e.dtype, f"{a} {e.op} {b}")
         if isinstance(e, E.Compare):
             a, b = self.expr(e.a), self.expr(e.b)
             if e.a.dtype in ("float16", "bfloat16"):
-                a, b = f"(float)({a})", f"(float)({b})"
+                a, b = self.as_float(e.a, a), self.as_float(e.b, b)
             return f"({a} {e.op} {b})"
         if isinstance(e, E.Logical):
             return f"({self.expr(e.a)} {e.op} {self.expr(e.b)})"
@@ -125,6 +147,45 @@ class CStyleRenderer:
         if isinstance(e, E.Call):
             return f"{self.math_prefix}{e.func}_({', '.join(self.expr(a) for a in e.args)})"
         raise NotImplementedError(f"cannot render expression node {type(e).__name__}")
+
+    def as_float(self, e, text):
+        """A 16-bit operand of arithmetic done in float. A Python number in the expression
+        (a weak constant) keeps its float value, as torch computes ``half_tensor * 1e5``."""
+        if isinstance(e, E.Const) and e.weak:
+            return self.const(E.Const(e.value, "float32"))
+        return f"(float)({text})"
+
+    # ------------------------------------------------------------------ integer division
+    div_error = "div_error"          # what the checked forms record into (see div_site)
+
+    def int_division(self, e, a, b):
+        """``/`` (truncating), ``//`` and ``%`` (floor) on integers. A divisor that is not
+        provably non-zero goes through the checked form, which records the site instead
+        of trapping; the entry point turns that into ZeroDivisionError after the call."""
+        fn = {"/": "truncdiv", "//": "floordiv", "%": "floormod"}[e.op]
+        t = self.ctype(e.dtype)
+        if nonzero(e.b):
+            return f"ditron::{fn}<{t}>({a}, {b})"
+        return f"ditron::{fn}_checked<{t}>({a}, {b}, {self.div_error}, {self.div_site(e)})"
+
+    def div_site(self, e):
+        """Number (from 1) of a checked division, described for the error message."""
+        from ..te.printer import expr_str
+        what = "modulo" if e.op == "%" else "division"
+        where = f" computing '{self.current_store.label}'" if self.current_store is not None else ""
+        self.div_sites.append(f"integer {what} by zero in {expr_str(e)}{where}")
+        return len(self.div_sites)
+
+    def div_check_lines(self):
+        """After the program: raise if a checked division met a zero divisor."""
+        if not self.div_sites:
+            return []
+        return [f"  static const char* const div_sites[] = {{{c_strings(self.div_sites)}}};",
+                f"  if (const int site = {self.div_error_value()}) "
+                "throw ditron::DivisionByZero(div_sites[site - 1]);"]
+
+    def div_error_value(self):
+        return f"{self.div_error}.load()"
 
     def buffer_ref(self, buf):
         return buf.name
@@ -158,8 +219,12 @@ class CStyleRenderer:
                 out += [f"{p}}} else {{"] + self.lines(s.else_, d + 1)
             return out + [f"{p}}}"]
         if isinstance(s, ir.Store):
-            return [f"{p}{self.buffer_ref(s.buffer)}[{self.flat_index(s.buffer, s.indices)}] = "
-                    f"{self.expr(s.value)};"]
+            self.current_store = s.buffer
+            try:
+                return [f"{p}{self.buffer_ref(s.buffer)}[{self.flat_index(s.buffer, s.indices)}] = "
+                        f"{self.expr(s.value)};"]
+            finally:
+                self.current_store = None
         if isinstance(s, ir.Comment):
             return [f"{p}// {s.text}"]
         if isinstance(s, ir.Kernel):
@@ -229,7 +294,11 @@ class CStyleRenderer:
             n = f"(size_t)({self.flat_size(b)})"
             out.append(f"  std::vector<{self.ctype(b.dtype)}> {b.name}_storage({n});")
             out.append(f"  {self.ctype(b.dtype)}* {self.restrict} {b.name} = {b.name}_storage.data();")
-        out += self.lines(self.func.body, 1)
+        out += self.precondition_lines()
+        body = self.lines(self.func.body, 1)
+        if self.div_sites:
+            out.append(f"  std::atomic<int> {self.div_error}{{0}};   // checked integer divisions")
+        out += body + self.div_check_lines()
         return "\n".join(out)
 
     def flat_size_expr(self, b):
@@ -242,20 +311,32 @@ class CStyleRenderer:
     def flat_size(self, b):
         return self.expr(self.flat_size_expr(b))
 
+    def restrict_of(self, b):
+        """``__restrict__``, except for arguments of a declared in-place pair (which alias)."""
+        aliased = {n for pair in self.func.inplace for n in pair}
+        return "" if b.arg_index in aliased else self.restrict
+
+    def precondition_lines(self):
+        """Checks of the call's symbolic dims beyond their shapes (PrimFunc.preconditions)."""
+        return [f"  if (!{self.expr(cond)}) throw ditron::BadArgument({c_strings([msg])});"
+                for cond, msg in self.func.preconditions]
+
     def params(self, written):
         out = []
         for b in self.func.params:
             const = "" if b in written else "const "
-            out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict} {b.name}")
+            out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict_of(b)} {b.name}")
         for b, _ in self.func.symmetric:
             out.append(f"{self.ctype(b.dtype)}* {self.restrict} {b.name}")
         if self.func.world:
             out.append(f"const int64_t* {self.WORLD}")
+            out.append(f"const int64_t* {self.MODULE}")
         for v in self.scalar_params():
             out.append(f"{self.ctype(v.dtype)} {self.var_name(v)}")
         return ", ".join(out)
 
     WORLD = "ditron_world"
+    MODULE = "ditron_module"     # the module's header on the symmetric heap (ditron.runtime.identity)
 
     def scalar_params(self):
         """Symbolic dims, then (distributed programs) the call's epoch and this rank."""
@@ -273,6 +354,7 @@ class CStyleRenderer:
             n += 1
         if self.func.world:
             out.append(f"static_cast<const int64_t*>(ptrs[{n}])")
+            out.append(f"static_cast<const int64_t*>(ptrs[{n + 1}])")
         for n, v in enumerate(self.scalar_params()):
             out.append(f"static_cast<{self.ctype(v.dtype)}>(scalars[{n}])")
         return ", ".join(out)

@@ -15,16 +15,21 @@ from ..te import expr as E
 from ..te.dtype import itemsize
 from ..lower import ir, arith
 from ..lower.mma import LANES, UNIT
-from .cstyle import CStyleRenderer
+from .cstyle import CStyleRenderer, c_strings
 
+
+
+# Architectures nvcc 12 / 13 compile for that ditron targets (Volta and newer).
+ARCH_NUMBERS = (70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 103, 110, 120, 121)
 
 
 def arch_number(arch):
-    """80 for "sm_80", 90 for "sm_90a"; ValueError for anything that is not an sm_ arch."""
-    m = re.fullmatch(r"sm_(\d+)[af]?", arch or "")
-    if not m:
+    """80 for "sm_80", 90 for "sm_90a"; ValueError for anything that is not a known sm_ arch."""
+    m = re.fullmatch(r"sm_(\d+)[af]?", arch) if isinstance(arch, str) else None
+    if not m or int(m.group(1)) not in ARCH_NUMBERS:
         raise ValueError(f"arch={arch!r}: expected a CUDA architecture like 'sm_80', 'sm_90a' "
-                         "or 'sm_100a'")
+                         f"or 'sm_100a' (sm_ with one of {', '.join(map(str, ARCH_NUMBERS))}, "
+                         "optionally followed by 'a' or 'f')")
     return int(m.group(1))
 
 
@@ -139,6 +144,36 @@ class CUDARenderer(CStyleRenderer):
         self.debug_waiters = {}  # tensor -> one-thread wait kernel (copy='ce', debug builds)
         if func.world:
             self.includes.add(self.shmem_header)
+
+    # ------------------------------------------------------------------ integer division
+    # Checked divisions record into a flag in device memory; the host reads it after the
+    # program (a stream synchronization, paid only by programs with such divisions).
+    div_error = "&ditron_div_error"
+
+    def div_site(self, e):
+        self.helper_defs["div_error"] = "static __device__ int ditron_div_error = 0;"
+        return super().div_site(e)
+
+    def symbol(self, name):
+        """How host runtime calls name a ``__device__`` variable."""
+        return name
+
+    def div_check_lines(self):
+        if not self.div_sites:
+            return []
+        sym, rt = self.symbol("ditron_div_error"), self.rt
+        return [f"  static const char* const div_sites[] = {{{c_strings(self.div_sites)}}};",
+                "  {  // an integer division by zero inside a kernel: reported after the call",
+                "    int site = 0;",
+                f"    check({rt}MemcpyFromSymbolAsync(&site, {sym}, sizeof(int), 0, {rt}MemcpyDeviceToHost, "
+                "stream), \"reading the division-by-zero flag\");",
+                f"    check({rt}StreamSynchronize(stream), \"kernels of {self.func.name}\");",
+                "    if (site) {",
+                "      const int zero = 0;",
+                f"      check({rt}MemcpyToSymbol({sym}, &zero, sizeof(int)), \"resetting the division-by-zero flag\");",
+                "      throw ditron::DivisionByZero(div_sites[site - 1]);",
+                "    }",
+                "  }"]
 
     def smem_limit(self):
         """Dynamic shared memory one block may use on the target arch (bytes)."""
@@ -483,7 +518,7 @@ class CUDARenderer(CStyleRenderer):
         out = []
         for b in list(self.func.params) + list(self.func.temps):
             const = "" if b in self.written else "const "
-            out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict} {b.name}")
+            out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict_of(b)} {b.name}")
         for b, _ in self.func.symmetric:
             out.append(f"{self.ctype(b.dtype)}* {b.name}")     # peers write it: no __restrict__
         for v in self.scalar_params():
@@ -642,9 +677,11 @@ class CUDARenderer(CStyleRenderer):
                        f"sizeof({t}) * (size_t)({self.flat_size(b)}), stream), \"allocating {b.name}\");")
         if self.func.world:
             out.append(f"  const int64_t {TIMEOUT} = {self.WORLD}[2];   // the world descriptor is host memory")
+        out += self.precondition_lines()
         out += self.lines(self.func.body, 1)
         for b in self.func.temps:
             out.append(f"  check({self.rt}FreeAsync({b.name}, stream), \"freeing {b.name}\");")
+        out += self.div_check_lines()
         # Vector accesses assume aligned bases; the Python loader checks this before the
         # call, this guards exported builds called from elsewhere.
         checks = [f"  if (reinterpret_cast<uintptr_t>({b.name}) % {n}) throw std::invalid_argument("

@@ -42,6 +42,9 @@ class HIPRenderer(CUDARenderer):
     def smem_limit(self):
         return LDS_LIMIT.get(self.arch, 64 * 1024)
 
+    def symbol(self, name):
+        return f"HIP_SYMBOL({name})"
+
     def async_copies(self):
         return False
 

@@ -9,10 +9,16 @@ A generated source defines two C symbols::
 (in order), ``scalars`` the values of the symbolic dimensions named in
 :attr:`KernelSignature.scalar_vars` (in order), ``stream`` the CUDA/HIP stream
 (NULL on the CPU). The entry returns 0 on success; otherwise
-``ditron_error_message()`` says what went wrong.
+``ditron_error_message()`` says what went wrong, and the return code what kind of
+error the loader raises (:data:`ERRORS`): 2 an integer division by zero met at run time
+(ZeroDivisionError), 3 an out-of-bounds access caught by a ``DITRON_CHECK=1`` build
+(IndexError), 4 an argument the kernel refused (ValueError), 1 anything else
+(RuntimeError).
 """
 from dataclasses import dataclass
 from typing import Tuple, Union
+
+ERRORS = {1: "RuntimeError", 2: "ZeroDivisionError", 3: "IndexError", 4: "ValueError"}
 
 
 @dataclass(frozen=True)
@@ -46,3 +52,5 @@ class KernelSignature:
     # ``scalars`` end with the call's epoch and the rank.
     symmetric: Tuple[Tuple[str, str, int, int], ...] = ()
     comm: bool = False
+    # (output, input) argument indices that may be the same tensor (dt.build(inplace=...))
+    inplace: Tuple[Tuple[int, int], ...] = ()

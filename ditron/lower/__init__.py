@@ -4,8 +4,11 @@
 per root stage with attached stages nested inside, maps core-level loops to
 thread indices and places barriers.
 """
-from ..errors import LoweringError, ScheduleError
+import re
+
+from ..errors import LoweringError, ScheduleError, nested_too_deeply
 from ..te import expr as E
+from ..te.dtype import is_int
 from ..te.tensor import Tensor
 from ..te.names import unique_name
 from ..schedule import Schedule
@@ -17,6 +20,8 @@ from .threads import bind_threads, insert_barriers
 from .comm import CommWorld, CommLowering, Plan
 from .overlap import consumer_waits, producer_notify
 from .task import task_shards, check_task_reads
+from .proof import check_expressions, check_program
+from .inplace import check_inplace
 
 
 def _cleanup(stmt, ranges=None):
@@ -69,7 +74,7 @@ def _local_shape(t, shape, world_size, what):
     return out
 
 
-def lower(sch, args, name="main", world_size=1, *, target=None):
+def lower(sch, args, name="main", world_size=1, *, target=None, inplace=None):
     """Lower a schedule to a loop-nest program over the argument tensors ``args``.
 
     Parameters
@@ -86,6 +91,9 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
         ``tensorize(.., "mma")`` tile becomes: "hip" maps it onto AMD MFMA (64-lane
         wavefronts, see ditron.lower.mma), every other value keeps the CUDA mma layout
         (the CPU target runs either layout as per-lane loops). ``dt.build`` passes its target.
+    inplace : list of (Tensor, Tensor), keyword
+        ``(output, input)`` pairs that a caller may pass as the same tensor (see
+        ditron.lower.inplace for when that is accepted).
 
     Returns
     -------
@@ -102,11 +110,22 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
     >>> print(dt.lower(s, [A, B]))  # doctest: +ELLIPSIS
     func main(...
     """
+    try:
+        return _lower(sch, args, name, world_size, target, inplace)
+    except RecursionError:
+        raise nested_too_deeply(name, "lowering") from None
+
+
+def _lower(sch, args, name, world_size, target, inplace):
     if not isinstance(sch, Schedule):
         raise TypeError(f"lower expects a Schedule (dt.create_schedule), got {type(sch).__name__}")
     if target not in (None, "cpu", "cuda", "hip"):
         raise ValueError(f"lower: unknown target {target!r}; valid: None, 'cpu', 'cuda', 'hip'")
-    args = list(args)
+    check_kernel_name(name)
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    args = argument_list(args)
+    _check_attach_points(sch)
     used = set()
     shards = task_shards(sch, world_size)
     params, arg_buffers, arg_stage_buf = [], {}, {}
@@ -123,7 +142,8 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
         if st in shards:          # computed by task-spread axis: each rank holds its share
             shape = list(shape)
             shape[shards[st].dim] = E.Const(shards[st].rows, "int32")
-        buf = ir.Buffer(unique_name(t.name, used), t.dtype, shape, "global", arg_index=n)
+        buf = ir.Buffer(unique_name(t.name, used, c_safe=True), t.dtype, shape, "global", arg_index=n,
+                        label=t.name)
         if any(b is st for b in arg_stage_buf):
             raise LoweringError(f"tensor '{t.name}' is passed twice in the argument list")
         params.append(buf)
@@ -139,6 +159,9 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
     world = CommWorld(world_size) if comm_stages or shards else None
     rotate = {ov.compute: (ov.axis, world.rank, world_size) for ov in sch.overlaps}
     bodies = effective_bodies(sch)
+    check_divisors(sch, bodies)
+    check_expressions(sch, bodies)
+    pairs = check_inplace(sch, args, inplace, bodies)
     infos = infer(sch, bodies)
     temps = []
     for st in sch.stages:
@@ -148,19 +171,19 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
         if st in arg_stage_buf:
             info.buffer = arg_stage_buf[st]
         elif st.attach_type == "root":
-            info.buffer = ir.Buffer(unique_name(st.name, used), st.op.dtype, st.op.shape, "global")
+            info.buffer = ir.Buffer(unique_name(st.name, used, c_safe=True), st.op.dtype, st.op.shape, "global")
             temps.append(info.buffer)
         else:
             shape = [info.root_range[iv].extent for iv in st.op.axis]
             if info.ring:
                 shape = [info.ring] + shape
-            info.buffer = ir.Buffer(unique_name(st.name, used), st.op.dtype, shape, info.scope)
+            info.buffer = ir.Buffer(unique_name(st.name, used, c_safe=True), st.op.dtype, shape, info.scope)
 
     symmetric = []
     _check_sharded_reads(sch, world_size, shards)
     if shards:
         check_task_reads(sch, infos, shards, world)
-    builder = NestBuilder(sch, infos, arg_buffers, rotate, world, shards, target)
+    builder = NestBuilder(sch, infos, arg_buffers, rotate, world, shards, target, used)
     comm = CommLowering(world, symmetric, used) if world else None
     plans, closing = {}, {}
     for st in comm_stages:
@@ -186,7 +209,7 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
                                     "the argument list")
             out = arg_stage_buf.get(st)
             if out is None and op.reduces:
-                out = ir.Buffer(unique_name(op.name, used), op.dtype,
+                out = ir.Buffer(unique_name(op.name, used, c_safe=True), op.dtype,
                                 _local_shape(op.output(), op.shape, world_size, "tensor"), "global")
                 temps.append(out)
             kernel, result = comm.kernel(p, src, out)
@@ -203,7 +226,137 @@ def lower(sch, args, name="main", world_size=1, *, target=None):
     body = ir.Seq(kernels)
     hidden = {world.rank, world.epoch} if world else set()
     scalar_vars = _scalar_vars(params, body, temps, hidden)
-    return ir.PrimFunc(name, params, scalar_vars, body, temps, symmetric, world)
+    _check_extents(body)
+    func = ir.PrimFunc(name, params, scalar_vars, body, temps, symmetric, world)
+    func.inplace = pairs
+    func.preconditions = _preconditions(sch, bodies) + _extent_preconditions(body, scalar_vars)
+    check_program(func)
+    return func
+
+
+MAX_EXTENT = 2 ** 31 - 1
+
+
+def _check_extents(body):
+    """Loop and grid extents must fit the 32-bit loop indices of generated code."""
+    for s in ir.walk_stmts(body):
+        exts = [(s.var.name, s.extent)] if isinstance(s, ir.For) else \
+            [(v.name, e) for v, e, _ in s.grid] if isinstance(s, ir.Kernel) else []
+        for name, e in exts:
+            if isinstance(e, E.Const) and e.value > MAX_EXTENT:
+                raise LoweringError(f"loop '{name}' has {e.value} iterations, more than the {MAX_EXTENT} "
+                                    "that 32-bit loop indices hold; split the axis (fused axes multiply "
+                                    "their extents)")
+
+
+def _widened(e):
+    """``e`` (over symbolic dims) computed in int64, for host-side checks that must not
+    overflow themselves."""
+    if isinstance(e, E.Const):
+        return E.Const(e.value, "int64")
+    if isinstance(e, E.Var):
+        return E.Cast("int64", e) if e.dtype != "int64" else e
+    if isinstance(e, E.Binary):
+        return E.Binary(e.op, _widened(e.a), _widened(e.b), "int64")
+    if isinstance(e, E.Cast):
+        return _widened(e.value)
+    return e
+
+
+def _has_product_of_dims(e):
+    found = []
+    E.walk(e, lambda x: found.append(x) if isinstance(x, E.Binary) and x.op == "*"
+           and not isinstance(x.a, E.Const) and not isinstance(x.b, E.Const) else None)
+    return bool(found)
+
+
+def _extent_preconditions(body, scalar_vars):
+    """Loops over products of symbolic dims (fused axes) must fit 32-bit indices at call time
+    (each dim does by the call's shape checks; their product may not)."""
+    dims, out, seen = set(scalar_vars), [], set()
+    for s in ir.walk_stmts(body):
+        exts = [(s.var.name, s.extent)] if isinstance(s, ir.For) else \
+            [(v.name, e) for v, e, _ in s.grid] if isinstance(s, ir.Kernel) else []
+        for name, e in exts:
+            fv = E.free_vars(e)
+            if isinstance(e, E.Const) or not fv <= dims or not _has_product_of_dims(e):
+                continue
+            key = arith.skey(e)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((E.Compare("<=", _widened(e), E.Const(MAX_EXTENT, "int64")),
+                        f"loop '{name}' runs {e!r} times, more than the {MAX_EXTENT} that 32-bit loop "
+                        "indices hold, for these shapes"))
+    return out
+
+
+def _preconditions(sch, bodies):
+    """What the call must satisfy beyond shapes: a max / min over a symbolic reduce range
+    needs at least one element (torch.amax refuses an empty one; the identity -inf would
+    be no answer)."""
+    out = []
+    for st in sch.stages:
+        body = bodies.get(st)
+        if not isinstance(body, E.Reduce) or body.combiner == "sum":
+            continue
+        for iv in body.axis:
+            if not isinstance(iv.dom.extent, E.Const):
+                out.append((E.Compare(">=", iv.dom.extent, E.Const(1, "int32")),
+                            f"stage '{st.name}': {body.combiner} over reduce axis '{iv.name}' of extent "
+                            f"{iv.dom.extent!r}, which is empty for these shapes; a {body.combiner} needs "
+                            "at least one element"))
+    return out
+
+
+KERNEL_NAME_MAX = 100
+
+
+def check_kernel_name(name):
+    """Kernel names become C function and file names: identifiers of at most 100 characters."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) \
+            or len(name) > KERNEL_NAME_MAX:
+        raise ValueError(f"kernel name {name!r} is not valid: use an identifier of at most "
+                         f"{KERNEL_NAME_MAX} characters (letters, digits and '_', not starting with a "
+                         "digit), e.g. name='gemm_128'")
+    return name
+
+
+def argument_list(args):
+    """``args`` as a list of tensors; a clear TypeError for anything else (a bare tensor
+    would otherwise be iterated element by element)."""
+    if isinstance(args, Tensor):
+        raise TypeError(f"the arguments must be a list of tensors, got the tensor '{args.name}' alone; "
+                        f"write [{args.name}] (inputs and outputs, in call order)")
+    if not isinstance(args, (list, tuple)):
+        raise TypeError(f"the arguments must be a list of tensors (inputs and outputs, in call order), "
+                        f"got {type(args).__name__}")
+    return list(args)
+
+
+def _check_attach_points(sch):
+    """Attach and overlap axes must still be leaf loops (split / fuse refuse to remove them)."""
+    for st in sch.stages:
+        if st.attach_type == "scope" and not any(st.attach_ivar is a for a in st.attach_stage.leaf_iter_vars):
+            raise LoweringError(f"stage '{st.name}' is computed at '{st.attach_ivar.name}' of stage "
+                                f"'{st.attach_stage.name}', which is no longer one of its loops (leaf "
+                                f"axes: {st.attach_stage._leaf_names()}); attach it to a leaf axis")
+
+
+def check_divisors(sch, bodies):
+    """Integer division or modulo by a divisor that simplifies to 0: ZeroDivisionError at build."""
+    for st in sch.stages:
+        if st not in bodies:
+            continue
+
+        def visit(e, st=st):
+            if isinstance(e, E.Binary) and e.op in ("/", "//", "%") and is_int(e.dtype):
+                b = arith.simplify(e.b)
+                if isinstance(b, E.Const) and b.value == 0:
+                    raise ZeroDivisionError(f"stage '{st.name}': integer "
+                                            f"{'modulo' if e.op == '%' else 'division'} by zero in {e!r} "
+                                            f"(the divisor {e.b!r} is always 0)")
+        E.walk(bodies[st], visit)
 
 
 def _plan_of(st, sch):
@@ -249,10 +402,15 @@ def _check_sharded_reads(sch, world_size, shards=()):
 
 def _scalar_vars(params, body, temps, hidden=()):
     """Symbolic dims: each must appear as a whole dim of some argument, to be bound at call time."""
-    bindable, order = set(), []
+    bindable, order, names = set(), [], {}
     for b in params:
         for d in b.shape:
             if isinstance(d, E.Var) and not isinstance(d, E.IterVar) and d not in bindable:
+                if d.name in names:
+                    raise LoweringError(f"two different dt.var objects are both named '{d.name}' (dims of "
+                                        f"'{names[d.name]}' and '{b.label}'); use one dt.var for a dim "
+                                        "shared by several tensors, or give them different names")
+                names[d.name] = b.label
                 bindable.add(d)
                 order.append(d)
     used = set()

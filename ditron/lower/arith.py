@@ -58,24 +58,30 @@ class Linear:
     def is_const(self):
         return not self.terms
 
-    def to_expr(self):
+    def to_expr(self, wrap=False):
+        """The form as an expression. Integer data arithmetic (``wrap``) keeps its constants
+        modulo the dtype, as it computes; index arithmetic must not overflow, so a constant
+        out of the dtype's range raises OverflowError there."""
         pos = [(a, c) for a, c in self.terms.values() if c > 0]
         neg = [(a, -c) for a, c in self.terms.values() if c < 0]
         out = None
 
+        def const(c):
+            return E.Const(_wrap(c, self.dtype) if wrap and _dt.is_int(self.dtype) else c, self.dtype)
+
         def term(a, c):
-            return a if c == 1 else E.Binary("*", a, E.Const(c, self.dtype), self.dtype)
+            return a if c == 1 else E.Binary("*", a, const(c), self.dtype)
         for a, c in pos:
             out = term(a, c) if out is None else E.Binary("+", out, term(a, c), self.dtype)
         for a, c in neg:
             out = (E.Binary("-", E.Const(0, self.dtype), term(a, c), self.dtype) if out is None
                    else E.Binary("-", out, term(a, c), self.dtype))
         if out is None:
-            return E.Const(self.const, self.dtype)
+            return const(self.const)
         if self.const > 0:
-            return E.Binary("+", out, E.Const(self.const, self.dtype), self.dtype)
+            return E.Binary("+", out, const(self.const), self.dtype)
         if self.const < 0:
-            return E.Binary("-", out, E.Const(-self.const, self.dtype), self.dtype)
+            return E.Binary("-", out, const(-self.const), self.dtype)
         return out
 
 
@@ -101,26 +107,93 @@ def linear(e):
 # ---------------------------------------------------------------------------
 # simplification
 
-def _fold(op, a, b, dtype):
+def _wrap(v, dtype):
+    """An integer result as the dtype holds it: two's complement wrap-around, as torch and
+    the generated code (-fwrapv) compute."""
+    lo, hi = _dt.int_range(dtype)
+    if dtype == "bool":
+        return bool(v)
+    return (v - lo) % (hi - lo + 1) + lo
+
+
+def _round_float(v, dtype):
+    """``v`` rounded to a float dtype (float64 as is)."""
+    if dtype == "float64" or not math.isfinite(v):
+        return v
+    import numpy as np
+    if dtype == "float32":
+        return float(np.float32(v))
+    if dtype == "float16":
+        return float(np.float16(np.float32(v)))
+    bits = int(np.float32(v).view(np.uint32))               # bfloat16: round to nearest even
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return float(np.uint32(bits).view(np.float32))
+
+
+def _operand(c):
+    """A constant's value as arithmetic sees it: 16-bit and float32 constants hold their
+    dtype's value, except Python numbers (weak constants), which keep float32's."""
+    if not _dt.is_float(c.dtype):
+        return c.value
+    return _round_float(c.value, "float32" if c.weak and c.dtype != "float64" else c.dtype)
+
+
+def _fold(op, ca, cb, dtype):
+    """Fold ``ca op cb`` (constants) as the generated code computes it (integers wrap
+    around: these are data, or the Const of an overflowing index raises), or None."""
+    a, b = _operand(ca), _operand(cb)
+    if op in ("min", "max"):
+        if _dt.is_float(dtype) and (math.isnan(a) or math.isnan(b)):
+            return E.Const(math.nan, dtype)                  # NaN propagates, as torch's
+        return E.Const(min(a, b) if op == "min" else max(a, b), dtype)
+    if _dt.is_int(dtype) or dtype == "bool":
+        if op == "+": r = a + b
+        elif op == "-": r = a - b
+        elif op == "*": r = a * b
+        elif op in ("//", "%", "/"):
+            if b == 0:
+                return None
+            if b == -1:
+                r = -a if op != "%" else 0
+            elif op == "/":
+                q = abs(a) // abs(b)                         # C truncates toward zero
+                r = q if (a < 0) == (b < 0) else -q
+            else:
+                r = a // b if op == "//" else a % b
+        else:
+            return None
+        return E.Const(_wrap(r, dtype), dtype)
+    # floats: computed in the dtype (16-bit types in float32), then rounded to it
     if op == "+": r = a + b
     elif op == "-": r = a - b
     elif op == "*": r = a * b
-    elif op == "//": r = a // b
-    elif op == "%": r = a % b
     elif op == "/":
-        if _dt.is_int(dtype):
-            r = int(a / b)
-        else:
-            r = a / b
-    elif op == "min": r = min(a, b)
-    elif op == "max": r = max(a, b)
+        if b == 0:
+            return None
+        r = a / b
     else:
         return None
-    return E.Const(r, dtype)
+    work = "float64" if dtype == "float64" else "float32"
+    return E.Const(_round_float(_round_float(r, work), dtype), dtype)
+
+
+def _has_data(e):
+    """Whether ``e`` reads tensor data: such integer arithmetic may wrap around, so the
+    folds that assume unbounded integers (division of linear forms, comparisons and
+    min / max by difference) are not applied to it."""
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, E.TensorLoad) or hasattr(x, "buffer"):
+            return True
+        stack.extend(x.children())
+    return False
 
 
 _CMP = {"<": lambda d: d < 0, "<=": lambda d: d <= 0, ">": lambda d: d > 0,
         ">=": lambda d: d >= 0, "==": lambda d: d == 0, "!=": lambda d: d != 0}
+_CMP_VALUES = {"<": lambda x, y: x < y, "<=": lambda x, y: x <= y, ">": lambda x, y: x > y,
+               ">=": lambda x, y: x >= y, "==": lambda x, y: x == y, "!=": lambda x, y: x != y}
 
 
 def const_diff(a, b):
@@ -136,11 +209,13 @@ def _simplify_node(e):
     if isinstance(e, E.Binary):
         a, b = e.a, e.b
         if isinstance(a, E.Const) and isinstance(b, E.Const):
-            if e.op in ("//", "%", "/") and b.value == 0:
-                return e
-            r = _fold(e.op, a.value, b.value, e.dtype)
+            r = _fold(e.op, a, b, e.dtype)
             if r is not None:
                 return r
+        if _dt.is_int(e.dtype) and _has_data(e):
+            if e.op in ("+", "-", "*") and (e.op != "*" or isinstance(a, E.Const) or isinstance(b, E.Const)):
+                return linear(e).to_expr(wrap=True)  # (ring arithmetic: exact under wrap-around)
+            return e
         if _dt.is_int(e.dtype):
             if e.op in ("+", "-", "*") and (e.op != "*" or isinstance(a, E.Const) or isinstance(b, E.Const)):
                 return linear(e).to_expr()
@@ -165,15 +240,18 @@ def _simplify_node(e):
                 if d is not None:
                     return (a if d <= 0 else b) if e.op == "min" else (a if d >= 0 else b)
         else:
+            # exact float identities only: x * 1 and x - 0 (x + 0 would turn -0.0 into +0.0)
             if e.op == "*" and (E.is_const(b, 1) or E.is_const(a, 1)):
                 return a if E.is_const(b, 1) else b
-            if e.op in ("+", "-") and E.is_const(b, 0):
+            if e.op == "-" and E.is_const(b, 0):
                 return a
         return e
     if isinstance(e, E.Compare):
         if isinstance(e.a, E.Const) and isinstance(e.b, E.Const):
-            d = e.a.value - e.b.value
-            return E.Const(_CMP[e.op](d), "bool")
+            x, y = _operand(e.a), _operand(e.b)
+            return E.Const(_CMP_VALUES[e.op](x, y), "bool")
+        if _has_data(e):
+            return e
         d = const_diff(e.a, e.b)
         if d is not None:
             return E.Const(_CMP[e.op](d), "bool")
@@ -201,11 +279,18 @@ def _simplify_node(e):
         return e.t if e.cond.value else e.f
     if isinstance(e, E.Cast):
         if isinstance(e.value, E.Const):
-            v = e.value.value
+            v = _operand(e.value)
             if _dt.is_int(e.dtype):
-                if isinstance(v, float) and not math.isfinite(v):
-                    return e
-                v = int(v)
+                if isinstance(v, float):
+                    # out of range (or NaN): whatever the hardware conversion gives, at run time
+                    lo, hi = _dt.int_range(e.dtype)
+                    if not math.isfinite(v) or not lo <= math.trunc(v) <= hi:
+                        return e
+                    v = math.trunc(v)
+                else:
+                    v = _wrap(int(v), e.dtype)
+            elif _dt.is_float(e.dtype):
+                v = _round_float(float(v), e.dtype)
             return E.Const(v, e.dtype)
         if e.value.dtype == e.dtype:
             return e.value

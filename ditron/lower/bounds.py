@@ -36,21 +36,35 @@ class StageInfo:
         self.ring_var = None
 
 
+MAX_EXTENT = 2 ** 31 - 1       # loop indices of generated code are 32-bit
+
+# Nodes (counted as a tree) that a stage's body may have once inlined stages are substituted
+# into it: every later pass walks expressions as trees.
+MAX_BODY_NODES = 200_000
+
+
 def effective_bodies(sch):
     """Bodies of non-inline stages with inlined stages substituted into them."""
     bodies = {}
     for st in sch.stages:
         if not st.is_compute:
             continue
+        memo = {}
 
         def inline(e):
             if isinstance(e, E.TensorLoad):
                 src = sch.stage_of(e.tensor)
                 if src.attach_type == "inline":
-                    idx = [E.transform(i, inline) for i in e.indices]
-                    return E.substitute(bodies[src], dict(zip(src.op.axis, idx)))
+                    idx = [E.transform(i, inline, memo) for i in e.indices]
+                    return E.substitute(bodies[src], dict(zip(src.op.axis, idx)), {})
             return None
-        bodies[st] = E.transform(st.op.body, inline)
+        bodies[st] = E.transform(st.op.body, inline, memo)
+        if E.tree_size(bodies[st], MAX_BODY_NODES) > MAX_BODY_NODES:
+            inlined = [x.name for x in sch.stages if x.attach_type == "inline"]
+            raise LoweringError(f"stage '{st.name}': with the inlined stages {inlined} substituted, its body "
+                                f"has more than {MAX_BODY_NODES} operations (stages that read an inlined "
+                                "stage several times copy it each time); compute some of them at the root "
+                                "or attach them with compute_at instead of compute_inline")
     return bodies
 
 
@@ -70,13 +84,18 @@ def derive_axes(info):
     for rel in st.relations:
         if isinstance(rel, Split):
             p = ext[rel.parent]
-            if rel.factor is not None:
-                ext[rel.inner] = E.Const(rel.factor, "int32")
-                ext[rel.outer] = arith.ceildiv(p, rel.factor)
+            factor, nparts = rel.clamped(E.const_value(p) if st.clamps(rel) else None)
+            if factor is not None:
+                ext[rel.inner] = E.Const(factor, "int32")
+                ext[rel.outer] = arith.ceildiv(p, factor)
             else:
-                ext[rel.outer] = E.Const(rel.nparts, "int32")
-                ext[rel.inner] = arith.ceildiv(p, rel.nparts)
+                ext[rel.outer] = E.Const(nparts, "int32")
+                ext[rel.inner] = arith.ceildiv(p, nparts)
         else:
+            a, b = E.const_value(ext[rel.outer]), E.const_value(ext[rel.inner])
+            if a is not None and b is not None and a * b > MAX_EXTENT:
+                raise LoweringError(f"stage '{st.name}': {rel!r} has {a * b} iterations, more than the "
+                                    f"{MAX_EXTENT} that 32-bit loop indices hold; fuse fewer axes")
             ext[rel.fused] = arith.simplify(ext[rel.outer] * ext[rel.inner])
     value = {iv: iv for iv in st.leaf_iter_vars}
     for rel in reversed(st.relations):
@@ -86,8 +105,13 @@ def derive_axes(info):
                 info.guards.append(value[rel.parent] < ext[rel.parent])
         else:
             f = value[rel.fused]
-            value[rel.outer] = arith.simplify(E.Binary("//", f, ext[rel.inner], "int32"))
-            value[rel.inner] = arith.simplify(E.Binary("%", f, ext[rel.inner], "int32"))
+            # a symbolic inner extent is >= 1 wherever the fused loop runs at all; max(., 1)
+            # says so to the renderer, which then needs no division-by-zero check here
+            inner = ext[rel.inner]
+            if not isinstance(inner, E.Const):
+                inner = E.Binary("max", inner, E.Const(1, "int32"), "int32")
+            value[rel.outer] = arith.simplify(E.Binary("//", f, inner, "int32"))
+            value[rel.inner] = arith.simplify(E.Binary("%", f, inner, "int32"))
     for iv, rng in info.root_range.items():
         info.full[iv] = arith.simplify(rng.min + value[iv])
 

@@ -158,7 +158,7 @@ class CommLowering:
         """A symmetric buffer of ``shape`` (an int: flat) with 1 or 2 (by call parity) copies."""
         from ..te.names import unique_name
         shape = [shape] if isinstance(shape, int) else shape
-        b = ir.Buffer(unique_name(base, self.used), dtype, [_i32(n) for n in shape], "global")
+        b = ir.Buffer(unique_name(base, self.used, c_safe=True), dtype, [_i32(n) for n in shape], "global")
         self.symmetric.append((b, copies))
         return b
 

@@ -19,8 +19,11 @@ class Buffer:
     """
     __hash__ = object.__hash__
 
-    def __init__(self, name, dtype, shape, scope="global", arg_index=None):
+    def __init__(self, name, dtype, shape, scope="global", arg_index=None, label=None):
         self.name, self.dtype, self.scope, self.arg_index = name, dtype, scope, arg_index
+        # ``name`` is an identifier generated code can use; ``label`` the user's tensor name
+        # (they differ when that name means something in C, e.g. 'float' -> 'float_2')
+        self.label = label or name
         self.shape = [E.as_expr(d, "int32") for d in shape]
         self.pad = 0        # extra elements after each row (last dim), against bank conflicts
 
@@ -307,6 +310,12 @@ class PrimFunc:
         # ``world`` is the CommWorld (rank / epoch variables, world size), else None.
         self.symmetric = list(symmetric)
         self.world = world
+        # (output, input) argument indices that the caller may pass as one tensor
+        # (lower(..., inplace=...)); their pointers are not __restrict__
+        self.inplace = []
+        # conditions on the symbolic dims checked when the program is called:
+        # [(condition, message)], a ValueError naming the message when one fails
+        self.preconditions = []
 
     @property
     def kernels(self):

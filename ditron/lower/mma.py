@@ -122,7 +122,7 @@ class MmaLowering:
                                 f"needs {nacc} accumulator registers per lane; at most {MAX_ACC_REGS} "
                                 f"fit (a tile of at most {MAX_ACC_REGS * self.lanes} elements per "
                                 f"{UNIT[self.intrinsic]})")
-        self.frag = ir.Buffer(f"{st.name}_acc", "float32", [nacc], "local")
+        self.frag = nb.new_buffer(f"{st.name}_acc", "float32", [nacc], "local")
         self.lane = E.IterVar(E.Range(0, self.lanes), "lane")
         nb.extra_buffers.append(self.frag)
         self.tma = self._tma_operands() if self.intrinsic == "wgmma" else None

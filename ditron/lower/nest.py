@@ -6,7 +6,9 @@ prologue / steady state / epilogue over a ring of buffers, and every store is
 guarded by the conditions that keep tails in bounds.
 """
 from ..errors import LoweringError
+from ..schedule.stage import MAX_UNROLL
 from ..te import expr as E
+from ..te.names import unique_name
 from . import arith
 from . import ir
 from .mma import MmaLowering, tensorized_axis, accumulator_start
@@ -25,8 +27,10 @@ def device_prefix(stage):
 
 
 class NestBuilder:
-    def __init__(self, sch, infos, arg_buffers, rotate=None, world=None, shards=None, target=None):
+    def __init__(self, sch, infos, arg_buffers, rotate=None, world=None, shards=None, target=None,
+                 used_names=None):
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
+        self.used_names = used_names if used_names is not None else set()   # buffer names so far
         self.target = target        # what lower() lowers for (the tensorize instruction, ditron.lower.mma)
         self.world = world          # CommWorld of a distributed program, else None
         self.shards = shards or {}  # stage -> TaskShard (bind(ax, "task"))
@@ -39,6 +43,10 @@ class NestBuilder:
         for st in sch.stages:
             if st in infos and st.attach_type == "scope":
                 self.attached.setdefault((st.attach_stage, st.attach_ivar), []).append(st)
+
+    def new_buffer(self, base, dtype, shape, scope):
+        """A buffer that lowering adds, named apart from every other buffer of the program."""
+        return ir.Buffer(unique_name(base, self.used_names, c_safe=True), dtype, shape, scope)
 
     # ------------------------------------------------------------------ expressions
     def load(self, tensor, indices):
@@ -149,6 +157,10 @@ class NestBuilder:
                     "(not compute_at'd) can bind them")
             return ir.For(iv, ext, body, "core", attr.bind, ann)
         if attr.unroll:
+            if isinstance(ext, E.Const) and ext.value > MAX_UNROLL:
+                raise LoweringError(f"stage '{st.name}': unroll of '{iv.name}': it has {ext.value} "
+                                    f"iterations here; full unrolling is limited to {MAX_UNROLL} (split "
+                                    "the axis and unroll the inner part)")
             return ir.For(iv, ext, body, "unroll", None, ann)
         if attr.vectorize:
             return ir.For(iv, ext, body, "vectorize", None, ann)
@@ -242,8 +254,8 @@ class NestBuilder:
         body = info.body
         op = body.combiner if body.combiner != "sum" else "+"
         ident = {"sum": 0, "max": E.lowest(body.dtype), "min": E.highest(body.dtype)}[body.combiner]
-        part = ir.Buffer(f"{st.name}_part", body.dtype, [1], "local")
-        red = ir.Buffer(f"{st.name}_red", body.dtype, [n.value], "shared")
+        part = self.new_buffer(f"{st.name}_part", body.dtype, [1], "local")
+        red = self.new_buffer(f"{st.name}_red", body.dtype, [n.value], "shared")
         self.extra_buffers += [part, red]
         zero = E.Const(0, "int32")
         dp = {iv for iv in leaves if iv.kind != "reduce"}

@@ -69,9 +69,23 @@ def check_copy(op, copy):
     check_choice(op, "copy", copy, COPIES)
 
 
+def check_tensor(op, what, x):
+    """dt.ops take torch tensors (on the symmetric heap where they communicate)."""
+    import torch
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"dt.ops.{op}: {what} must be a torch.Tensor on the symmetric heap "
+                        f"(dt.distributed.empty), got {type(x).__name__}")
+    if x.dim() == 0 or x.numel() == 0:
+        raise ValueError(f"dt.ops.{op}: {what} has shape {tuple(x.shape)}; collectives need at least one "
+                         "dim and one element")
+
+
 def _run(kind, x, out_shape, axis=0, concat_axis=0, algorithm=None, copy="sm"):
     import torch
     w = current_world()
+    check_tensor(kind, "x", x)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"dt.ops.{kind}: axis must be an int, got {axis!r}")
     if not 0 <= axis < x.dim():
         raise ValueError(f"dt.ops.{kind}: axis {axis} is not an axis of a {x.dim()}-d tensor")
     check_copy(kind, copy)

@@ -57,7 +57,7 @@ def _tile_rows(rows, most=32):
 
 def _gemm(dt, A, B, K, name):
     k = dt.reduce_axis((0, K), name="k")
-    acc = "float32"
+    acc = "float64" if A.dtype == "float64" else "float32"       # (as torch.matmul accumulates)
     M, N = A.shape[0], B.shape[1]
     return dt.compute((M, N), lambda i, j: dt.sum(A[i, k].astype(acc) * B[k, j].astype(acc), axis=k),
                       name=name)
@@ -166,7 +166,7 @@ def _ag_gemm_module(m, K, N, dtype, W, overlap, target="cpu", copy="sm", tensor_
     B = dt.placeholder((K, N), dtype, name="B")
     Ag = dt.all_gather(A, axis=0, name="Ag")
     C = _gemm(dt, Ag, B, K, "C")
-    out = C if dtype == "float32" else dt.compute((M, N), lambda i, j: C[i, j].astype(dtype), name="Out")
+    out = C if C.dtype == dtype else dt.compute((M, N), lambda i, j: C[i, j].astype(dtype), name="Out")
     s = dt.create_schedule(out)
     tile = mma_tile(m, N, K, dtype) if _use_tensor_cores(tensor_cores, target) else None
     io = schedule_mma(s, C, (Ag, B), *tile, lanes=_lanes(target)) if tile else _schedule_gemm(s, C, _tile_rows(m))
@@ -206,7 +206,15 @@ def _use_tensor_cores(tensor_cores, target):
     return target != "cpu" if tensor_cores is None else tensor_cores
 
 
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def _check(op, a, b):
+    from .collectives import check_tensor
+    check_tensor(op, "a", a)
+    check_tensor(op, "b", b)
+    if _dtype_name(a) not in FLOAT_DTYPES:
+        raise TypeError(f"dt.ops.{op}: a is {a.dtype}; the fused GEMMs take {', '.join(FLOAT_DTYPES)}")
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"dt.ops.{op}: expected a (M, K) and b (K, N), got shapes {tuple(a.shape)} "
                          f"and {tuple(b.shape)}")
@@ -239,7 +247,8 @@ def _gemm_comm(kind, a, b, overlap, copy):
     if kind == "rs" and M % W:
         raise ValueError(f"dt.ops.gemm_rs: M={M} rows are not divisible by the world size {W}")
     mod = _gemm_comm_module(kind, M, a.shape[1], b.shape[1], _dtype_name(a), W, bool(overlap), w.target, copy)
-    out = torch.empty(M // W if kind == "rs" else M, b.shape[1], dtype=torch.float32, device=a.device)
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    out = torch.empty(M // W if kind == "rs" else M, b.shape[1], dtype=acc, device=a.device)
     mod(a, b, out)
     return out.to(a.dtype)
 

@@ -32,27 +32,47 @@ _WORLD = None
 
 
 class World:
-    """This process's rank, the world size and the symmetric heap."""
+    """This process's rank, the world size, the symmetric heap, and the gloo group that
+    ditron's own host-side exchanges use (with ``DITRON_WAIT_TIMEOUT`` as its timeout)."""
 
-    def __init__(self, rank, world_size, heap, target="cpu"):
+    def __init__(self, rank, world_size, heap, target="cpu", group=None):
         import torch
-        self.rank, self.world_size, self.heap = rank, world_size, heap
-        # What generated kernels receive as their hidden world argument:
-        # [rank, world size, wait timeout in ms, heap bytes per rank, heap base of rank 0, 1, ...].
-        self.descriptor = torch.tensor([rank, world_size, int(wait_timeout() * 1000), heap.size]
-                                       + [heap.base(pe) for pe in range(world_size)], dtype=torch.int64)
+        from .identity import RECORD_BYTES, record
+        self.rank, self.world_size, self.heap, self.group = rank, world_size, heap, group
+        self.timeout = wait_timeout()
+        # The first allocation: this rank's call record (see ditron.runtime.identity). Module
+        # headers are compared by their offset from it.
+        self.origin = heap.allocate(RECORD_BYTES)
+        self.record = record(heap, self.origin) if target == "cpu" else None
+        if self.record is not None:
+            self.record.zero_()
+        # What generated kernels receive as their hidden world argument: [rank, world size,
+        # wait timeout in ms, heap bytes per rank, heap base of rank 0, 1, ..., offset of the
+        # call records in each rank's heap (-1: none)].
+        self.descriptor = torch.tensor([rank, world_size, int(self.timeout * 1000), heap.size]
+                                       + [heap.base(pe) for pe in range(world_size)]
+                                       + [self.origin if self.record is not None else -1], dtype=torch.int64)
         self.target = target         # "cpu": shared-memory heap; "cuda": NVSHMEM; "hip": rocSHMEM
+
+    def calls_made(self):
+        """How many communicating calls this rank has made (its record's ``seq``; 0 on GPUs)."""
+        return int(self.record[0]) if self.record is not None else 0
+
+
+MAX_WAIT_TIMEOUT = 7 * 24 * 3600.0
 
 
 def wait_timeout():
-    """Seconds a kernel waits for a peer's signal before failing: ``DITRON_WAIT_TIMEOUT``, default 60."""
+    """Seconds a kernel waits for a peer's signal before failing: ``DITRON_WAIT_TIMEOUT``,
+    default 60 (more than 0, at most a week)."""
     text = os.environ.get("DITRON_WAIT_TIMEOUT", "60")
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"DITRON_WAIT_TIMEOUT={text!r}: expected seconds, e.g. 60") from None
-    if value <= 0:
-        raise ValueError(f"DITRON_WAIT_TIMEOUT={text!r}: must be > 0")
+    if not 0 < value <= MAX_WAIT_TIMEOUT:       # (also refuses nan and inf)
+        raise ValueError(f"DITRON_WAIT_TIMEOUT={text!r}: must be a number of seconds above 0 and at "
+                         f"most {MAX_WAIT_TIMEOUT:.0f} (a week)")
     return value
 
 
@@ -84,14 +104,17 @@ def init(target=None):
         import torch
         target = ("cpu" if not torch.cuda.is_available()
                   else "hip" if getattr(torch.version, "hip", None) else "cuda")
+    if target not in ("cpu", "cuda", "hip"):
+        raise ValueError(f"dt.distributed.init: target={target!r}; valid: 'cpu', 'cuda', 'hip'")
+    size = heap_size_from_env() if target == "cpu" else None      # (every rank: the same error)
+    import datetime
+    # ditron's own exchanges (NVSHMEM's unique id, the first-call check) go over a gloo
+    # group that gives up after the wait timeout instead of torch's 30 minutes
+    group = tdist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=wait_timeout()))
     if target in ("cuda", "hip"):
         from .gpu_shmem import GpuShmemHeap
-        group = None if tdist.get_backend() == "gloo" else tdist.new_group(backend="gloo")
-        _WORLD = World(rank, world_size, GpuShmemHeap.bootstrap(target, rank, world_size, group), target)
+        _WORLD = World(rank, world_size, GpuShmemHeap.bootstrap(target, rank, world_size, group), target, group)
         return _WORLD
-    if target != "cpu":
-        raise ValueError(f"dt.distributed.init: target={target!r}; valid: 'cpu', 'cuda', 'hip'")
-    size = heap_size_from_env()
     box = [None]
     if rank == 0:
         import tempfile
@@ -99,15 +122,31 @@ def init(target=None):
         fd, path = tempfile.mkstemp(prefix="ditron-heap-", dir=shm)
         os.close(fd)
         os.unlink(path)
-        SharedHeap.create(path, world_size, size)
-        box = [path]
-    tdist.broadcast_object_list(box, src=0)
-    heap = SharedHeap(box[0], rank, world_size, size)
-    tdist.barrier()
-    if rank == 0:
-        os.unlink(box[0])      # every rank has it mapped; the memory goes with the last mapping
-    _WORLD = World(rank, world_size, heap)
+        try:
+            SharedHeap.create(path, world_size, size)
+            box = [path]
+        except OSError as e:
+            _remove(path)
+            box = [("error", f"creating the symmetric heap ({world_size} x {size} bytes) failed: "
+                             f"{e.strerror or e}; set DITRON_SYMMETRIC_SIZE smaller")]
+    tdist.broadcast_object_list(box, src=0, group=group)
+    if isinstance(box[0], tuple):           # rank 0 could not make it: every rank says why
+        raise DitronError(f"rank {rank}: {box[0][1]}")
+    try:
+        heap = SharedHeap(box[0], rank, world_size, size)
+    finally:
+        tdist.barrier(group=group)
+        if rank == 0:
+            _remove(box[0])    # every rank has it mapped; the memory goes with the last mapping
+    _WORLD = World(rank, world_size, heap, group=group)
     return _WORLD
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def single_rank():
@@ -116,13 +155,15 @@ def single_rank():
     global _WORLD
     if _WORLD is None:
         import tempfile
+        size = heap_size_from_env()
         fd, path = tempfile.mkstemp(prefix="ditron-heap-")
         os.close(fd)
         os.unlink(path)
-        size = heap_size_from_env()
-        SharedHeap.create(path, 1, size)
-        heap = SharedHeap(path, 0, 1, size)
-        os.unlink(path)
+        try:
+            SharedHeap.create(path, 1, size)
+            heap = SharedHeap(path, 0, 1, size)
+        finally:
+            _remove(path)
         _WORLD = World(0, 1, heap)
     return _WORLD
 
@@ -158,15 +199,25 @@ def empty(shape, dtype="float32"):
     --------
     >>> x = dt.distributed.empty((1024, 512), "float16")   # doctest: +SKIP
     """
+    import numbers
     import torch
     from ..build.module import _torch_dtypes
+    from ..te.dtype import canonical
     w = _world("dt.distributed.empty()")
-    if isinstance(shape, int):
+    if isinstance(shape, numbers.Integral):
         shape = (shape,)
+    if not isinstance(shape, (tuple, list, torch.Size)):
+        raise TypeError(f"dt.distributed.empty: shape must be a tuple of ints, got {type(shape).__name__}")
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"dt.distributed.empty: shape {tuple(shape)!r} has a dim that is not an int "
+                            f"({d!r})")
+        if d < 0:
+            raise ValueError(f"dt.distributed.empty: shape {tuple(shape)!r} has a negative dim")
     shape = tuple(int(d) for d in shape)
-    tdtype = dtype if isinstance(dtype, torch.dtype) else _torch_dtypes().get(str(dtype))
-    if tdtype is None:
-        raise TypeError(f"dt.distributed.empty: unknown dtype {dtype!r}; valid: "
+    tdtype = dtype if isinstance(dtype, torch.dtype) else _torch_dtypes()[canonical(dtype)]
+    if tdtype not in _torch_dtypes().values():
+        raise TypeError(f"dt.distributed.empty: unsupported dtype {dtype!r}; valid: "
                         f"{', '.join(_torch_dtypes())}")
     n = 1
     for d in shape:

@@ -16,17 +16,25 @@ ALIGN = 256            # bytes; every allocation starts on this boundary (vector
 DEFAULT_SIZE = 64 << 20
 
 
+MIN_SIZE, MAX_SIZE = 64 << 10, 1 << 40
+
+
 def heap_size_from_env():
-    """``DITRON_SYMMETRIC_SIZE`` (bytes, or with a K/M/G suffix), else 64 MiB per rank."""
+    """``DITRON_SYMMETRIC_SIZE`` (bytes, or with a K/M/G suffix), else 64 MiB per rank;
+    between 64 KiB and 1 TiB."""
     text = os.environ.get("DITRON_SYMMETRIC_SIZE", "").strip()
     if not text:
         return DEFAULT_SIZE
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1].upper(), 1)
     try:
-        return int(float(text[:-1] if scale > 1 else text) * scale)
+        value = float(text[:-1] if scale > 1 else text) * scale
     except ValueError:
         raise ValueError(f"DITRON_SYMMETRIC_SIZE={text!r}: expected a byte count like 268435456 "
                          "or 256M") from None
+    if not MIN_SIZE <= value <= MAX_SIZE:        # (also refuses nan and inf)
+        raise ValueError(f"DITRON_SYMMETRIC_SIZE={text!r}: the heap per rank must be between 64K and "
+                         "1024G bytes, e.g. 256M")
+    return int(value)
 
 
 class SharedHeap:

@@ -8,6 +8,7 @@ their waits on it time out (``DITRON_WAIT_TIMEOUT``), and whatever is still runn
 grace period after the first failure is terminated.
 """
 import os
+import pickle
 import queue
 import shutil
 import tempfile
@@ -17,16 +18,27 @@ import traceback
 from ..errors import DitronError
 
 
+_IN_RANK = []        # non-empty in the processes that launch() starts
+
+
 def _rank_main(fn, rank, world_size, store_dir, args, results):
     import torch
     import torch.distributed as tdist
     from . import init
+    _IN_RANK.append(rank)
     torch.set_num_threads(1)       # W ranks share the machine's cores
     try:
         tdist.init_process_group("gloo", init_method=f"file://{os.path.join(store_dir, 'store')}",
                                  rank=rank, world_size=world_size)
         init()
         value = fn(*args)
+        try:
+            pickle.dumps(value)
+        except Exception as e:  # noqa: BLE001 (the queue would fail later, in a feeder thread)
+            results.put((rank, "error", f"rank {rank} returned a value that cannot be pickled "
+                                        f"({type(value).__name__}: {type(e).__name__}: {e}); return plain "
+                                        "data (numbers, lists, tensors) from the rank function"))
+            return
         results.put((rank, "ok", value))
     except BaseException as e:  # noqa: BLE001 (reported to the caller, whatever it was)
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
@@ -61,8 +73,24 @@ def launch(fn, world_size, args=()):
     """
     import multiprocessing as mp
     from . import wait_timeout
-    if not isinstance(world_size, int) or world_size < 1:
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    if not callable(fn):
+        raise TypeError(f"dt.distributed.launch: fn must be a function, got {type(fn).__name__}")
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"dt.distributed.launch: args must be a tuple of fn's arguments, got "
+                        f"{type(args).__name__} (write args=({args!r},))")
+    if _IN_RANK or mp.current_process().daemon:
+        raise DitronError("dt.distributed.launch cannot be called from inside a rank (or another "
+                          "distributed program): the ranks are already running; call the rank "
+                          "function directly")
+    for what, obj in (("fn", fn), ("args", tuple(args))):
+        try:
+            pickle.dumps(obj)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"dt.distributed.launch: {what} must be picklable, since each rank is a "
+                            f"new process ({type(e).__name__}: {e}); use a function defined at the top "
+                            "level of a module, and plain data as arguments") from None
     grace = wait_timeout() + 5.0
     ctx = mp.get_context("spawn")
     store_dir = tempfile.mkdtemp(prefix="ditron-ranks-")

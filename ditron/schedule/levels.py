@@ -9,7 +9,7 @@ _ALIASES = {"blockIdx.x": "device.x", "blockIdx.y": "device.y", "blockIdx.z": "d
 
 def canonical_level(level, where):
     """``"blockIdx.x"`` -> ``"device.x"``; unknown levels raise ScheduleError listing the valid ones."""
-    name = _ALIASES.get(level, level)
+    name = _ALIASES.get(level, level) if isinstance(level, str) else None
     if name not in LEVELS:
         raise ScheduleError(
             f"{where}: unknown level {level!r}; valid levels are {', '.join(LEVELS)} "

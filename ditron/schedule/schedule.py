@@ -9,17 +9,21 @@ SCOPES = ("global", "shared", "local")
 
 
 def _post_order(outputs):
+    """Every operation the outputs depend on, producers first (iterative: graphs of
+    thousands of stages need no deep recursion)."""
     order, seen = [], set()
-
-    def visit(op):
-        if op in seen:
-            return
-        seen.add(op)
-        for t in op.input_tensors:
-            visit(t.op)
-        order.append(op)
     for t in outputs:
-        visit(t.op)
+        stack = [(t.op, False)]
+        while stack:
+            op, done = stack.pop()
+            if done:
+                order.append(op)
+                continue
+            if op in seen:
+                continue
+            seen.add(op)
+            stack.append((op, True))
+            stack.extend((x.op, False) for x in reversed(op.input_tensors) if x.op not in seen)
     return order
 
 
@@ -60,6 +64,8 @@ class Schedule:
 
     # ------------------------------------------------------------------ lookup
     def __getitem__(self, key):
+        if isinstance(key, Stage) and key.schedule is self:
+            return key
         op = key.op if isinstance(key, Tensor) else key
         if not isinstance(op, Operation) or op not in self._stage_of:
             names = ", ".join(st.name for st in self.stages)
@@ -274,6 +280,8 @@ def create_schedule(outputs):
     """
     if isinstance(outputs, Tensor):
         outputs = [outputs]
+    if not isinstance(outputs, (list, tuple)) or not outputs:
+        raise TypeError(f"create_schedule expects a tensor or a non-empty list of tensors, got {outputs!r}")
     outputs = list(outputs)
     for t in outputs:
         if not isinstance(t, Tensor):

@@ -17,6 +17,9 @@ ALGORITHMS = {"all_gather": ("push", "pull"), "all_to_all": ("push",), "reduce_s
               "all_reduce": ("one_shot", "two_shot")}
 COPIES = ("sm", "ce")
 
+# Longest axis ``unroll`` unrolls fully (GCC's pragma stops at 65534; code size long before).
+MAX_UNROLL = 1024
+
 
 class IterAttr:
     """What the schedule says about one leaf axis."""
@@ -80,6 +83,34 @@ class Stage:
         return hasattr(self.op, "body")
 
     @property
+    def is_tensorized(self):
+        """Whether a leaf axis is tensorized (its splits keep their factors, see Split)."""
+        return any(a.tensorize for a in self.attrs.values())
+
+    def clamps(self, rel):
+        """Whether split ``rel`` clamps a factor above its extent (see Split): not in a
+        tensorized stage (tiles are padded to the instruction), and not where an axis it
+        makes is bound to cores (the number of threads is the schedule's choice: other
+        stages attached inside, cooperative copies, count on it)."""
+        if self.is_tensorized:
+            return False
+        todo, seen = [rel.outer, rel.inner], set()
+        while todo:
+            iv = todo.pop()
+            if iv in seen:
+                continue
+            seen.add(iv)
+            attr = self.attrs.get(iv)
+            if attr is not None and (attr.bind or "").startswith("core"):
+                return False
+            for r in self.relations:
+                if isinstance(r, Split) and r.parent is iv:
+                    todo += [r.outer, r.inner]
+                elif isinstance(r, Fuse) and (r.outer is iv or r.inner is iv):
+                    todo.append(r.fused)
+        return True
+
+    @property
     def is_comm(self):
         """A communication operator (all_gather, reduce_scatter, all_reduce, all_to_all)."""
         return getattr(self.op, "kind", None) in ALGORITHMS
@@ -121,6 +152,29 @@ class Stage:
             how = f" by {into[0]!r}" if into else ""
             raise self._err(f"{prim}: axis '{iv.name}' was already split or fused away{how}")
 
+    def _check_unused(self, iv, prim):
+        """``split`` / ``fuse`` replace ``iv`` by new axes: nothing may refer to it any more
+        (an annotation or an attach point on it would silently stop applying)."""
+        attr = self.attrs.get(iv)
+        done = [what for what, on in (("bound to " + str(attr and attr.bind), attr and attr.bind),
+                                      ("unrolled", attr and attr.unroll),
+                                      ("vectorized", attr and attr.vectorize),
+                                      ("pipelined", attr and attr.pipeline),
+                                      ("tensorized", attr and attr.tensorize)) if on]
+        if done:
+            raise self._err(f"{prim} of '{iv.name}': the axis is already {done[0]}; {prim} it before "
+                            "annotating it")
+        attached = [st.name for st in self.schedule.stages
+                    if st.attach_type == "scope" and st.attach_stage is self and st.attach_ivar is iv]
+        if attached:
+            raise self._err(f"{prim} of '{iv.name}': stages {attached} are computed at this axis "
+                            f"(compute_at); {prim} it first and attach them to one of the new axes")
+        used = [f"overlap('{o.comm.name}', '{o.compute.name}')" for o in self.schedule.overlaps
+                if o.compute is self and o.axis is iv]
+        if used:
+            raise self._err(f"{prim} of '{iv.name}': {used[0]} uses this axis as its tile axis; "
+                            f"{prim} it before calling overlap")
+
     def _leaf_index(self, iv):
         return next(n for n, a in enumerate(self.leaf_iter_vars) if a is iv)
 
@@ -152,6 +206,7 @@ class Stage:
         if self.attrs.get(parent) and self.attrs[parent].bind:
             raise self._err(f"split of '{parent.name}': the axis is already bound to "
                             f"{self.attrs[parent].bind}; split before binding")
+        self._check_unused(parent, "split")
         outer = new_axis(self._fresh_name(parent.name + "_o"), parent.kind)
         inner = new_axis(self._fresh_name(parent.name + "_i"), parent.kind)
         self.relations.append(Split(parent, outer, inner, factor, nparts))
@@ -213,12 +268,12 @@ class Stage:
                             "all_reduce, all_to_all) have a strategy")
         kind = self.op.kind
         if algorithm is not None:
-            if algorithm not in ALGORITHMS[kind]:
+            if not isinstance(algorithm, str) or algorithm not in ALGORITHMS[kind]:
                 raise self._err(f"strategy: unknown algorithm {algorithm!r} for {kind}; valid: "
                                 f"{', '.join(ALGORITHMS[kind])}")
             self.comm["algorithm"] = algorithm
         if copy is not None:
-            if copy not in COPIES:
+            if not isinstance(copy, str) or copy not in COPIES:
                 raise self._err(f"strategy: unknown copy {copy!r}; valid: {', '.join(COPIES)}")
             self.comm["copy"] = copy
         if sms is not None:
@@ -234,8 +289,11 @@ class Stage:
             axes = tuple(axes[0])
         if len(axes) < 2:
             raise self._err("fuse needs at least two axes")
-        for a in axes:
+        for n, a in enumerate(axes):
             self._check_leaf(a, "fuse")
+            if any(a is b for b in axes[:n]):
+                raise self._err(f"fuse: axis '{a.name}' is given twice")
+            self._check_unused(a, "fuse")
         kinds = {a.kind for a in axes}
         if len(kinds) > 1:
             raise self._err(f"fuse of {[a.name for a in axes]}: cannot fuse data-parallel "
@@ -295,17 +353,29 @@ class Stage:
                 raise self._err(f"bind of '{iv.name}' to {level}: axis '{other.name}' is "
                                 f"already bound to {level}; each level takes one axis per stage")
         attr = self._attr(iv)
-        if attr.vectorize or attr.unroll:
-            raise self._err(f"bind of '{iv.name}': the axis is already "
-                            f"{'vectorized' if attr.vectorize else 'unrolled'}")
+        if attr.bind:
+            raise self._err(f"bind of '{iv.name}' to {level}: the axis is already bound to {attr.bind}; "
+                            "an axis is bound to one level (split it to use several)")
+        if attr.vectorize or attr.unroll or attr.pipeline or attr.tensorize:
+            what = ("vectorized" if attr.vectorize else "unrolled" if attr.unroll
+                    else "pipelined" if attr.pipeline else "tensorized")
+            raise self._err(f"bind of '{iv.name}': the axis is already {what}")
         attr.bind = level
         return self
 
     def unroll(self, iv):
-        """Fully unroll a leaf axis (its extent must be a constant at lowering)."""
+        """Fully unroll a leaf axis (its extent must be a constant at lowering, at most
+        :data:`MAX_UNROLL`; split the axis and unroll the inner part for longer ones)."""
         self._check_schedulable("unroll")
         self._check_leaf(iv, "unroll")
         self._check_free(iv, "unroll")
+        if self.attrs.get(iv) and self.attrs[iv].vectorize:
+            raise self._err(f"unroll of '{iv.name}': the axis is already vectorized")
+        from .tensorize import nominal_extents
+        n = nominal_extents(self).get(iv)
+        if n is not None and n > MAX_UNROLL:
+            raise self._err(f"unroll of '{iv.name}': it has {n} iterations; full unrolling is limited "
+                            f"to {MAX_UNROLL} (split the axis and unroll the inner part)")
         self._attr(iv).unroll = True
         return self
 
@@ -317,6 +387,8 @@ class Stage:
             raise self._err(f"vectorize of reduce axis '{iv.name}': only data-parallel axes can "
                             "be vectorized (split the reduction and unroll its inner part instead)")
         self._check_free(iv, "vectorize")
+        if self.attrs.get(iv) and self.attrs[iv].unroll:
+            raise self._err(f"vectorize of '{iv.name}': the axis is already unrolled")
         self._attr(iv).vectorize = True
         return self
 
@@ -362,7 +434,7 @@ class Stage:
         from .tensorize import check_tensorize
         self._check_schedulable("tensorize")
         self._check_leaf(iv, "tensorize")
-        if intrinsic not in INTRINSICS:
+        if not isinstance(intrinsic, str) or intrinsic not in INTRINSICS:
             raise self._err(f"tensorize of '{iv.name}': unknown intrinsic {intrinsic!r}; "
                             f"valid: {', '.join(INTRINSICS)}")
         check_tensorize(self, iv, intrinsic, INTRINSICS[intrinsic])

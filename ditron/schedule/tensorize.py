@@ -4,20 +4,25 @@ from ..te import expr as E
 from .relations import Split, Fuse
 
 
-def nominal_extents(stage):
-    """Constant extent of every axis of ``stage`` over the op's full domain (None if symbolic)."""
+def nominal_extents(stage, clamp=None):
+    """Constant extent of every axis of ``stage`` over the op's full domain (None if symbolic).
+    Split factors above the extent are clamped where lowering clamps them (Stage.clamps);
+    ``clamp=False`` keeps every factor."""
+    if clamp is None:
+        clamp = True
     ext = {}
     for iv in stage.root_iter_vars:
         ext[iv] = E.const_value(iv.dom.extent)
     for rel in stage.relations:
         if isinstance(rel, Split):
             p = ext.get(rel.parent)
-            if rel.factor is not None:
-                ext[rel.inner] = rel.factor
-                ext[rel.outer] = None if p is None else -(-p // rel.factor)
+            factor, nparts = rel.clamped(p if clamp and stage.clamps(rel) else None)
+            if factor is not None:
+                ext[rel.inner] = factor
+                ext[rel.outer] = None if p is None else -(-p // factor)
             else:
-                ext[rel.outer] = rel.nparts
-                ext[rel.inner] = None if p is None else -(-p // rel.nparts)
+                ext[rel.outer] = nparts
+                ext[rel.inner] = None if p is None else -(-p // nparts)
         elif isinstance(rel, Fuse):
             a, b = ext.get(rel.outer), ext.get(rel.inner)
             ext[rel.fused] = None if a is None or b is None else a * b
@@ -53,7 +58,7 @@ def check_tensorize(stage, iv, name, spec):
     if len(dp) != 2 or len(red) != 1:
         raise stage._err(f"{where}: the axes from '{iv.name}' inwards must be two data-parallel "
                          f"axes and one reduce axis, got {[a.name for a in tile]}")
-    ext = nominal_extents(stage)
+    ext = nominal_extents(stage, clamp=False)     # (a tensorized stage keeps its factors)
     for ax, need, what in ((dp[0], m, "M"), (dp[1], n, "N"), (red[0], k, "K")):
         e = ext.get(ax)
         if e is None or e % need:

@@ -17,16 +17,27 @@ def _check_name(name, what):
     return name
 
 
+MAX_DIM = 2 ** 31 - 1       # loop indices of generated code are 32-bit
+
+
 def _dims(shape, what):
     if isinstance(shape, (int, E.Expr)):
         shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{what}: shape must be a tuple of ints or dt.var dims, got {type(shape).__name__}")
     out = []
     for d in shape:
+        if isinstance(d, bool) or not isinstance(d, (int, E.Expr)):
+            raise TypeError(f"{what}: dim {d!r} is not an integer (an int or a dt.var)")
+        if isinstance(d, int) and not 1 <= d <= MAX_DIM:
+            raise ValueError(f"{what}: dims must be between 1 and {MAX_DIM} (32-bit loop indices), got {d!r}")
         e = E.as_expr(d, "int32")
         if not _dt.is_int(e.dtype):
             raise TypeError(f"{what}: dim {d!r} is not an integer")
-        if isinstance(e, E.Const) and e.value < 1:
-            raise ValueError(f"{what}: dims must be >= 1, got {d!r}")
+        if isinstance(e, E.Const) and not 1 <= e.value <= MAX_DIM:
+            raise ValueError(f"{what}: dims must be between 1 and {MAX_DIM} (32-bit loop indices), got {d!r}")
+        if isinstance(e, E.IterVar):
+            raise TypeError(f"{what}: dim {d!r} is an axis; dims are ints or dt.var values")
         out.append(e)
     return out
 
@@ -40,6 +51,9 @@ def var(name, dtype="int32"):
     >>> M = dt.var("M")
     >>> A = dt.placeholder((M, 64), "float32", name="A")
     """
+    dtype = _dt.canonical(dtype)
+    if dtype not in ("int32", "int64"):
+        raise TypeError(f"var {name!r}: a dim is int32 or int64, got {dtype}")
     return E.Var(_check_name(name, "var"), dtype)
 
 
@@ -74,22 +88,39 @@ def placeholder(shape, dtype="float32", name="placeholder", shard=None):
 
 
 def reduce_axis(dom, name="k"):
-    """A reduction axis over ``dom = (begin, end)`` (or just ``end``).
+    """A reduction axis over ``dom = (begin, end)`` (or just ``end``): ``begin <= k < end``.
+
+    ``begin`` and ``end`` are ints or integer expressions of symbolic dims; constant
+    ranges must not be empty (``end > begin``).
 
     Examples
     --------
     >>> import ditron as dt
     >>> k = dt.reduce_axis((0, 64), name="k")
     """
+    _check_name(name, "reduce_axis")
     if isinstance(dom, (tuple, list)):
         if len(dom) != 2:
             raise ValueError(f"reduce_axis {name!r}: dom must be (begin, end), got {dom!r}")
         lo, hi = dom
     else:
         lo, hi = 0, dom
-    lo, hi = E.as_expr(lo, "int32"), E.as_expr(hi, "int32")
+    bounds = []
+    for what, v in (("begin", lo), ("end", hi)):
+        if isinstance(v, bool) or not isinstance(v, (int, E.Expr)):
+            raise TypeError(f"reduce_axis {name!r}: {what} must be an int or an integer expression, "
+                            f"got {type(v).__name__} {v!r}")
+        e = E.as_expr(v, "int32")
+        if not _dt.is_int(e.dtype):
+            raise TypeError(f"reduce_axis {name!r}: {what} {v!r} has dtype {e.dtype}; it must be an integer")
+        bounds.append(e)
+    lo, hi = bounds
+    if isinstance(lo, E.Const) and isinstance(hi, E.Const) and hi.value <= lo.value:
+        raise ValueError(f"reduce_axis {name!r}: the range [{lo.value}, {hi.value}) is empty; "
+                         f"end must be greater than begin (e.g. dt.reduce_axis(({lo.value}, "
+                         f"{lo.value + 1}), ...))")
     rng = E.Range(lo, hi if E.is_const(lo, 0) else hi - lo)
-    return E.IterVar(rng, _check_name(name, "reduce_axis"), "reduce")
+    return E.IterVar(rng, name, "reduce")
 
 
 def compute(shape, fcompute, name="compute"):
@@ -112,7 +143,12 @@ def compute(shape, fcompute, name="compute"):
     """
     _check_name(name, "compute")
     dims = _dims(shape, f"compute {name!r}")
-    params = list(inspect.signature(fcompute).parameters.values())
+    if not callable(fcompute):
+        raise TypeError(f"compute {name!r}: fcompute must be a function of the index variables "
+                        f"(e.g. lambda i, j: A[i, j] * 2), got {type(fcompute).__name__}")
+    # parameters with defaults (lambda i, T=T: ..., the loop-capture idiom) are not indices
+    params = [p for p in inspect.signature(fcompute).parameters.values()
+              if p.default is p.empty and p.kind != p.VAR_KEYWORD]
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         names = [f"ax{i}" for i in range(len(dims))]
     else:
@@ -123,7 +159,33 @@ def compute(shape, fcompute, name="compute"):
     axis = [E.IterVar(E.Range(0, d), n) for n, d in zip(names, dims)]
     body = E.as_expr(fcompute(*axis))
     reduce_axes = _check_reductions(body, name)
+    _check_free_axes(body, axis, name)
     return ComputeOp(name, axis, body, reduce_axes).output()
+
+
+def _check_free_axes(body, axis, name):
+    """Every axis the body uses must be one of its own index variables, or a reduce axis
+    inside the reduction over it; anything else has no value where the element is computed."""
+    own = set(axis)
+    inner = set(body.axis) if isinstance(body, E.Reduce) else set()
+    names = ", ".join(a.name for a in axis)
+    for r in inner:
+        bound = [v.name for v in E.free_vars(r.dom.min) | E.free_vars(r.dom.extent) if isinstance(v, E.IterVar)]
+        if bound:
+            raise ValueError(f"compute {name!r}: the range of reduce axis '{r.name}' depends on the axes "
+                             f"{sorted(bound)}; reduce ranges must not depend on the index variables "
+                             "(triangular ranges are not supported yet): reduce over the full range and "
+                             "mask with dt.if_then_else(k <= i, x, 0)")
+    for v in E.free_vars(body):
+        if not isinstance(v, E.IterVar) or v in own or v in inner:
+            continue
+        if v.kind == "reduce":
+            raise ValueError(
+                f"compute {name!r}: reduce axis '{v.name}' is used outside a reduction over it; "
+                f"reduce it (dt.sum(..., axis={v.name}), dt.max / dt.min) or index with the "
+                f"compute's own variables ({names})")
+        raise ValueError(f"compute {name!r}: the body uses axis '{v.name}', which is not one of its "
+                         f"index variables ({names}); axes of other computes have no value here")
 
 
 def _check_reductions(body, name):
@@ -143,9 +205,14 @@ def _check_reductions(body, name):
 
 def _reduce(combiner, expr, axis):
     axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
-    for a in axes:
+    if not axes:
+        raise ValueError(f"{combiner}: axis is empty; give the dt.reduce_axis(...) values to reduce over")
+    for n, a in enumerate(axes):
         if not isinstance(a, E.IterVar) or a.kind != "reduce":
             raise TypeError(f"{combiner}: axis must be dt.reduce_axis(...) values, got {a!r}")
+        if any(a is b for b in axes[:n]):
+            raise ValueError(f"{combiner}: reduce axis '{a.name}' is given twice in axis="
+                             f"[{', '.join(x.name for x in axes)}]; each axis is reduced once")
     return E.Reduce(combiner, E.as_expr(expr), axes)
 
 

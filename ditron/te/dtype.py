@@ -49,6 +49,14 @@ def is_bool(dtype):
     return dtype == "bool"
 
 
+def int_range(dtype):
+    """``(lowest, highest)`` value of an integer dtype (bool: 0, 1)."""
+    if dtype == "bool":
+        return 0, 1
+    n = _BITS[dtype]
+    return -(1 << (n - 1)), (1 << (n - 1)) - 1
+
+
 def bits(dtype):
     return _BITS[dtype]
 

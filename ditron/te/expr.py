@@ -57,7 +57,11 @@ class Expr:
     def __rand__(self, other): return _logical("&&", other, self)
     def __or__(self, other): return _logical("||", self, other)
     def __ror__(self, other): return _logical("||", other, self)
-    def __invert__(self): return Not(as_expr(self, "bool"))
+    def __invert__(self):
+        if self.dtype != "bool":
+            raise TypeError(f"'~' applies to conditions (bool), got {self.dtype} {self!r}; bitwise "
+                            "operators on integers are not supported (for logical not, compare: x == 0)")
+        return Not(self)
 
     def __bool__(self):
         raise TypeError(
@@ -75,17 +79,27 @@ class Expr:
 
 
 class Const(Expr):
-    """A literal of a given dtype."""
-    __slots__ = ("value",)
+    """A literal of a given dtype.
 
-    def __init__(self, value, dtype):
+    ``weak``: the constant is a Python number written into an expression (``A[i] * 0.5``);
+    it takes the other operand's dtype, and in 16-bit float arithmetic, which computes in
+    float32, it keeps its float32 value, as torch treats Python scalars.
+    """
+    __slots__ = ("value", "weak")
+
+    def __init__(self, value, dtype, weak=False):
         self.dtype = _dt.canonical(dtype)
+        self.weak = weak
         if _dt.is_bool(self.dtype):
             value = bool(value)
         elif _dt.is_int(self.dtype):
             if isinstance(value, float) and not value.is_integer():
                 raise TypeError(f"cannot make an {self.dtype} constant from {value!r}")
             value = int(value)
+            lo, hi = _dt.int_range(self.dtype)
+            if not lo <= value <= hi:
+                raise OverflowError(f"{value} does not fit in {self.dtype} ({lo}..{hi}); use a wider "
+                                    "dtype (e.g. .astype('int64'))")
         else:
             value = float(value)
         self.value = value
@@ -284,12 +298,19 @@ def as_expr(value, dtype=None):
                     "expected an expression, a tensor element, or a Python number")
 
 
+def _weak(value, dtype):
+    e = as_expr(value, dtype)
+    if isinstance(e, Const):
+        e.weak = True
+    return e
+
+
 def _pair(a, b):
     """Convert operands, letting Python numbers adopt the other side's dtype."""
     if isinstance(a, Expr) and not isinstance(b, Expr):
-        b = as_expr(b, a.dtype if not (isinstance(b, float) and not _dt.is_float(a.dtype)) else None)
+        b = _weak(b, a.dtype if not (isinstance(b, float) and not _dt.is_float(a.dtype)) else None)
     elif isinstance(b, Expr) and not isinstance(a, Expr):
-        a = as_expr(a, b.dtype if not (isinstance(a, float) and not _dt.is_float(b.dtype)) else None)
+        a = _weak(a, b.dtype if not (isinstance(a, float) and not _dt.is_float(b.dtype)) else None)
     else:
         a, b = as_expr(a), as_expr(b)
     dtype = _dt.promote(a.dtype, b.dtype)
@@ -303,7 +324,17 @@ def _binary(op, a, b):
             raise TypeError(f"'//' needs integer operands, got {a.dtype}; use '/' for floats")
     if _dt.is_bool(a.dtype) and op not in ("min", "max"):
         a, b = a.astype("int32"), b.astype("int32")
+    check_divisor(op, a, b)
     return Binary(op, a, b)
+
+
+def check_divisor(op, a, b):
+    """Integer division and modulo by the constant 0 raise ZeroDivisionError (as Python
+    and torch do) when the expression is made, not when the kernel runs."""
+    if op in ("/", "//", "%") and _dt.is_int(b.dtype) and isinstance(b, Const) and b.value == 0:
+        from .printer import expr_str
+        raise ZeroDivisionError(f"integer {'modulo' if op == '%' else 'division'} by zero: "
+                                f"{expr_str(a)} {op} 0")
 
 
 def _compare(op, a, b):
@@ -312,7 +343,13 @@ def _compare(op, a, b):
 
 
 def _logical(op, a, b):
-    return Logical(op, as_expr(a, "bool").astype("bool"), as_expr(b, "bool").astype("bool"))
+    a, b = as_expr(a, "bool"), as_expr(b, "bool")
+    for x in (a, b):
+        if x.dtype != "bool":
+            sym = "&" if op == "&&" else "|"
+            raise TypeError(f"'{sym}' combines conditions (bool), got {x.dtype} {x!r}; bitwise operators on "
+                            f"integers are not supported (compare first, e.g. (x != 0) {sym} (y != 0))")
+    return Logical(op, a, b)
 
 
 def is_const(e, value=None):
@@ -336,29 +373,54 @@ def walk(expr, fn):
         stack.extend(e.children())
 
 
-def transform(expr, fn):
+def transform(expr, fn, memo=None):
     """Rebuild ``expr`` bottom-up; ``fn(node)`` returns a replacement or None to keep it.
 
     ``fn`` is called first on the node itself (pre-order); if it returns a
     replacement, that replacement is used as is (its children are not visited).
+    With ``memo`` (a dict), a node shared by several parents is rebuilt once and the
+    result shared too: expressions that reuse sub-expressions (inlined stages read twice)
+    stay as small as they were, instead of growing exponentially as trees.
     """
+    if memo is not None:
+        key = id(expr)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is expr:
+            return hit[1]
     r = fn(expr)
-    if r is not None:
-        return r
-    kids = expr.children()
-    if not kids:
-        return expr
-    new = tuple(transform(k, fn) for k in kids)
-    if all(n is k for n, k in zip(new, kids)):
-        return expr
-    return expr.with_children(new)
+    if r is None:
+        kids = expr.children()
+        if not kids:
+            r = expr
+        else:
+            new = tuple(transform(k, fn, memo) for k in kids)
+            r = expr if all(n is k for n, k in zip(new, kids)) else expr.with_children(new)
+    if memo is not None:
+        memo[key] = (expr, r)        # (the node itself is kept alive, so its id stays its own)
+    return r
 
 
-def substitute(expr, mapping):
+def substitute(expr, mapping, memo=None):
     """Replace variables by expressions; ``mapping`` is ``{Var: Expr}`` (identity keys)."""
     if not mapping:
         return expr
-    return transform(expr, lambda e: mapping.get(e) if isinstance(e, Var) else None)
+    return transform(expr, lambda e: mapping.get(e) if isinstance(e, Var) else None, memo)
+
+
+def tree_size(expr, limit):
+    """Number of nodes of ``expr`` counted as a tree (shared sub-expressions once per use),
+    in time linear in the distinct nodes; stops counting above ``limit``."""
+    sizes, stack = {}, [(expr, False)]
+    while stack:
+        e, ready = stack.pop()
+        if id(e) in sizes:
+            continue
+        if ready:                            # every child is counted by now
+            sizes[id(e)] = min(limit + 1, 1 + sum(sizes[id(c)] for c in e.children()))
+            continue
+        stack.append((e, True))
+        stack.extend((c, False) for c in e.children() if id(c) not in sizes)
+    return sizes[id(expr)]
 
 
 def free_vars(expr):

@@ -139,6 +139,17 @@ class Tensor:
     def astype(self, dtype):
         raise TypeError(f"astype applies to elements: write {self.name}[i, ...].astype(...)")
 
+    def __iter__(self):
+        # Without this, Python would iterate T[0], T[1], ... through __getitem__ forever.
+        raise TypeError(f"tensor {self.name!r} is not iterable: index it (T[i, j]) to read an element, "
+                        "and pass tensors to dt.build / dt.lower as a list ([A, B, C])")
+
+    def __len__(self):
+        raise TypeError(f"tensor {self.name!r} has no len(); its shape is {self.shape}")
+
+    def __bool__(self):
+        return True
+
     def __repr__(self):
         dims = ", ".join(str(d) for d in self.shape)
         return f"Tensor({self.name}, shape=({dims}), dtype={self.dtype})"

@@ -1,0 +1,178 @@
+"""The bounds proof (ditron.lower.proof) and the CPU target's checked mode (DITRON_CHECK=1).
+
+A hypothesis test draws random index expressions into placeholders (offsets, strides,
+wrap-arounds, halvings, guards) under random schedules: every program is either refused
+at build (and then some access really leaves its tensor) or computes what torch computes.
+Both checkers are also shown to fire on a program that lowering did not make: a lowered
+loop nest whose store index is shifted by one."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import ditron as dt
+from ditron.build import Module, compile_library
+from ditron.codegen import render
+from ditron.lower import ir, proof
+
+
+@st.composite
+def indexings(draw):
+    n0, n1 = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    m0, m1 = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    dims = []
+    for n in (n0, n1):
+        dims.append(dict(kind=draw(st.sampled_from(["affine", "affine", "wrap", "half", "guard"])),
+                         scale=draw(st.sampled_from([1, 1, 2, -1])), offset=draw(st.integers(-3, 3)),
+                         swap=draw(st.booleans())))
+    sched = dict(fi=draw(st.integers(1, 5)), fj=draw(st.integers(1, 5)), device=draw(st.booleans()),
+                 core=draw(st.booleans()), stage=draw(st.sampled_from([None, "shared", "local"])))
+    return (n0, n1), (m0, m1), dims, sched
+
+
+def _index(d, axis, n):
+    """The index of one dim for the axis ``axis`` (an expression, or a Python int: the same
+    arithmetic, floor division and modulo included, gives the value torch's indexing uses)."""
+    s, o = d["scale"], d["offset"]
+    if d["kind"] == "wrap":
+        return (axis * s + o) % n
+    if d["kind"] == "half":
+        return (axis * s + o) // 2
+    return axis * s + o
+
+
+def _reference(a, shape_out, dims, n):
+    """torch's answer, and whether any read that is not guarded leaves ``a``."""
+    out = np.zeros(shape_out, np.float32)
+    bad = False
+    for i in range(shape_out[0]):
+        for j in range(shape_out[1]):
+            vals = (i, j)
+            idx, guarded_in = [], True
+            for k, d in enumerate(dims):
+                v = vals[1 - k] if d["swap"] else vals[k]
+                x = _index(d, v, n[k])
+                idx.append(x)
+                if d["kind"] == "guard" and not 0 <= x < n[k]:
+                    guarded_in = False
+            inside = all(0 <= x < n[k] for k, x in enumerate(idx))
+            if not guarded_in:
+                out[i, j] = 0.0
+                continue
+            if not inside:
+                bad = True
+                continue
+            out[i, j] = a[idx[0], idx[1]] * 2.0
+    return out, bad
+
+
+@settings(max_examples=70, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(indexings())
+def test_random_indices_are_refused_or_match_torch(p):
+    n, m, dims, sched = p
+    A = dt.placeholder(n, "float32", name="A")
+
+    def body(i, j):
+        idx, conds = [], []
+        for k, d in enumerate(dims):
+            axis = (j if d["swap"] else i) if k == 0 else (i if d["swap"] else j)
+            e = _index(d, axis, n[k])
+            idx.append(e)
+            if d["kind"] == "guard":
+                conds.append((e >= 0) & (e < n[k]))
+        value = A[idx[0], idx[1]] * 2.0
+        for c in conds:
+            value = dt.if_then_else(c, value, 0.0)
+        return value
+    B = dt.compute(m, body, name="B")
+    s = dt.create_schedule(B)
+    i, j = B.op.axis
+    io, ii = s[B].split(i, factor=sched["fi"])
+    jo, ji = s[B].split(j, factor=sched["fj"])
+    s[B].reorder(io, jo, ii, ji)
+    if sched["device"]:
+        s[B].bind(io, "device.x")
+    if sched["core"]:
+        s[B].bind(ji, "core.x")
+    if sched["stage"]:
+        AS = s.cache_read(A, sched["stage"], [B])
+        s[AS].compute_at(s[B], jo)
+    a = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    want, bad = _reference(a, m, dims, n)
+    try:
+        mod = dt.build(s, [A, B], name="random_index")
+    except dt.BoundsError as e:
+        assert bad, f"a program whose reads are all inside 'A' was refused: {e}"
+        assert "reads A[" in str(e)
+        return
+    assert not bad, "a program that reads outside 'A' was built"
+    b = torch.full(m, 777.0)
+    mod(torch.from_numpy(a), b)
+    np.testing.assert_allclose(b.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def _shifted(func):
+    """``func`` with every store to its output moved one element up: the last one is out of
+    bounds. (What a lowering bug would look like; lowering itself never makes it.)"""
+    out = func.params[-1]
+
+    def shift(s):
+        if isinstance(s, ir.Store) and s.buffer is out:
+            return ir.Store(s.buffer, list(s.indices[:-1]) + [s.indices[-1] + 1], s.value)
+        return None
+    func.body = ir.map_stmt(func.body, shift)
+    return func
+
+
+def _program(n=40):
+    A = dt.placeholder((n,), name="A")
+    B = dt.compute((n,), lambda i: A[i] * 3, name="B")
+    s = dt.create_schedule(B)
+    io, ii = s[B].split(B.op.axis[0], factor=8)
+    s[B].bind(io, "device.x")
+    return s, [A, B]
+
+
+def test_the_program_check_fires_on_a_shifted_store():
+    s, args = _program()
+    func = dt.lower(s, args, name="shifted")
+    proof.check_program(func)                     # the real one is proven
+    with pytest.raises(dt.BoundsError, match=r"kernel 'B': cannot prove that the store to 'B'\[.* \+ 1\] "
+                                             r"stays inside its shape \[40\].*valid: 0\.\.39"):
+        proof.check_program(_shifted(func))
+
+
+def test_the_expression_check_fires_on_each_kind_of_read():
+    A = dt.placeholder((4, 4), name="A")
+    for fn, phrase in ((lambda i, j: A[i, j + 1], "A[i, j + 1]"), (lambda i, j: A[j * 2, i], "A[j * 2, i]"),
+                       (lambda i, j: A[i, (j + 1) // 1 - 5], "covers -4..-1")):
+        B = dt.compute((4, 4), fn, name="B")
+        with pytest.raises(dt.BoundsError, match=r"stage 'B' reads .*" if "covers" in phrase else None) as info:
+            dt.lower(dt.create_schedule(B), [A, B])
+        assert phrase in str(info.value)
+
+
+def _checked_module(func, monkeypatch):
+    monkeypatch.setenv("DITRON_CHECK", "1")
+    source, sig = render(func, "cpu")
+    assert "ditron::checked_index(" in source
+    return Module(sig, source, compile_library(source, sig))
+
+
+def test_checked_mode_catches_an_out_of_bounds_store_at_run_time(monkeypatch):
+    s, args = _program()
+    mod = _checked_module(_shifted(dt.lower(s, args, name="shifted_checked")), monkeypatch)
+    with pytest.raises(IndexError, match=r"index 40 is out of bounds for 'B' of 40 elements \(DITRON_CHECK=1\)"):
+        mod(torch.ones(40), torch.empty(40))
+
+
+@pytest.mark.parametrize("which", ["gemm_tiled", "gemm_threads"])
+def test_checked_mode_runs_sound_programs_unchanged(which, monkeypatch):
+    import schedules           # (examples/, on the path through conftest)
+    monkeypatch.setenv("DITRON_CHECK", "1")
+    s, args = getattr(schedules, which)(37, 29, 19)
+    mod = dt.build(s, args, name=f"{which}_checked")
+    assert "ditron::checked_index(" in mod.source
+    a, b, c = torch.randn(37, 19), torch.randn(19, 29), torch.empty(37, 29)
+    mod(a, b, c)
+    torch.testing.assert_close(c, a @ b, rtol=1e-4, atol=1e-4)
