@@ -97,8 +97,10 @@ class Kernel {
   // (``inplace``: (output, input) index pairs). After a run, ``bump`` (torch's
   // increment_version) is called with the outputs, as torch's out= does.
   void set_checks(py::object tensor_type, py::list dtypes, py::list shapes, int num_vars, bool on_cpu,
-                  py::list aligns, py::list itemsizes, py::list outputs, py::list inplace, py::object bump) {
+                  py::list aligns, py::list itemsizes, py::list outputs, py::list inplace, py::object bump,
+                  int64_t max_dim) {
     tensor_type_ = tensor_type;
+    max_dim_ = max_dim;
     bump_ = bump;
     dtypes_.clear();
     shapes_.clear();
@@ -161,7 +163,7 @@ class Kernel {
           if (got != want[d]) return false;
         } else {
           // symbolic dims are int32 in generated code: larger ones take the Python path's error
-          if (got > kMaxDim) return false;
+          if (got > max_dim_) return false;
           int64_t& v = vars[-want[d] - 1];
           if (v >= 0 && v != got) return false;
           v = got;
@@ -228,7 +230,7 @@ class Kernel {
   bool checks_ = false;
   bool on_cpu_ = true;
   int num_vars_ = 0;
-  static constexpr int64_t kMaxDim = 2147483647;
+  int64_t max_dim_ = 0;          // largest symbolic dim (ditron/te/dtype.py: SYMBOLIC_DIM_MAX)
   py::object tensor_type_;
   py::object bump_ = py::none();
   std::vector<py::object> dtypes_;

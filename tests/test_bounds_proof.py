@@ -176,3 +176,56 @@ def test_checked_mode_runs_sound_programs_unchanged(which, monkeypatch):
     a, b, c = torch.randn(37, 19), torch.randn(19, 29), torch.empty(37, 29)
     mod(a, b, c)
     torch.testing.assert_close(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def _overflowing_cases():
+    """Programs whose accesses leave their tensor only through what interval arithmetic on
+    unbounded integers would miss (a review found each of them accepted once)."""
+    A2, A10, A256 = (dt.placeholder((n,), name="A") for n in (2, 10, 256))
+    X = dt.placeholder((4,), "int32", name="X")
+    m = lambda i, j: dt.min(4 + i, j)                                         # noqa: E731
+    return [
+        ("min arm nested in a division", A2, (2, 2), lambda i, j: A2[2 + m(i, j) - 3 * (m(i, j) // 2)]),
+        ("narrowing cast in the index", A256, (256,), lambda i: A256[i.astype("int8")]),
+        ("narrowing cast in a guard", A10, (200,), lambda i: dt.if_then_else(i.astype("int8") < 10, A10[i], 0.0)),
+        ("int32 wrap-around in a guard", A10, (1000,),
+         lambda i: dt.if_then_else(i + 2147483000 < 2147483010, A10[i], 0.0)),
+        ("data arithmetic in a guard", A10, (4,),
+         lambda i: dt.if_then_else((X[i] >= 0) & (X[i] + 1 < 10), A10[X[i]], 0.0)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_accesses_that_need_overflow_or_monotonicity_reasoning_are_refused(case):
+    what, A, shape, fn = _overflowing_cases()[case]
+    B = dt.compute(shape, fn, name="B")
+    with pytest.raises(dt.BoundsError, match=r"stage 'B' reads A\["):
+        dt.lower(dt.create_schedule(B), [A, B])
+
+
+def test_a_split_whose_tail_indices_pass_32_bits_is_refused():
+    B = dt.compute((2 ** 31 - 1,), lambda i: dt.const(1, "int8"), name="B")
+    s = dt.create_schedule(B)
+    s[B].split(B.op.axis[0], factor=7)
+    with pytest.raises(dt.LoweringError, match=r"306783379 x 7 = 2147483653 iterations"):
+        dt.lower(s, [B])
+
+
+@pytest.mark.parametrize("factor,bind", [(64, False), (7, False), (128, True)])
+def test_fused_and_split_symbolic_dims_are_proven_and_match_torch(factor, bind):
+    M, N = dt.var("M"), dt.var("N")
+    A = dt.placeholder((M, N), name="A")
+    B = dt.compute((M, N), lambda i, j: A[i, j] * 2, name="B")
+    s = dt.create_schedule(B)
+    fo, fi = s[B].split(s[B].fuse(*B.op.axis), factor=factor)
+    if bind:
+        s[B].bind(fo, "device.x")
+        s[B].bind(fi, "core.x")
+    mod = dt.build(s, [A, B], name=f"fused_sym_{factor}_{bind}")
+    for m, n in ((3, 5), (17, 1), (1, 130)):
+        a, b = torch.randn(m, n), torch.empty(m, n)
+        mod(a, b)
+        torch.testing.assert_close(b, a * 2)
+    with pytest.raises(ValueError, match="symbolic dims are at most"):
+        big = torch.empty(1).expand(2 ** 31 - 2 ** 15, 1)
+        mod(big, big)

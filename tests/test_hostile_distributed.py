@@ -165,3 +165,10 @@ if __name__ == "__main__":
     print(dt.distributed.launch(work, world_size=1))
 """)
     assert rc == 0 and "negative dim" in out and "not an int" in out and "torch.float32" in out, out
+
+
+def test_module_identity_ignores_the_kernel_name_but_not_the_shapes():
+    from ditron.runtime.identity import identity
+    a, b, c = _reduce_module(name="reduce_a"), _reduce_module(name="reduce_b"), _reduce_module(16, "reduce_a")
+    ids = [identity(m.source, 2, m.signature.name) for m in (a, b, c)]
+    assert ids[0] == ids[1] and ids[0] != ids[2]

@@ -186,11 +186,19 @@ struct DivisionByZero : std::runtime_error { using std::runtime_error::runtime_e
 struct OutOfBounds : std::runtime_error { using std::runtime_error::runtime_error; };
 struct BadArgument : std::runtime_error { using std::runtime_error::runtime_error; };
 
-// DITRON_CHECK=1: every buffer access goes through this bounds check.
+// DITRON_CHECK=1: every buffer access goes through these bounds checks: the flat offset of a
+// one-index access against the element count, each index of a multi-dim one against its dim.
 inline int64_t checked_index(int64_t i, int64_t size, const char* buffer) {
   if (i < 0 || i >= size)
     throw OutOfBounds(std::string("index ") + std::to_string(i) + " is out of bounds for '" + buffer +
                       "' of " + std::to_string(size) + " elements (DITRON_CHECK=1)");
+  return i;
+}
+inline int64_t checked_index(int64_t i, int64_t size, const char* buffer, int dim) {
+  if (i < 0 || i >= size)
+    throw OutOfBounds(std::string("index ") + std::to_string(i) + " of dim " + std::to_string(dim) +
+                      " is out of bounds for '" + buffer + "' (dim " + std::to_string(dim) + " has " +
+                      std::to_string(size) + " elements; DITRON_CHECK=1)");
   return i;
 }
 

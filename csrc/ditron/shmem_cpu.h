@@ -56,20 +56,25 @@ inline std::atomic<bool>& shm_failed() {
 }
 
 // Call records and module headers (ditron/runtime/identity.py). Each rank's heap holds,
-// at offset w[4 + world size] (-1: none), the record [seq, header offset, epoch, failed] of
-// its current call; a module header is [magic, identity, text length, text bytes ...].
+// at offset w[4 + world size] (-1: none), the record [2 * calls made, header offset, epoch,
+// failed] of its current call; a module header is [magic, identity, text length, text ...].
 inline int64_t* shm_record(const int64_t* w, int pe) {
   return reinterpret_cast<int64_t*>(static_cast<uintptr_t>(w[4 + pe] + w[4 + w[1]]));
 }
 
+// The record is a seqlock: word 0 is twice the number of calls made, odd while this rank
+// rewrites the rest, so that a peer never takes one call's number with another's module.
 inline void shm_begin_call(const int64_t* w, const int64_t* module, int64_t epoch) {
   shm_failed().store(false);
   if (w[4 + w[1]] < 0) return;
   int64_t* rec = shm_record(w, static_cast<int>(w[0]));
   const int64_t header = static_cast<int64_t>(reinterpret_cast<uintptr_t>(module) - static_cast<uintptr_t>(w[4 + w[0]]));
+  const int64_t seq = __atomic_load_n(&rec[0], __ATOMIC_RELAXED);
+  __atomic_store_n(&rec[0], seq + 1, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
   __atomic_store_n(&rec[1], header, __ATOMIC_RELAXED);
   __atomic_store_n(&rec[2], epoch, __ATOMIC_RELAXED);
-  __atomic_store_n(&rec[0], __atomic_load_n(&rec[0], __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&rec[0], seq + 2, __ATOMIC_RELEASE);
 }
 
 // "call #n to 'name'(args) (its epoch e)" of rank pe's record, as far as it can be read.
@@ -86,15 +91,18 @@ inline std::string shm_call_text(const int64_t* w, int pe, int64_t seq, int64_t 
   return text + " (its call " + std::to_string(epoch) + " of that module)";
 }
 
-// Rank pe's record, read consistently (seq read again after the rest); false if it changed.
+// Rank pe's record as [calls made, header offset, epoch, failed], read consistently (false
+// while it is being rewritten, or if it changed meanwhile: look again later).
 inline bool shm_read_record(const int64_t* w, int pe, int64_t* out) {
   const int64_t* rec = shm_record(w, pe);
   const int64_t seq = __atomic_load_n(&rec[0], __ATOMIC_ACQUIRE);
+  if (seq & 1) return false;
   out[1] = __atomic_load_n(&rec[1], __ATOMIC_RELAXED);
   out[2] = __atomic_load_n(&rec[2], __ATOMIC_RELAXED);
   out[3] = __atomic_load_n(&rec[3], __ATOMIC_RELAXED);
-  out[0] = seq;
-  return __atomic_load_n(&rec[0], __ATOMIC_ACQUIRE) == seq;
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  out[0] = seq / 2;
+  return __atomic_load_n(&rec[0], __ATOMIC_RELAXED) == seq;
 }
 
 // A wait that is taking long: is the sending rank in the same call? If its call number is

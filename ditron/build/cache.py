@@ -96,6 +96,8 @@ def _damage(key, file_name):
     try:
         st = os.stat(path)
     except OSError:
+        if not os.path.isdir(d):
+            return None          # (gone meanwhile: nothing to judge, the caller builds)
         return f"{file_name} is missing"
     state = (st.st_size, st.st_mtime_ns, st.st_ino)
     if _VERIFIED.get(path) == state:
@@ -113,18 +115,37 @@ def _damage(key, file_name):
     return None
 
 
-def discard(key, why):
-    """Move a damaged entry aside and delete it (other builders then rebuild it too)."""
+def discard(key, why, file_name):
+    """Move a damaged entry aside and delete it (other builders then rebuild it too). What
+    was moved is judged again: another builder may have replaced the damaged entry by a
+    sound one in between, which goes back (or, if yet another took its place, is dropped)."""
     d = entry_dir(key)
     log.warning("kernel cache entry %s is damaged (%s); it is deleted and the kernel rebuilt", d, why)
     trash = os.path.join(cache_dir(), "trash")
     try:
         os.makedirs(trash, exist_ok=True)
         aside = tempfile.mkdtemp(prefix=f"{key[:16]}-", dir=trash)
-        os.rename(d, os.path.join(aside, "entry"))
-        shutil.rmtree(aside, ignore_errors=True)
+        moved = os.path.join(aside, "entry")
+        os.rename(d, moved)
     except OSError:
-        shutil.rmtree(d, ignore_errors=True)     # (another process may have moved it already)
+        return                   # (another process moved it already)
+    if _sound(moved, file_name):
+        try:
+            os.rename(moved, d)
+        except OSError:
+            pass
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _sound(entry, file_name):
+    """Whether the entry folder ``entry`` holds ``file_name`` as its meta.json records it."""
+    path = os.path.join(entry, file_name)
+    try:
+        with open(os.path.join(entry, "meta.json")) as f:
+            want = json.load(f)["files"][file_name]
+        return os.path.getsize(path) == want.get("size") and _sha256(path) == want.get("sha256")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def lookup(key, file_name):
@@ -134,8 +155,9 @@ def lookup(key, file_name):
         return None
     why = _damage(key, file_name)
     if why is None:
-        return os.path.join(entry_dir(key), file_name)
-    discard(key, why)
+        path = os.path.join(entry_dir(key), file_name)
+        return path if os.path.isfile(path) else None
+    discard(key, why, file_name)
     return None
 
 
@@ -204,16 +226,15 @@ def publish(staging, key, file_name=None):
     (a damaged entry in the way is replaced)."""
     final = entry_dir(key)
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    for _ in range(2):
+    for _ in range(3):
         try:
             os.rename(staging, final)
             return final
         except OSError:
             if not os.path.isdir(final):
-                raise
-            why = _damage(key, file_name) if file_name else None
-            if why is None:
+                continue             # (moved away meanwhile: try again)
+            if file_name is None or _sound(final, file_name):
                 shutil.rmtree(staging, ignore_errors=True)
                 return final
-            discard(key, why)
+            discard(key, "found in the way when publishing", file_name)
     return staging          # (still contended: use this build where it is; swept later)

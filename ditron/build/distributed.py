@@ -45,7 +45,7 @@ class DistributedModule(Module):
             self._attach(w)
         # the module header first: who this module is, for the first-call check and for
         # what peers' waits report (ditron.runtime.identity)
-        ident = identity.identity(self.source, self.signature.world_size)
+        ident = identity.identity(self.source, self.signature.world_size, self.signature.name)
         text = identity.describe(self.signature)
         header = w.heap.allocate(identity.HEADER_BYTES)
         identity.write_header(w.heap, header, ident, text)
@@ -106,8 +106,10 @@ class DistributedModule(Module):
         try:
             self._kernel(ptrs + hidden + (w.descriptor.data_ptr(), self._header), scalars + (self.epoch, w.rank),
                          stream)
-        except RuntimeError:        # a communication failure: peers waiting on this rank stop too
-            self._mark_failed(w)
+        except ZeroDivisionError:   # (found after the call: its communication completed)
+            raise
+        except Exception:           # the call stopped part-way (or never started): peers waiting
+            self._mark_failed(w)    # on this rank stop too, naming it
             raise
         self._written(args)
 

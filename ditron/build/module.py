@@ -1,9 +1,9 @@
 """A compiled kernel, callable with torch tensors."""
 from .. import _C
-from ..te.dtype import itemsize
+from ..te.dtype import SYMBOLIC_DIM_MAX, itemsize
 
 _TORCH = None
-MAX_DIM = 2 ** 31 - 1     # symbolic dims are int32 in generated code
+MAX_DIM = SYMBOLIC_DIM_MAX     # symbolic dims are int32 in generated code (with headroom)
 _BUMP = []
 
 
@@ -104,7 +104,7 @@ class Module:
                                 [a.align for a in signature.args],
                                 [itemsize(a.dtype) for a in signature.args],
                                 [a.is_output for a in signature.args],
-                                [tuple(pr) for pr in signature.inplace], _bump())
+                                [tuple(pr) for pr in signature.inplace], _bump(), MAX_DIM)
         # GPU launches need the current stream, looked up in Python.
         self._launch = None if self._gpu else self._kernel.launch
 
@@ -192,7 +192,8 @@ class Module:
                 else:
                     if got > MAX_DIM:
                         raise ValueError(f"{self._where(n)}: dim {d} ({want}) is {got}; symbolic dims "
-                                         f"are 32-bit in generated code (at most {MAX_DIM})")
+                                         f"are at most {MAX_DIM} (32-bit indices in generated code, with "
+                                         "room for the tiles rounding them up)")
                     bound[want] = (f"{self._where(n)} dim {d}", got)
             self._check_device(n, t)
             if not t.is_contiguous():

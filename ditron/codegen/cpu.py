@@ -9,6 +9,7 @@ targets get from hardware.
 import os
 
 from ..lower import ir
+from ..te import expr as E
 from ..te.dtype import itemsize
 from .cstyle import CStyleRenderer
 
@@ -32,6 +33,14 @@ def checked_mode():
     return os.environ.get("DITRON_CHECK", "").strip() not in ("", "0")
 
 
+class _CheckedIndex(E.Expr):
+    """An index rendered with its bounds check (DITRON_CHECK=1): ``index`` in ``[0, dim)``."""
+    __slots__ = ("index", "dim", "label", "position")
+
+    def __init__(self, index, dim, label, position):
+        self.index, self.dim, self.label, self.position, self.dtype = index, dim, label, position, index.dtype
+
+
 class CPURenderer(CStyleRenderer):
     target = "cpu"
     template = "cpu/kernel.cpp.j2"
@@ -44,10 +53,21 @@ class CPURenderer(CStyleRenderer):
             self.vectorize_pragma = "// (vectorize: off in DITRON_CHECK=1 builds)"
 
     def flat_index(self, buf, indices):
-        text = super().flat_index(buf, indices)
         if not self.checked:
-            return text
+            return super().flat_index(buf, indices)
+        # each index against its own dim (a spill into the next row is caught too); the one
+        # flat index of communication code against the element count
+        if len(indices) == len(buf.shape) and len(indices) > 1:
+            indices = [_CheckedIndex(i, d, buf.label, n) for n, (i, d) in enumerate(zip(indices, buf.shape))]
+            return super().flat_index(buf, indices)
+        text = super().flat_index(buf, indices)
         return f"ditron::checked_index({text}, {self._checked_size(buf)}, \"{buf.label}\")"
+
+    def expr(self, e):
+        if isinstance(e, _CheckedIndex):
+            return (f"ditron::checked_index({super().expr(e.index)}, {super().expr(e.dim)}, "
+                    f"\"{e.label}\", {e.position})")
+        return super().expr(e)
 
     def _checked_size(self, buf):
         if buf.scope == "global":

@@ -8,7 +8,7 @@ import re
 
 from ..errors import LoweringError, ScheduleError, nested_too_deeply
 from ..te import expr as E
-from ..te.dtype import is_int
+from ..te.dtype import INDEX_MAX, SYMBOLIC_DIM_MAX, is_int
 from ..te.tensor import Tensor
 from ..te.names import unique_name
 from ..schedule import Schedule
@@ -229,12 +229,13 @@ def _lower(sch, args, name, world_size, target, inplace):
     _check_extents(body)
     func = ir.PrimFunc(name, params, scalar_vars, body, temps, symmetric, world)
     func.inplace = pairs
-    func.preconditions = _preconditions(sch, bodies) + _extent_preconditions(body, scalar_vars)
+    checks, func.checked_extents = _extent_preconditions(body, scalar_vars)
+    func.preconditions = _preconditions(sch, bodies) + checks
     check_program(func)
     return func
 
 
-MAX_EXTENT = 2 ** 31 - 1
+MAX_EXTENT = INDEX_MAX
 
 
 def _check_extents(body):
@@ -263,32 +264,34 @@ def _widened(e):
     return e
 
 
-def _has_product_of_dims(e):
+def _products_of_dims(e):
     found = []
     E.walk(e, lambda x: found.append(x) if isinstance(x, E.Binary) and x.op == "*"
            and not isinstance(x.a, E.Const) and not isinstance(x.b, E.Const) else None)
-    return bool(found)
+    return found
 
 
 def _extent_preconditions(body, scalar_vars):
     """Loops over products of symbolic dims (fused axes) must fit 32-bit indices at call time
-    (each dim does by the call's shape checks; their product may not)."""
-    dims, out, seen = set(scalar_vars), [], set()
+    (each dim does by the call's shape checks; their product, computed in 32 bits by the
+    generated code, may not). Returns the preconditions and the products they check."""
+    dims, out, seen, products = set(scalar_vars), [], set(), []
     for s in ir.walk_stmts(body):
         exts = [(s.var.name, s.extent)] if isinstance(s, ir.For) else \
             [(v.name, e) for v, e, _ in s.grid] if isinstance(s, ir.Kernel) else []
         for name, e in exts:
-            fv = E.free_vars(e)
-            if isinstance(e, E.Const) or not fv <= dims or not _has_product_of_dims(e):
+            if isinstance(e, E.Const) or not E.free_vars(e) <= dims:
                 continue
-            key = arith.skey(e)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append((E.Compare("<=", _widened(e), E.Const(MAX_EXTENT, "int64")),
-                        f"loop '{name}' runs {e!r} times, more than the {MAX_EXTENT} that 32-bit loop "
-                        "indices hold, for these shapes"))
-    return out
+            for p in _products_of_dims(e):
+                key = arith.skey(p)
+                if key in seen:
+                    continue
+                seen.add(key)
+                products.append(p)
+                out.append((E.Compare("<=", _widened(p), E.Const(SYMBOLIC_DIM_MAX, "int64")),
+                            f"loop '{name}' runs over {p!r} elements, more than the {SYMBOLIC_DIM_MAX} that "
+                            "its 32-bit loop indices allow, for these shapes"))
+    return out, products
 
 
 def _preconditions(sch, bodies):

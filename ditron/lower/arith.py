@@ -240,10 +240,11 @@ def _simplify_node(e):
                 if d is not None:
                     return (a if d <= 0 else b) if e.op == "min" else (a if d >= 0 else b)
         else:
-            # exact float identities only: x * 1 and x - 0 (x + 0 would turn -0.0 into +0.0)
+            # exact float identities only: x * 1 and x - (+0.0) (x + 0.0 and x - (-0.0) would
+            # turn -0.0 into +0.0)
             if e.op == "*" and (E.is_const(b, 1) or E.is_const(a, 1)):
                 return a if E.is_const(b, 1) else b
-            if e.op == "-" and E.is_const(b, 0):
+            if e.op == "-" and E.is_const(b, 0) and math.copysign(1.0, b.value) > 0:
                 return a
         return e
     if isinstance(e, E.Compare):
@@ -290,6 +291,9 @@ def _simplify_node(e):
                 else:
                     v = _wrap(int(v), e.dtype)
             elif _dt.is_float(e.dtype):
+                if isinstance(v, int) and e.dtype == "float32":
+                    import numpy as np
+                    v = float(np.float32(np.int64(v)))     # one rounding, as the cast does
                 v = _round_float(float(v), e.dtype)
             return E.Const(v, e.dtype)
         if e.value.dtype == e.dtype:
@@ -311,8 +315,10 @@ def ceildiv(a, b):
     a, b = E.as_expr(a, "int32"), E.as_expr(b, "int32")
     if isinstance(a, E.Const) and isinstance(b, E.Const):
         return E.Const(-(-a.value // b.value), a.dtype)
-    return simplify(E.Binary("//", E.Binary("+", a, E.Binary("-", b, E.Const(1, b.dtype), b.dtype),
-                                            a.dtype), b, a.dtype))
+    # (a - 1) // b + 1, not (a + b - 1) // b: the same for a >= 0, and no overflow for a
+    # near the dtype's largest value (a symbolic dim of 2^31 - 1 elements)
+    one = E.Const(1, a.dtype)
+    return simplify(E.Binary("+", E.Binary("//", E.Binary("-", a, one, a.dtype), b, a.dtype), one, a.dtype))
 
 
 # ---------------------------------------------------------------------------

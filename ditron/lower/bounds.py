@@ -9,6 +9,7 @@ vary too), as in TVM.
 """
 from ..errors import LoweringError
 from ..te import expr as E
+from ..te.dtype import INDEX_MAX
 from ..schedule.relations import Split
 from . import arith
 
@@ -36,7 +37,7 @@ class StageInfo:
         self.ring_var = None
 
 
-MAX_EXTENT = 2 ** 31 - 1       # loop indices of generated code are 32-bit
+MAX_EXTENT = INDEX_MAX       # loop indices of generated code are 32-bit
 
 # Nodes (counted as a tree) that a stage's body may have once inlined stages are substituted
 # into it: every later pass walks expressions as trees.
@@ -91,6 +92,11 @@ def derive_axes(info):
             else:
                 ext[rel.outer] = E.Const(nparts, "int32")
                 ext[rel.inner] = arith.ceildiv(p, nparts)
+            o, i = E.const_value(ext[rel.outer]), E.const_value(ext[rel.inner])
+            if o is not None and i is not None and o * i - 1 > MAX_EXTENT:
+                raise LoweringError(f"stage '{st.name}': {rel!r} makes {o} x {i} = {o * i} iterations, whose "
+                                    f"indices pass the {MAX_EXTENT} that 32-bit loop indices hold; choose a "
+                                    "factor that divides the extent, or a smaller one")
         else:
             a, b = E.const_value(ext[rel.outer]), E.const_value(ext[rel.inner])
             if a is not None and b is not None and a * b > MAX_EXTENT:

@@ -316,6 +316,7 @@ class PrimFunc:
         # conditions on the symbolic dims checked when the program is called:
         # [(condition, message)], a ValueError naming the message when one fails
         self.preconditions = []
+        self.checked_extents = []      # loop extents those conditions keep within 32 bits
 
     @property
     def kernels(self):

@@ -28,7 +28,7 @@ import math
 
 from ..errors import BoundsError
 from ..te import expr as E
-from ..te.dtype import is_int
+from ..te.dtype import SYMBOLIC_DIM_MAX, int_range, is_int
 from ..te.printer import expr_str
 from . import arith, ir
 
@@ -38,15 +38,21 @@ _ZERO = E.Const(0, "int32")
 # ---------------------------------------------------------------------------
 # facts: integer expressions known to be <= 0 where an access happens
 
-def facts_of(cond, negate=False):
-    """Expressions ``d`` with ``d <= 0`` whenever ``cond`` holds (is false, with ``negate``)."""
+def facts_of(cond, negate=False, ranges=None, trusted=frozenset()):
+    """Expressions ``d`` with ``d <= 0`` whenever ``cond`` holds (is false, with ``negate``).
+
+    A comparison tells something only when both its sides compute their mathematical value:
+    with ``ranges`` given, one whose sides may overflow their dtype (and wrap, as generated
+    code does) is no fact (see :func:`fits`)."""
     if isinstance(cond, E.Not):
-        return facts_of(cond.a, not negate)
+        return facts_of(cond.a, not negate, ranges, trusted)
     if isinstance(cond, E.Logical):
         if (cond.op == "&&") != negate:          # a && b holds, or a || b fails: both parts
-            return facts_of(cond.a, negate) + facts_of(cond.b, negate)
+            return facts_of(cond.a, negate, ranges, trusted) + facts_of(cond.b, negate, ranges, trusted)
         return []
     if not (isinstance(cond, E.Compare) and is_int(cond.a.dtype) and is_int(cond.b.dtype)):
+        return []
+    if ranges is not None and not (fits(cond.a, ranges, trusted) and fits(cond.b, ranges, trusted)):
         return []
     op = cond.op
     if negate:
@@ -69,10 +75,70 @@ def _sub(a, b):
     return E.Binary("-", _wide(a), _wide(b), "int64")
 
 
+def _widening(c):
+    return (isinstance(c, E.Cast) and is_int(c.dtype) and is_int(c.value.dtype)
+            and _int_bits(c.dtype) >= _int_bits(c.value.dtype))
+
+
+def _int_bits(dtype):
+    return {"int8": 8, "int32": 32, "int64": 64}[dtype]
+
+
 def _strip(e):
-    """Integer casts do not change a value's bound (indices are far from overflow)."""
-    return E.transform(e, lambda x: _strip(x.value) if isinstance(x, E.Cast) and is_int(x.dtype)
-                       and is_int(x.value.dtype) else None)
+    """``e`` for proofs, which reason about mathematical values: integer arithmetic retyped to
+    int64 (its constants and bounds may leave a narrower dtype; whether the generated code
+    wraps around is :func:`fits`'s question), widening casts dropped (they keep the value;
+    a narrowing one stays, an atom bounded by :meth:`_Bounder._atom`)."""
+    def fn(x):
+        if _widening(x):
+            return _strip(x.value)
+        if isinstance(x, E.Const) and is_int(x.dtype) and x.dtype != "int64":
+            return E.Const(x.value, "int64")
+        if isinstance(x, E.Binary) and is_int(x.dtype):
+            return E.Binary(x.op, _strip(x.a), _strip(x.b), "int64")
+        if isinstance(x, E.Cast) and is_int(x.dtype):
+            return E.Cast(x.dtype, _strip(x.value))
+        return None
+    return E.transform(e, fn)
+
+
+MAX_DIM = SYMBOLIC_DIM_MAX     # what the call's shape checks allow a symbolic dim to be
+
+
+def fits(e, ranges, trusted=frozenset()):
+    """Whether integer expression ``e`` computes its mathematical value: no int8 / int32
+    arithmetic node of it leaves its dtype's range (generated code would wrap around)
+    over ``ranges``, with symbolic dims anywhere in ``[0, SYMBOLIC_DIM_MAX]`` (the call's
+    checks).
+    int64 arithmetic is taken as exact (dims and products of two of them fit it). An
+    arithmetic node over tensor data does not provably fit; ``trusted`` (skeys) are the loop
+    extents that the call checks to fit (``PrimFunc.checked_extents``)."""
+    nodes = []
+
+    def collect(x):
+        if isinstance(x, E.Binary) and x.op in ("+", "-", "*") and x.dtype in ("int8", "int32") \
+                and arith.skey(x) not in trusted:
+            nodes.append(x)
+    E.walk(e, collect)
+    if not nodes:
+        return True
+    wide = dict(ranges)
+    dims = set(E.free_vars(e))
+    for lo, hi in ranges.values():
+        dims |= E.free_vars(lo) | E.free_vars(hi)
+    for v in dims:
+        if not isinstance(v, E.IterVar) and v not in wide and v.dtype in ("int32", "int64"):
+            wide[v] = (E.Const(0, "int64"), E.Const(MAX_DIM, "int64"))
+    b = _Bounder(wide, [], {key: (0, MAX_DIM) for key in trusted})
+    for x in nodes:
+        if _depends_on_data(x):
+            return False
+        lo, hi = int_range(x.dtype)
+        top, bottom = b.ub(_strip(x)), b.lb(_strip(x))
+        if not (isinstance(top, E.Const) and isinstance(bottom, E.Const)
+                and lo <= bottom.value and top.value <= hi):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -83,26 +149,32 @@ class _Bounder:
     expressions), using ``facts`` (expressions known to be <= 0). Bounds are expressions
     free of the ranged variables (symbolic dims stay), or None."""
 
-    def __init__(self, ranges, facts):
+    def __init__(self, ranges, facts, atoms=None):
         self.ranges, self.facts = dict(ranges), []
+        self.atoms = atoms or {}     # skey -> (lo, hi) of atoms known another way (checked extents)
         self.positive = set()        # symbolic dims known to be >= 1 here (a loop over them runs)
-        for f in facts:
-            f = arith.simplify(_strip(f))
-            self._positive_dims(f)
+        stripped = [arith.simplify(_strip(f)) for f in facts]
+        for f in stripped:
             if not self._tighten(f):
                 self.facts.append(f)
+        for f in stripped:
+            self._positive_dims(f)
 
     def _positive_dims(self, f):
-        """``1 - d1 * d2 * ... <= 0`` (a loop over a product of dims runs): each dim is >= 1."""
+        """``R - d1 * d2 * ... <= 0`` with ``R >= 1`` (a loop over a product of dims runs, or a
+        guard ``x < M * N`` with ``x >= 0`` holds): each dim is >= 1."""
         lin = arith.linear(f)
-        if lin.const != 1 or len(lin.terms) != 1:
-            return
-        ((atom, c),) = lin.terms.values()
-        if c != -1:
-            return
-        factors = _factors(atom)
-        if all(isinstance(x, E.Var) and x not in self.ranges for x in factors):
-            self.positive |= set(factors)
+        for key, (atom, c) in lin.terms.items():
+            factors = _factors(atom)
+            if c != -1 or not all(isinstance(x, E.Var) and x not in self.ranges for x in factors):
+                continue
+            rest = arith.Linear("int64", lin.const)
+            for k, (a, cc) in lin.terms.items():
+                if k != key:
+                    rest.add_term(a, cc)
+            lo = self.lb(rest.to_expr(), 0) if rest.terms else E.Const(rest.const, "int64")
+            if isinstance(lo, E.Const) and lo.value >= 1:
+                self.positive |= set(factors)
 
     def known_positive(self, e):
         """``max(d, c)`` with ``c <= 1`` is ``d`` for a dim known to be >= 1."""
@@ -140,7 +212,7 @@ class _Bounder:
         return bool(E.free_vars(e) & self.ranges.keys())
 
     def ub(self, e, depth=2):
-        e = arith.simplify(e)
+        e = arith.simplify(_strip(e))
         if self.positive:
             e = arith.simplify(E.transform(e, self.known_positive))
         if not self.ranged(e):
@@ -148,10 +220,13 @@ class _Bounder:
         e = _fold_mods(e)
         lin = arith.linear(e)
         for atom, c in _minmax_atoms(lin):
-            if self.ranged(atom):        # case split: e is the min or the max of its two branches
+            if self.ranged(atom):        # case split: the atom is one of its two arms
                 x = self.ub(_replace(e, atom, atom.a), depth)
                 y = self.ub(_replace(e, atom, atom.b), depth)
-                return _smaller(x, y) if (atom.op == "min") == (c > 0) else _larger(x, y)
+                # e = e[a] or e[b]: below the larger bound; where e grows (shrinks) with the
+                # atom and holds it only as that one term, below the one of min (max) too
+                tighter = (atom.op == "min") == (c > 0) and _only_term(lin, atom)
+                return _smaller(x, y) if tighter else _larger(x, y)
         best = self._ub_linear(e, depth)
         if depth > 0:                    # e = (e - s*f) + s*f <= e - s*f for a fact f <= 0, s > 0
             lin = arith.linear(e)
@@ -185,13 +260,22 @@ class _Bounder:
 
     def _atom(self, a, depth, upper):
         pick = self.ub if upper else self.lb
+        known = self.atoms.get(arith.skey(a))
+        if known is not None:
+            return E.Const(known[1] if upper else known[0], "int64")
         if not self.ranged(a):
             return a
         if isinstance(a, E.Var):
             lo, hi = self.ranges[a]
             return pick(hi if upper else lo, depth)
-        if isinstance(a, E.Cast) and is_int(a.value.dtype):
-            return pick(a.value, depth)
+        if isinstance(a, E.Cast) and is_int(a.value.dtype) and is_int(a.dtype):
+            # (widening casts are stripped) a narrowing one keeps the value if it fits, else
+            # it is anything in the dtype's range
+            lo, hi = self.lb(a.value, depth), self.ub(a.value, depth)
+            dlo, dhi = int_range(a.dtype)
+            if isinstance(lo, E.Const) and isinstance(hi, E.Const) and dlo <= lo.value and hi.value <= dhi:
+                return hi if upper else lo
+            return E.Const(dhi if upper else dlo, "int64")
         if isinstance(a, E.Binary) and a.op in ("//", "%") and isinstance(a.b, E.Const) and a.b.value > 0:
             k = a.b.value
             if a.op == "//":                       # floor division is monotone in the dividend
@@ -215,8 +299,11 @@ class _Bounder:
             hi = self.ub(a.a, depth)
             if hi is None:
                 return None
-            q = _quotient(arith.simplify(E.Binary("+", hi, E.Const(1, "int64"), "int64")), n)
-            return None if q is None else arith.simplify(E.Binary("-", q, E.Const(1, "int64"), "int64"))
+            for arm in _arms(hi):                # each arm of a min(...) bound is a bound
+                q = _quotient(arith.simplify(E.Binary("+", arm, E.Const(1, "int64"), "int64")), n)
+                if q is not None:
+                    return arith.simplify(E.Binary("-", q, E.Const(1, "int64"), "int64"))
+            return None
         if isinstance(a, E.Binary) and a.op in ("min", "max"):
             x, y = pick(a.a, depth), pick(a.b, depth)
             if x is None or y is None:
@@ -230,8 +317,8 @@ class _Bounder:
             prods = [vals[0] * vals[2], vals[0] * vals[3], vals[1] * vals[2], vals[1] * vals[3]]
             return E.Const(max(prods) if upper else min(prods), "int64")
         if isinstance(a, E.Select):
-            inner_t = _Bounder(self.ranges, self.facts + facts_of(a.cond))
-            inner_f = _Bounder(self.ranges, self.facts + facts_of(a.cond, negate=True))
+            inner_t = _Bounder(self.ranges, self.facts + facts_of(a.cond, ranges=self.ranges))
+            inner_f = _Bounder(self.ranges, self.facts + facts_of(a.cond, negate=True, ranges=self.ranges))
             x = inner_t.ub(a.t, depth) if upper else inner_t.lb(a.t, depth)
             y = inner_f.ub(a.f, depth) if upper else inner_f.lb(a.f, depth)
             if x is None or y is None:
@@ -260,6 +347,13 @@ def _fold_mods(e):
         out.add_term(E.Binary("%", atom.a, atom.b, atom.dtype), scale)
         return _fold_mods(out.to_expr())
     return e
+
+
+def _arms(e):
+    """The arms of ``min(a, min(b, ...))`` (an expression is its own arm)."""
+    if isinstance(e, E.Binary) and e.op == "min":
+        return _arms(e.a) + _arms(e.b)
+    return [e]
 
 
 def _factors(e):
@@ -337,6 +431,20 @@ def upper(e, ranges, facts=()):
     return _Bounder(ranges, facts).ub(_strip(e))
 
 
+def _only_term(lin, atom):
+    """Whether ``atom`` stands in the linear form only as its own term (not inside another
+    term such as ``atom // 2``): then the form is monotone in it."""
+    key = arith.skey(atom)
+    for k, (other, _) in lin.terms.items():
+        if k == key:
+            continue
+        found = []
+        E.walk(other, lambda x: found.append(x) if arith.skey(x) == key else None)
+        if found:
+            return False
+    return True
+
+
 def _minmax_atoms(lin):
     return [(atom, c) for atom, c in lin.terms.values()
             if isinstance(atom, E.Binary) and atom.op in ("min", "max")]
@@ -364,43 +472,51 @@ def le0(d, ranges, facts=(), depth=2):
     lin = arith.linear(d)
     for atom, c in _minmax_atoms(lin):
         branches = [atom.a, atom.b]
-        if (atom.op == "min") == (c > 0):       # d grows with the atom: min(a, b) <= a and <= b
+        if (atom.op == "min") == (c > 0) and _only_term(lin, atom):
+            # d grows with the atom (and holds it nowhere else): min(a, b) <= a and <= b
             if any(le0(_replace(d, atom, x), ranges, facts, depth) for x in branches):
                 return True
         elif all(le0(_replace(d, atom, x), ranges, facts, depth) for x in branches):
-            return True                          # max(a, b) is one of them: both must do
+            return True                          # the atom is one of its arms: both must do
     return False
 
 
 def interval_text(e, ranges):
     """``lo..hi`` of ``e`` over ``ranges``, for messages."""
-    b = arith.bound(_strip(e), ranges)
-    if b is None:
+    b = _Bounder(ranges, [])
+    lo, hi = b.lb(e), b.ub(e)
+    if lo is None or hi is None:
         return "an unbounded range (it depends on values only known at run time)"
-    lo, hi = b
-    for _ in range(8):
-        nb_lo, nb_hi = arith.bound(lo, ranges), arith.bound(hi, ranges)
-        if nb_lo is None or nb_hi is None:
-            break
-        lo, hi = arith.simplify(nb_lo[0]), arith.simplify(nb_hi[1])
-        if not ((E.free_vars(lo) | E.free_vars(hi)) & ranges.keys()):
-            break
-    return f"{expr_str(lo)}..{expr_str(hi)}"
+    return f"{_text(lo)}..{_text(hi)}"
 
 
-def in_bounds(idx, extent, ranges, facts):
-    """Whether ``0 <= idx <= extent - 1``."""
+def _text(e):
+    """An expression of the proof's int64 arithmetic, printed as the user's (no ``:int64``)."""
+    def fn(x):
+        if isinstance(x, E.Const) and x.dtype == "int64":
+            return E.Const(x.value, "int32") if -2 ** 31 <= x.value < 2 ** 31 else None
+        if isinstance(x, E.Binary) and x.dtype == "int64":
+            return E.Binary(x.op, E.transform(x.a, fn), E.transform(x.b, fn), "int32")
+        return None
+    return expr_str(E.transform(e, fn))
+
+
+def in_bounds(idx, extent, ranges, facts, trusted=frozenset()):
+    """Whether ``0 <= idx <= extent - 1`` (and ``idx`` computes without wrapping around)."""
     one = E.Const(1, "int64")
-    return (le0(E.Binary("-", E.Const(0, "int64"), _wide(idx), "int64"), ranges, facts)
+    return fits(idx, ranges, trusted) and (le0(E.Binary("-", E.Const(0, "int64"), _wide(idx), "int64"), ranges, facts)
             and le0(E.Binary("+", E.Binary("-", _wide(idx), _wide(extent), "int64"), one, "int64"),
                     ranges, facts))
 
 
 def _shape(buf, indices):
     """The extents the indices of an access address: the buffer's shape, or, for the one
-    flat index that communication code uses on a multi-dim buffer, its element count."""
+    flat index that communication code uses on a multi-dim buffer, its element count
+    (any other count of indices addresses nothing: an empty extent, never proven)."""
     if len(indices) == len(buf.shape):
         return buf.shape
+    if len(indices) != 1:
+        return [E.Const(0, "int64")] * len(indices)
     n = E.Const(1, "int64")
     for d in buf.shape:
         n = E.Binary("*", n, d, "int64")
@@ -450,27 +566,29 @@ def _user_error(st, ld, d, idx, ranges):
                       f"{t.name}[...], 0) or change the index so that it stays inside the tensor")
 
 
-def _check_expr(e, ranges, facts, fail):
+def _check_expr(e, ranges, facts, fail, trusted=frozenset()):
     """Walk ``e``; ``fail(load, dim, index, facts)`` for every unprovable index. Conditions of
     selects and the left side of ``&&`` / ``||`` are facts for what they guard."""
     if isinstance(e, E.Select):
-        _check_expr(e.cond, ranges, facts, fail)
-        _check_expr(e.t, ranges, facts + facts_of(e.cond), fail)
-        _check_expr(e.f, ranges, facts + facts_of(e.cond, negate=True), fail)
+        _check_expr(e.cond, ranges, facts, fail, trusted)
+        _check_expr(e.t, ranges, facts + facts_of(e.cond, ranges=ranges, trusted=trusted), fail, trusted)
+        _check_expr(e.f, ranges, facts + facts_of(e.cond, negate=True, ranges=ranges, trusted=trusted), fail,
+                    trusted)
         return
     if isinstance(e, E.Logical):
-        _check_expr(e.a, ranges, facts, fail)
-        _check_expr(e.b, ranges, facts + facts_of(e.a, negate=e.op == "||"), fail)
+        _check_expr(e.a, ranges, facts, fail, trusted)
+        _check_expr(e.b, ranges, facts + facts_of(e.a, negate=e.op == "||", ranges=ranges, trusted=trusted), fail,
+                    trusted)
         return
     if isinstance(e, (E.TensorLoad, ir.BufferLoad)):
         shape = e.tensor.op.shape if isinstance(e, E.TensorLoad) else _shape(e.buffer, e.indices)
         for d, (idx, ext) in enumerate(zip(e.indices, shape)):
-            _check_expr(idx, ranges, facts, fail)
-            if not in_bounds(idx, ext, ranges, facts):
+            _check_expr(idx, ranges, facts, fail, trusted)
+            if not in_bounds(idx, ext, ranges, facts, trusted):
                 fail(e, d, idx, facts)
         return
     for c in e.children():
-        _check_expr(c, ranges, facts, fail)
+        _check_expr(c, ranges, facts, fail, trusted)
 
 
 # ---------------------------------------------------------------------------
@@ -481,6 +599,8 @@ class _ProgramCheck:
         self.func = func
         self.kernel = None
         self.world = func.world
+        self.trusted = frozenset(k for e in getattr(func, "checked_extents", ())
+                                 for k in (arith.skey(e), arith.skey(arith.simplify(_strip(e)))))
 
     def fail(self, what, buf, indices, d, ranges):
         idx = indices[d]
@@ -494,13 +614,13 @@ class _ProgramCheck:
 
     def access(self, what, buf, indices, ranges, facts):
         for d, (idx, ext) in enumerate(zip(indices, _shape(buf, indices))):
-            if not in_bounds(idx, ext, ranges, facts):
+            if not in_bounds(idx, ext, ranges, facts, self.trusted):
                 self.fail(what, buf, list(indices), d, ranges)
 
     def expr(self, e, ranges, facts):
         def fail(ld, d, idx, f):
             self.fail("load from", ld.buffer, list(ld.indices), d, ranges)
-        _check_expr(e, ranges, facts, fail)
+        _check_expr(e, ranges, facts, fail, self.trusted)
 
     def flat(self, what, buf, offset, count, ranges, facts):
         """``[offset, offset + count)`` inside ``buf`` (a put, get or signal)."""
@@ -543,9 +663,10 @@ class _ProgramCheck:
             self.stmt(s.body, inner, facts + more)
         elif isinstance(s, ir.IfThenElse):
             self.expr(s.cond, ranges, facts)
-            self.stmt(s.then, ranges, facts + facts_of(s.cond))
+            self.stmt(s.then, ranges, facts + facts_of(s.cond, ranges=ranges, trusted=self.trusted))
             if s.else_ is not None:
-                self.stmt(s.else_, ranges, facts + facts_of(s.cond, negate=True))
+                self.stmt(s.else_, ranges, facts + facts_of(s.cond, negate=True, ranges=ranges,
+                                                            trusted=self.trusted))
         elif isinstance(s, ir.Store):
             for i in s.indices:
                 self.expr(i, ranges, facts)
@@ -572,8 +693,8 @@ class _ProgramCheck:
         for v, n in ((s.m_var, tm), (s.n_var, tn), (s.k_var, tk)):
             inner[v] = (_ZERO, E.Const(n - 1, "int32"))
         inner.pop(s.lane, None)
-        self.expr(s.a, inner, facts + facts_of(s.a_guard))
-        self.expr(s.b, inner, facts + facts_of(s.b_guard))
+        self.expr(s.a, inner, facts + facts_of(s.a_guard, ranges=inner, trusted=self.trusted))
+        self.expr(s.b, inner, facts + facts_of(s.b_guard, ranges=inner, trusted=self.trusted))
         self.stmt(s.fallback, ranges, facts)
 
 

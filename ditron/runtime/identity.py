@@ -21,14 +21,16 @@ and flags carry only the call's epoch). Three pieces make that so:
   means the ranks called different programs, and the wait fails at once, naming both
   calls. A timed-out wait names what the sender was doing.
 
-Layouts (int64 words): record ``[seq, header offset, epoch, failed]``; header
-``[magic, identity, description length, description bytes ...]``.
+Layouts (int64 words): record ``[2 * seq, header offset, epoch, failed]`` (a seqlock: the
+first word is odd while the rank rewrites the record); header ``[magic, identity,
+description length, description bytes ...]``.
 
 On GPUs (NVSHMEM / rocSHMEM) the first-call check runs as on the CPU; the per-call
 records are not kept yet (their waits cannot time out outside ``DITRON_DEBUG=1`` builds),
 so a later mismatch in call order hangs there as it did before.
 """
 import hashlib
+import re
 
 from ..errors import DitronError
 
@@ -38,8 +40,11 @@ RECORD_BYTES = 256
 DESCRIPTION_MAX = HEADER_BYTES - 3 * 8
 
 
-def identity(source, world_size):
-    """A module's identity: 63 bits of sha256 over its source and world size."""
+def identity(source, world_size, name=None):
+    """A module's identity: 63 bits of sha256 over its source (with its kernel name taken
+    out: ranks may name the same program differently) and the world size."""
+    if name:
+        source = re.sub(rf"\b{re.escape(name)}(?=_|\b)", "@", source)
     h = hashlib.sha256(f"{world_size}\n{source}".encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
 

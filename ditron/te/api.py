@@ -17,7 +17,7 @@ def _check_name(name, what):
     return name
 
 
-MAX_DIM = 2 ** 31 - 1       # loop indices of generated code are 32-bit
+MAX_DIM = _dt.INDEX_MAX       # loop indices of generated code are 32-bit
 
 
 def _dims(shape, what):

@@ -49,6 +49,14 @@ def is_bool(dtype):
     return dtype == "bool"
 
 
+# Generated code indexes with 32-bit integers. A static dim or loop extent may use all of it;
+# a symbolic dim (dt.var) is checked at call time against a bound that leaves 2^16 of
+# headroom, so that a tile that a split by up to 65536 rounds it up to still fits (the
+# tail guard ``outer * factor + inner < n`` computes up to ``n + factor - 2``).
+INDEX_MAX = 2 ** 31 - 1
+SYMBOLIC_DIM_MAX = INDEX_MAX - 2 ** 16
+
+
 def int_range(dtype):
     """``(lowest, highest)`` value of an integer dtype (bool: 0, 1)."""
     if dtype == "bool":
