@@ -49,3 +49,40 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DITRON_CACHE_DIR", str(d))
     monkeypatch.delenv("DITRON_DISABLE_CACHE", raising=False)
     return d
+
+
+def pytest_addoption(parser):
+    parser.addoption("--dump-sources", metavar="DIR", default=None,
+                     help="record the source of every dt.build of the run under DIR (one line per "
+                          "build in DIR/index.jsonl, texts in DIR/src/); tools/compare_sources.py "
+                          "compares two such runs, to show that a refactoring kept the generated code")
+
+
+def pytest_configure(config):
+    out = config.getoption("--dump-sources", default=None)
+    if not out:
+        return
+    import hashlib
+    import json
+    import ditron
+
+    os.makedirs(os.path.join(out, "src"), exist_ok=True)
+    original = ditron.build
+    counts = {}
+
+    def recording_build(*args, **kwargs):
+        mod = original(*args, **kwargs)
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
+        counts[test] = counts.get(test, 0) + 1
+        text = mod.source.encode()
+        digest = hashlib.sha256(text).hexdigest()
+        path = os.path.join(out, "src", digest)
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(text)
+        with open(os.path.join(out, "index.jsonl"), "a") as f:
+            f.write(json.dumps({"test": test, "n": counts[test], "name": mod.name,
+                                "target": mod.target, "sha256": digest}) + "\n")
+        return mod
+
+    ditron.build = recording_build

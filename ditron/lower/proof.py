@@ -109,36 +109,112 @@ def fits(e, ranges, trusted=frozenset()):
     """Whether integer expression ``e`` computes its mathematical value: no int8 / int32
     arithmetic node of it leaves its dtype's range (generated code would wrap around)
     over ``ranges``, with symbolic dims anywhere in ``[0, SYMBOLIC_DIM_MAX]`` (the call's
-    checks).
-    int64 arithmetic is taken as exact (dims and products of two of them fit it). An
-    arithmetic node over tensor data does not provably fit; ``trusted`` (skeys) are the loop
-    extents that the call checks to fit (``PrimFunc.checked_extents``)."""
-    nodes = []
+    checks). int64 arithmetic is taken as exact (dims and products of two of them fit it).
+    An arithmetic node over tensor data does not provably fit; ``trusted`` (skeys) are the
+    products of dims that the call checks to fit (``PrimFunc.checked_extents``).
 
-    def collect(x):
-        if isinstance(x, E.Binary) and x.op in ("+", "-", "*") and x.dtype in ("int8", "int32") \
-                and arith.skey(x) not in trusted:
-            nodes.append(x)
-    E.walk(e, collect)
-    if not nodes:
-        return True
-    wide = dict(ranges)
-    dims = set(E.free_vars(e))
-    for lo, hi in ranges.values():
-        dims |= E.free_vars(lo) | E.free_vars(hi)
-    for v in dims:
-        if not isinstance(v, E.IterVar) and v not in wide and v.dtype in ("int32", "int64"):
-            wide[v] = (E.Const(0, "int64"), E.Const(MAX_DIM, "int64"))
-    b = _Bounder(wide, [], {key: (0, MAX_DIM) for key in trusted})
-    for x in nodes:
-        if _depends_on_data(x):
-            return False
+    One bottom-up pass of interval arithmetic (loop bounds evaluated the same way, once
+    each): magnitudes, unlike indices, need no correlated terms."""
+    memo = {}
+    ok = [True]
+
+    def interval(x):
+        key = id(x)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        r = _interval_of(x)
+        memo[key] = (x, r)
+        return r
+
+    def var_interval(v):
+        if v in ranges:
+            lo, hi = ranges[v]
+            a, b = interval(lo), interval(hi)
+            return None if a is None or b is None else (a[0], b[1])
+        if not isinstance(v, E.IterVar) and v.dtype in ("int32", "int64"):
+            return (0, MAX_DIM)
+        return None
+
+    def _interval_of(x):
+        if isinstance(x, E.Const):
+            return (int(x.value), int(x.value)) if is_int(x.dtype) or x.dtype == "bool" else None
+        if arith.skey(x) in trusted:
+            return (0, MAX_DIM)
+        if isinstance(x, E.Var):
+            return var_interval(x)
+        if isinstance(x, (E.TensorLoad, ir.BufferLoad)):
+            return int_range(x.dtype) if is_int(x.dtype) else None
+        if isinstance(x, E.Cast):
+            inner = interval(x.value)
+            if not is_int(x.dtype):
+                return None
+            lo, hi = int_range(x.dtype)
+            if inner is not None and lo <= inner[0] and inner[1] <= hi:
+                return inner
+            return (lo, hi)
+        if isinstance(x, E.Binary) and is_int(x.dtype):
+            a, b = interval(x.a), interval(x.b)
+            if a is None or b is None:
+                return None
+            if x.op == "+":
+                r = (a[0] + b[0], a[1] + b[1])
+            elif x.op == "-":
+                r = (a[0] - b[1], a[1] - b[0])
+            elif x.op == "*":
+                ps = [a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]]
+                r = (min(ps), max(ps))
+            elif x.op in ("//", "%") and b[0] >= 1:
+                r = (a[0] // b[1] if a[0] >= 0 else a[0] // b[0], a[1] // b[0] if a[1] >= 0 else a[1] // b[1]) \
+                    if x.op == "//" else (0, b[1] - 1)
+            elif x.op in ("min", "max"):
+                f = min if x.op == "min" else max
+                r = (f(a[0], b[0]), f(a[1], b[1]))
+            else:
+                return None
+            return r
+        if isinstance(x, E.Select):
+            t, f = interval(x.t), interval(x.f)
+            interval(x.cond)
+            return None if t is None or f is None else (min(t[0], f[0]), max(t[1], f[1]))
+        for c in x.children():
+            interval(c)
+        return None
+
+    bounder = []
+
+    def correlated_fit(x):
+        # Intervals lose correlated terms (a loop bound minus the offset it is added to);
+        # the symbolic bounder keeps them, at a higher price, so it only sees what
+        # intervals could not show.
+        if not bounder:
+            wide = dict(ranges)
+            dims = set(E.free_vars(e))
+            for lo, hi in ranges.values():
+                dims |= E.free_vars(lo) | E.free_vars(hi)
+            for v in dims:
+                if not isinstance(v, E.IterVar) and v not in wide and v.dtype in ("int32", "int64"):
+                    wide[v] = (E.Const(0, "int64"), E.Const(MAX_DIM, "int64"))
+            bounder.append(_Bounder(wide, [], {key: (0, MAX_DIM) for key in trusted}))
+        b = bounder[0]
         lo, hi = int_range(x.dtype)
         top, bottom = b.ub(_strip(x)), b.lb(_strip(x))
-        if not (isinstance(top, E.Const) and isinstance(bottom, E.Const)
-                and lo <= bottom.value and top.value <= hi):
-            return False
-    return True
+        return isinstance(top, E.Const) and isinstance(bottom, E.Const) \
+            and lo <= bottom.value and top.value <= hi
+
+    def visit(x):
+        if not ok[0] or not (isinstance(x, E.Binary) and x.op in ("+", "-", "*")
+                             and x.dtype in ("int8", "int32") and arith.skey(x) not in trusted):
+            return
+        if _depends_on_data(x):
+            ok[0] = False
+            return
+        r = interval(x)
+        lo, hi = int_range(x.dtype)
+        if r is None or r[0] < lo or r[1] > hi:
+            ok[0] = correlated_fit(x)
+    E.walk(e, visit)
+    return ok[0]
 
 
 # ---------------------------------------------------------------------------
