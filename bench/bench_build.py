@@ -15,7 +15,6 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 sys.path.insert(0, HERE)
 from common import commit, now, write_results  # noqa: E402
 
@@ -31,7 +30,7 @@ def timed(fn, reps=3):
 
 def main():
     import ditron as dt
-    import schedules
+    from ditron import schedules
     from ditron.build import toolchain
     from ditron.build import nvrtc
     from ditron.build.paths import csrc_dir

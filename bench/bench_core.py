@@ -23,7 +23,6 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 sys.path.insert(0, HERE)
 from common import commit, now, write_results  # noqa: E402
 
@@ -55,7 +54,7 @@ def main():
     import ditron as dt
     from ditron.codegen import render
     from ditron.build import toolchain
-    import schedules
+    from ditron import schedules
 
     cache = tempfile.mkdtemp(prefix="ditron-bench-")
     os.environ["DITRON_CACHE_DIR"] = cache
@@ -121,7 +120,7 @@ def main():
     flop = 2 * M * N * K
     R["gemm_fp32_1024_gflops"] = {"ditron": flop / t_d / 1e9, "torch_matmul": flop / t_t / 1e9,
                                   "fraction": t_t / t_d, "target": "fraction >= 0.25",
-                                  "schedule": "examples/schedules.py:gemm_cpu_fast"}
+                                  "schedule": "ditron/schedules.py:gemm_cpu_fast"}
 
     shutil.rmtree(cache, ignore_errors=True)
     write_results(results, "core_cpu")

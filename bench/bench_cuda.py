@@ -15,7 +15,6 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 sys.path.insert(0, HERE)
 from common import commit, now, write_results  # noqa: E402
 
@@ -91,7 +90,7 @@ def main():
     opts = ap.parse_args()
     import torch
     import ditron as dt
-    import schedules
+    from ditron import schedules
     if not torch.cuda.is_available():
         sys.exit("bench_cuda.py needs a CUDA GPU")
     os.environ.setdefault("DITRON_CACHE_DIR", tempfile.mkdtemp(prefix="ditron-bench-"))

@@ -4,7 +4,7 @@ Describe *what* to compute with tensor expressions (:func:`placeholder`,
 :func:`compute`) and *how* with a schedule (:func:`create_schedule`), then
 :func:`lower` to read the loop nest or :func:`build` to get a callable module.
 """
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 from .errors import DitronError, ScheduleError, CompileError, LoweringError, BoundsError
 from .te.comm import all_gather, reduce_scatter, all_reduce, all_to_all

@@ -3,10 +3,12 @@ import argparse
 import platform
 import sys
 
+from .target import TARGETS, make_target
+from .version import __version__
+
 
 def info(_args=None):
     """Print what ditron finds on this machine and which targets can build and run."""
-    from . import __version__
     from .build import toolchain
     from .errors import CompileError
     print(f"ditron {__version__}  python {platform.python_version()}  ({platform.machine()})")
@@ -20,7 +22,7 @@ def info(_args=None):
         print("torch: not installed")
         gpus, hip = [], False
     compilers = {}
-    for target in ("cpu", "cuda", "hip"):
+    for target in TARGETS:
         try:
             path = toolchain.find_compiler(target)
             compilers[target] = path
@@ -33,26 +35,46 @@ def info(_args=None):
     print(f"rocSHMEM: {roc if roc else 'not found (apt-get install rocshmem-dev, or set ROCSHMEM_HOME)'}")
     print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
     from .codegen import _renderer
-    for target in ("cpu", "cuda", "hip"):
+    for target in TARGETS:
         try:
             _renderer(target)
             has_renderer = True
         except Exception:
             has_renderer = False
+        vendor = make_target(target).vendor
         can_build = has_renderer and target in compilers
-        can_run = can_build and (target == "cpu" or (gpus and (target == "hip") == hip))
+        # GPU targets run where torch sees a GPU of their vendor
+        can_run = can_build and (vendor == "cpu" or bool(gpus) and (vendor == "amd") == hip)
         why = "" if has_renderer else " (renderer not in this build yet)"
         print(f"target {target:<4}: build {'yes' if can_build else 'no'}, run {'yes' if can_run else 'no'}{why}")
     return 0
 
 
+DEMO_HELP = """Build, run and check three kernels against torch on the CPU target: a tiled fp32
+GEMM (its lowered loop nest is printed first), a softmax and an elementwise chain, plus
+the tensor-core GEMM with each lane's share emulated on the CPU. With nvcc installed the
+CUDA builds are compiled too, and with a CUDA GPU they also run. Finally the GEMM is
+exported as a standalone CMake project (by default to ./ditron-export/gemm). Kernels are
+compiled into the cache (DITRON_CACHE_DIR, default ~/.cache/ditron). Exit status 0 when
+every result matches torch."""
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ditron", description="ditron tensor-program compiler")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    demo = sub.add_parser("demo", help="build, run and check a GEMM, a softmax and an elementwise kernel")
-    demo.add_argument("--export-dir", default=None, help="where to export the GEMM project")
-    sub.add_parser("info", help="compilers, NVSHMEM / rocSHMEM and GPUs found; which targets can build and run")
+    parser = argparse.ArgumentParser(prog="ditron", description="ditron: a compiler for single- and "
+                                     "multi-GPU tensor programs. Commands:")
+    parser.add_argument("--version", action="version", version=f"ditron {__version__}")
+    sub = parser.add_subparsers(dest="cmd", metavar="{demo,info}")
+    demo = sub.add_parser("demo", help="build, run and check a GEMM, a softmax and an elementwise kernel",
+                          description=DEMO_HELP)
+    demo.add_argument("--export-dir", default=None, metavar="DIR",
+                      help="where to export the GEMM project (default: ./ditron-export/gemm)")
+    sub.add_parser("info", help="compilers, NVSHMEM / rocSHMEM and GPUs found; which targets can build and run",
+                   description="Print the compilers, communication libraries and GPUs ditron finds, and "
+                               "which targets can build and run here.")
     args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help()
+        return 0
     if args.cmd == "info":
         return info(args)
     from .demo import main as demo_main

@@ -9,15 +9,7 @@ import os
 import sys
 import time
 
-
-def _examples():
-    here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (os.path.join(here, "..", "examples"), os.path.join(here, "examples")):
-        if os.path.exists(os.path.join(cand, "schedules.py")):
-            sys.path.insert(0, os.path.abspath(cand))
-            import schedules
-            return schedules
-    raise RuntimeError("examples/schedules.py not found next to the ditron package")
+from . import schedules as sched
 
 
 def _time(fn, repeat=5):
@@ -33,7 +25,6 @@ def _time(fn, repeat=5):
 def main(argv=None):
     import torch
     import ditron as dt
-    sched = _examples()
     target = "cpu"
     out_dir = (argv or [None])[0] if argv else None
     ok = True
@@ -50,7 +41,7 @@ def main(argv=None):
     # GEMM
     M = N = K = 512
     s, args = sched.gemm_cpu_fast(M, N, K)
-    print("Lowered GEMM (fp32, the CPU schedule of examples/schedules.py):")
+    print("Lowered GEMM (fp32, the CPU schedule of ditron/schedules.py):")
     print(dt.lower(s, args, name="gemm"))
     print()
     t0 = time.perf_counter()

@@ -2,8 +2,7 @@
 import os
 
 from .build.toolchain import default_cuda_arch  # noqa: F401  (public here since the CUDA target)
-
-TARGETS = ("cpu", "cuda", "hip")
+from .target import TARGETS, make_target  # noqa: F401
 
 
 def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compiler=None, inplace=None):
@@ -55,35 +54,36 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     True
     """
     from .lower import lower
-    if not isinstance(target, str) or target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; valid targets: {', '.join(TARGETS)}")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
-    if arch is not None and not isinstance(arch, str):
-        raise TypeError(f"arch must be a string like 'sm_90a' or 'gfx90a', got {type(arch).__name__} {arch!r}")
-    if compiler is not None and not isinstance(compiler, str):
-        raise TypeError(f"compiler must be a string ('auto', 'nvcc' or 'nvrtc'), got {compiler!r}")
-    if target == "cuda":
-        from .codegen.cuda import arch_number
-        arch = arch or default_cuda_arch()
-        arch_number(arch)       # a clear ValueError for a malformed arch
-        compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or "auto"
-    if target == "hip":
-        from .codegen.hip import check_arch
-        from .build.toolchain import default_hip_arch
-        arch = check_arch(arch or default_hip_arch())
-    if compiler not in (None, "auto", "nvcc", "nvrtc") or (compiler in ("auto", "nvrtc") and target != "cuda"):
-        raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
-                         "and 'auto'")
+    target = make_target(target, arch)        # the one validation of target and arch
+    compiler = _compiler(target, compiler)
     func = lower(sch, args, name=name, world_size=world_size, target=target, inplace=inplace)
     try:
-        return _compile(func, target, name, arch, world_size, compiler)
+        return _compile(func, target, name, world_size, compiler)
     except RecursionError:
         from .errors import nested_too_deeply
         raise nested_too_deeply(name, "rendering") from None
 
 
-def _compile(func, target, name, arch, world_size, compiler):
+# Compilers a target can be built with when it has a choice; the first is the default.
+_COMPILER_CHOICES = {"nvcc": ("auto", "nvcc", "nvrtc")}
+
+
+def _compiler(target, compiler):
+    """The compiler choice for ``target`` (None: its only compiler)."""
+    if compiler is not None and not isinstance(compiler, str):
+        raise TypeError(f"compiler must be a string ('auto', 'nvcc' or 'nvrtc'), got {compiler!r}")
+    choices = _COMPILER_CHOICES.get(target.compiler, ("nvcc",))
+    if target.compiler in _COMPILER_CHOICES:
+        compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or choices[0]
+    if compiler is not None and compiler not in choices:
+        raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
+                         "and 'auto'")
+    return compiler
+
+
+def _compile(func, target, name, world_size, compiler):
     from .codegen import render
     from .build import compile_library, Module
     if compiler == "auto":
@@ -93,15 +93,15 @@ def _compile(func, target, name, arch, world_size, compiler):
         from .codegen import render_nvrtc, NvrtcUnsupported
         from .build.nvrtc import compile_cubin, NvrtcModule
         try:
-            source, signature, device, plan = render_nvrtc(func, arch)
+            source, signature, device, plan = render_nvrtc(func, target)
         except NvrtcUnsupported:
             if compiler == "nvrtc":
                 raise
         else:
-            return NvrtcModule(signature, source, compile_cubin(device, name, arch), arch, plan)
-    source, signature = render(func, target, arch=arch, world_size=world_size)
-    lib = compile_library(source, signature, arch=arch)
+            return NvrtcModule(signature, source, compile_cubin(device, name, target.arch), target.arch, plan)
+    source, signature = render(func, target, world_size=world_size)
+    lib = compile_library(source, signature, target)
     if signature.comm:
-        from .build.distributed import DistributedModule
-        return DistributedModule(signature, source, lib, arch)
-    return Module(signature, source, lib, arch)
+        from .runtime.module import DistributedModule
+        return DistributedModule(signature, source, lib, target.arch)
+    return Module(signature, source, lib, target.arch)

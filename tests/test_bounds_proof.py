@@ -168,7 +168,7 @@ def test_checked_mode_catches_an_out_of_bounds_store_at_run_time(monkeypatch):
 
 @pytest.mark.parametrize("which", ["gemm_tiled", "gemm_threads"])
 def test_checked_mode_runs_sound_programs_unchanged(which, monkeypatch):
-    import schedules           # (examples/, on the path through conftest)
+    from ditron import schedules           # (examples/, on the path through conftest)
     monkeypatch.setenv("DITRON_CHECK", "1")
     s, args = getattr(schedules, which)(37, 29, 19)
     mod = dt.build(s, args, name=f"{which}_checked")

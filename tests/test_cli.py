@@ -29,3 +29,19 @@ def test_demo_builds_runs_checks_and_exports(tmp_path):
 def test_bad_command():
     r = run("frobnicate")
     assert r.returncode != 0 and "invalid choice" in r.stderr
+
+
+def test_no_arguments_list_the_commands_and_version_exists():
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "demo" in r.stdout and "info" in r.stdout
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("ditron ")
+    import ditron
+    assert ditron.__version__ in r.stdout
+
+
+def test_demo_help_says_what_it_does_and_where_it_writes():
+    r = run("demo", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "against torch" in r.stdout and "ditron-export/gemm" in r.stdout and "DITRON_CACHE_DIR" in r.stdout

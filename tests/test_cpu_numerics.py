@@ -1,14 +1,11 @@
 """Numerics of scheduled programs on the CPU target, against torch."""
-import sys
-import os
 
 import pytest
 import torch
 
 import ditron as dt
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-import schedules  # noqa: E402
+from ditron import schedules  # noqa: E402
 
 TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
          "float64": torch.float64, "int32": torch.int32, "int64": torch.int64, "int8": torch.int8}

@@ -14,7 +14,7 @@ import ditron as dt
 from ditron.build import nvrtc
 
 pytestmark = pytest.mark.skipif(nvrtc.find_nvrtc() is None,
-                                reason="NVRTC (nvidia-cuda-nvrtc) is not installed")
+                                reason="NVRTC is not installed (pip install nvidia-cuda-nvrtc; the test extra brings it)")
 
 HERE = os.path.dirname(__file__)
 
@@ -23,7 +23,7 @@ HERE = os.path.dirname(__file__)
 def fake_cuda(tmp_path_factory):
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
-        pytest.skip("no C compiler for the fake driver")
+        pytest.skip("no C compiler for the fake driver (apt-get install gcc)")
     out = tmp_path_factory.mktemp("fakecuda") / "libfakecuda.so"
     subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), os.path.join(HERE, "fake_libcuda.c")],
                    check=True)

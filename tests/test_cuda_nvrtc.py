@@ -6,10 +6,10 @@ import torch
 
 import ditron as dt
 from ditron.build.nvrtc import find_nvrtc
-import schedules
+from ditron import schedules
 from test_cuda_target import CASES, check_gpu_against_cpu, check_graph_replay
 
-needs_nvrtc = pytest.mark.skipif(find_nvrtc() is None, reason="NVRTC (nvidia-cuda-nvrtc) is not installed")
+needs_nvrtc = pytest.mark.skipif(find_nvrtc() is None, reason="NVRTC is not installed (pip install nvidia-cuda-nvrtc; the test extra brings it)")
 
 
 @needs_nvrtc

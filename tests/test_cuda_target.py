@@ -4,11 +4,11 @@ import torch
 
 import ditron as dt
 from ditron.build import toolchain
-import schedules
+from ditron import schedules
 
 HAVE_NVCC = toolchain.has_compiler("cuda")
 
-needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc is not installed")
+needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc is not installed (the CUDA toolkit: /usr/local/cuda/bin/nvcc, or set CUDA_HOME)")
 
 
 def row_sum_cores():
@@ -223,7 +223,7 @@ def test_wgmma_numerics_on_gpu(M, N, K, kw):
 
 @pytest.mark.gpu
 def test_mma_cupy_input():
-    cupy = pytest.importorskip("cupy")
+    cupy = pytest.importorskip("cupy", reason="needs CuPy (pip install cupy-cuda13x)")
     s, args = schedules.gemm_mma(256, 128, 64, block=(64, 64), stages=2)
     mod = dt.build(s, args, target="cuda", name="mma_cupy")
     a = cupy.random.standard_normal((256, 64)).astype(cupy.float16)

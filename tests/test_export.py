@@ -14,7 +14,7 @@ import ditron as dt
 from ditron.build import toolchain
 
 
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed (apt-get install cmake)")
 def test_export_builds_and_runs_without_ditron(tmp_path):
     M = dt.var("M")
     A = dt.placeholder((M, 16), "float32", name="A")
@@ -56,6 +56,36 @@ def test_export_builds_and_runs_without_ditron(tmp_path):
     """, tmp_path)
 
 
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed (apt-get install cmake)")
+def test_export_builds_the_library_where_python_lacks_pybind11(tmp_path):
+    """The README's command on a machine whose Python has no pybind11: the library builds (the
+    module is skipped with a message), and not with -march=native unless asked."""
+    A = dt.placeholder((16,), "float32", name="A")
+    B = dt.compute((16,), lambda i: A[i] * 2, name="B")
+    out = tmp_path / "twice"
+    dt.build(dt.create_schedule(B), [A, B], name="twice").export(str(out))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    bare = venv / "bin" / "python"
+    assert subprocess.run([str(bare), "-c", "import pybind11"], capture_output=True).returncode != 0
+    build = tmp_path / "build"
+    conf = subprocess.run(["cmake", "-S", str(out), "-B", str(build), f"-DPython3_EXECUTABLE={bare}"],
+                          capture_output=True, text=True, cwd=str(out))
+    assert conf.returncode == 0, conf.stdout + conf.stderr
+    made = subprocess.run(["cmake", "--build", str(build), "--verbose"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert (build / "libtwice_kernel.so").exists()
+    if "pybind11 not found" in conf.stdout:          # (a system-wide pybind11 CMake package may exist)
+        assert not list(build.glob("twice.*.so"))
+    assert "-march=native" not in made.stdout
+    native = subprocess.run(["cmake", "-S", str(out), "-B", str(tmp_path / "native"), "-DNATIVE_ARCH=ON",
+                             "-DBUILD_PYTHON_MODULE=OFF"], capture_output=True, text=True)
+    assert native.returncode == 0, native.stderr
+    made = subprocess.run(["cmake", "--build", str(tmp_path / "native"), "--verbose"], capture_output=True,
+                          text=True)
+    assert made.returncode == 0 and "-march=native" in made.stdout
+
+
 def run_without_ditron(build, body, cwd):
     """Run ``body`` (code using the exported module built in ``build``) in a fresh
     interpreter where any import of ditron fails; it must end without error."""
@@ -66,12 +96,12 @@ def run_without_ditron(build, body, cwd):
     assert r.stdout.strip() == "ok"
 
 
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed (apt-get install cmake)")
 def test_cuda_export_builds_a_fatbin_for_each_arch(tmp_path):
     try:
         nvcc = toolchain.find_compiler("cuda")
     except dt.CompileError:
-        pytest.skip("nvcc is not installed")
+        pytest.skip("nvcc is not installed (the CUDA toolkit: /usr/local/cuda/bin/nvcc, or set CUDA_HOME)")
     A = dt.placeholder((256,), "float16", name="A")
     B = dt.compute((256,), lambda i: A[i] * 2, name="B")
     s = dt.create_schedule(B)
@@ -101,9 +131,8 @@ def test_tensor_core_gemms_export_and_build_with_cmake(tmp_path, which, archs):
     try:
         nvcc = toolchain.find_compiler("cuda")
     except dt.CompileError:
-        pytest.skip("nvcc is not installed")
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-    import schedules
+        pytest.skip("nvcc is not installed (the CUDA toolkit: /usr/local/cuda/bin/nvcc, or set CUDA_HOME)")
+    from ditron import schedules
     if which == "mma":
         s, args = schedules.gemm_mma(256, 256, 128)
     else:
@@ -120,7 +149,7 @@ def test_tensor_core_gemms_export_and_build_with_cmake(tmp_path, which, archs):
 
 
 # ---------------------------------------------------------------------------- HIP
-needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed")
+needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed (Debian: apt-get install hipcc rocm-device-libs)")
 
 
 def _hip_module(name, arch="gfx90a"):
@@ -182,7 +211,7 @@ def _cmake_hip_language(tmp_path):
     libraries by itself; those are given here, outside the exported project, as a user
     of those packages would (README.md says how)."""
     if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
+        pytest.skip("cmake is not installed (apt-get install cmake)")
     env = dict(os.environ, HIP_PLATFORM="amd")
     # The clang that hipcc drives (CMake refuses hipcc itself as the HIP compiler).
     clang = os.environ.get("HIPCXX")

@@ -11,7 +11,7 @@ from test_cuda_target import CASES, check_gpu_against_cpu
 from test_nvshmem_gpu import run_ranks
 
 pytestmark = [pytest.mark.gpu, pytest.mark.hip,
-              pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="needs hipcc")]
+              pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="needs hipcc (Debian: apt-get install hipcc rocm-device-libs)")]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -20,7 +20,7 @@ def test_numerics_on_amd_gpu(case):
 
 
 @pytest.mark.distributed
-@pytest.mark.skipif(toolchain.rocshmem_home() is None, reason="needs rocSHMEM (ROCSHMEM_HOME or /opt/rocm)")
+@pytest.mark.skipif(toolchain.rocshmem_home() is None, reason="needs rocSHMEM (a ROCm install with rocshmem in /opt/rocm, or set ROCSHMEM_HOME)")
 def test_library_ops_through_rocshmem(tmp_path):
     """One rank per GPU, up to two (a one-GPU machine runs one rank: its puts are local)."""
     world = min(2, torch.cuda.device_count())

@@ -6,12 +6,12 @@ import pytest
 
 import ditron as dt
 from ditron.build import toolchain
-import schedules
+from ditron import schedules
 from test_cuda_target import CASES
 
 HAVE_HIPCC = toolchain.has_compiler("hip")
 
-needs_hipcc = pytest.mark.skipif(not HAVE_HIPCC, reason="hipcc is not installed")
+needs_hipcc = pytest.mark.skipif(not HAVE_HIPCC, reason="hipcc is not installed (Debian: apt-get install hipcc rocm-device-libs)")
 MMA_CASES = sorted(c for c in CASES if "mma" in c)
 
 

@@ -203,7 +203,7 @@ print("stages", len(s.stages))
 def test_checked_division_on_the_gpu_targets_compiles():
     from ditron.build import toolchain
     if not toolchain.has_compiler("cuda"):
-        pytest.skip("nvcc is not installed")
+        pytest.skip("nvcc is not installed (the CUDA toolkit: /usr/local/cuda/bin/nvcc, or set CUDA_HOME)")
     rc, out = isolated(HEAD + """
 A = dt.placeholder((8,), "int32", name="A"); D = dt.placeholder((8,), "int32", name="D")
 B = dt.compute((8,), lambda i: A[i] // D[i] + A[i] % D[i], name="B")

@@ -1,11 +1,8 @@
 """dt.lower returns a readable loop nest."""
-import os
-import sys
 
 import ditron as dt
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-import schedules  # noqa: E402
+from ditron import schedules  # noqa: E402
 
 
 def test_lowered_gemm_shows_bindings_buffers_and_pipeline():

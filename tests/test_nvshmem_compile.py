@@ -12,7 +12,7 @@ from ditron.ops import collectives, gemm
 HAVE_NVCC = toolchain.has_compiler("cuda")
 
 pytestmark = pytest.mark.skipif(not (HAVE_NVCC and toolchain.nvshmem_home()),
-                                reason="needs nvcc and the nvidia-nvshmem-cu13 wheel")
+                                reason="needs nvcc (the CUDA toolkit) and NVSHMEM (pip install nvidia-nvshmem-cu13)")
 
 W = 2
 OPS = {

@@ -13,7 +13,7 @@ from ditron.build import toolchain
 
 pytestmark = [pytest.mark.gpu, pytest.mark.distributed,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-              pytest.mark.skipif(toolchain.nvshmem_home() is None, reason="needs the nvidia-nvshmem wheel")]
+              pytest.mark.skipif(toolchain.nvshmem_home() is None, reason="needs NVSHMEM (pip install nvidia-nvshmem-cu13; the test extra brings it)")]
 
 
 COPIES = {"cuda": ("sm", "ce"), "hip": ("sm",)}     # rocSHMEM has no copy-engine path
@@ -85,7 +85,7 @@ def test_one_pe(tmp_path):
     assert run_ranks(1, tmp_path) == [[]]
 
 
-@pytest.mark.skipif(shutil.which("nvidia-cuda-mps-control") is None, reason="needs CUDA MPS")
+@pytest.mark.skipif(shutil.which("nvidia-cuda-mps-control") is None, reason="needs CUDA MPS (start it with nvidia-cuda-mps-control -d)")
 def test_two_pes_on_one_gpu_under_mps(tmp_path):
     subprocess.run(["nvidia-cuda-mps-control", "-d"], check=False)
     assert run_ranks(2, tmp_path) == [[], []]

@@ -15,7 +15,7 @@ from ditron.ops import collectives, gemm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DECLARATIONS = os.path.join(HERE, "rocshmem", "include")
-needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed")
+needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed (Debian: apt-get install hipcc rocm-device-libs)")
 
 W = 2
 OPS = {
@@ -42,8 +42,8 @@ class Rendered(Exception):
 @pytest.fixture
 def render_only(monkeypatch):
     """dt.build renders, then stops where it would compile and link against rocSHMEM."""
-    def stop(source, signature, arch=None, **_):
-        raise Rendered(source, signature, arch)
+    def stop(source, signature, target=None, **_):
+        raise Rendered(source, signature, target.arch)
     monkeypatch.setattr(sys.modules["ditron.build"], "compile_library", stop)
 
     def source_of(make):
@@ -127,7 +127,7 @@ def test_a_hip_module_in_a_cpu_world_says_how_to_init(render_only, monkeypatch):
     """The module checks run before any library is loaded: a hip build in a CPU world."""
     import types
     from ditron import runtime
-    from ditron.build.distributed import DistributedModule
+    from ditron.runtime.module import DistributedModule
     source, signature, arch = render_only(OPS["all_reduce_one_shot"])
     mod = DistributedModule.__new__(DistributedModule)
     mod._init_checks(signature, source, "/nonexistent.so", arch)

@@ -22,10 +22,10 @@ from ditron.codegen import render
 from ditron.codegen.mfma import fragment_plan, operand_coords, BUILTIN
 from ditron.lower import ir, arith
 from ditron.te import expr as E
-import schedules
+from ditron import schedules
 from test_tensorize_mma import check_gemm, mma_programs
 
-needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed")
+needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed (Debian: apt-get install hipcc rocm-device-libs)")
 
 
 def _tile(func):

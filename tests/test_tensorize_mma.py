@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ditron as dt
-import schedules
+from ditron import schedules
 
 TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 

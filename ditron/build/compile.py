@@ -9,6 +9,8 @@ import subprocess
 import time
 
 from ..errors import CompileError
+from ..target import make_target
+from ..version import __version__
 from . import cache, toolchain
 from .paths import package_fingerprint
 
@@ -19,31 +21,33 @@ _GCC_ERR = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?
 _NVCC_ERR = re.compile(r"^(?P<file>[^\n(]+)\((?P<line>\d+)\):\s*error:\s*(?P<msg>.*)$", re.M)
 
 
-def _version():
-    from .. import __version__
-    return __version__
+# How a communicating kernel links its target's shmem library (Target.shmem); the CPU
+# target's heap is ditron's own, in the helper headers.
+_SHMEM_BUILDS = {"nvshmem": toolchain.nvshmem_build, "rocshmem": toolchain.rocshmem_build}
 
 
-def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=None):
-    """Compile ``source`` (rendered for ``signature.target``) and return the library path.
+def compile_library(source, signature, target=None, extra_flags=(), shmem_version=None):
+    """Compile ``source`` (rendered for ``target``, a :class:`ditron.target.Target`; default:
+    ``signature.target`` with its default arch) and return the library path.
 
     The result is cached under :func:`ditron.build.cache.cache_dir`, keyed by
     the source, target, arch, compiler and its version, flags, the ditron
     version and a fingerprint of its templates and helper headers.
     """
-    target = signature.target
+    target = make_target(target if target is not None else signature.target)
+    arch = target.arch
     compiler = toolchain.find_compiler(target)
     libs = []
-    if signature.comm and target in ("cuda", "hip"):
+    shmem_build = _SHMEM_BUILDS.get(target.shmem)
+    if signature.comm and shmem_build is not None:
         # DITRON_DEBUG=1: waits on the GPU time out with an error instead of hanging
-        shmem_build = toolchain.nvshmem_build if target == "cuda" else toolchain.rocshmem_build
         cflags, libs, shmem_version = shmem_build(os.environ.get("DITRON_DEBUG") == "1")
         extra_flags = list(extra_flags) + cflags
-    flags = toolchain.flags(target, arch) + list(extra_flags)
+    flags = toolchain.flags(target) + list(extra_flags)
     key = cache.key_of({
-        "source": source, "target": target, "arch": arch, "compiler": compiler,
+        "source": source, "target": target.name, "arch": arch, "compiler": compiler,
         "compiler_version": toolchain.compiler_version(compiler), "flags": flags + libs,
-        "ditron": _version(), "package": package_fingerprint(), "shmem": shmem_version,
+        "ditron": __version__, "package": package_fingerprint(), "shmem": shmem_version,
         "machine": platform.machine(),
     })
     lib_name = f"lib{signature.name}_{key[:16]}.so"
@@ -51,7 +55,7 @@ def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=
     if hit:
         log.debug("cache hit for kernel '%s': %s", signature.name, hit)
         return hit
-    src = os.path.join(work, "kernel" + toolchain.EXT[target])
+    src = os.path.join(work, "kernel" + target.source_ext)
     with open(src, "w") as f:
         f.write(source)
     out = os.path.join(work, lib_name)
@@ -60,22 +64,22 @@ def compile_library(source, signature, arch=None, extra_flags=(), shmem_version=
     proc = subprocess.run(cmd, capture_output=True, text=True, env=toolchain.compiler_env(target))
     seconds = time.perf_counter() - t0
     if proc.returncode != 0 or not os.path.isfile(out):
-        kept = _keep_failed(src, signature.name, key, target)
+        kept = _keep_failed(src, signature.name, key, target.source_ext)
         shutil.rmtree(work, ignore_errors=True)
         raise _compile_error(cmd, kept, source, proc.stdout + proc.stderr, signature.name)
     for line in (proc.stdout + proc.stderr).splitlines():
         if "spill" in line.lower() and "nvshmem" not in line:   # (NVSHMEM's own device code spills)
             log.warning("kernel '%s': %s", signature.name, line.strip())
-    final = cache.finish(work, key, lib_name, {"name": signature.name, "target": target, "arch": arch,
+    final = cache.finish(work, key, lib_name, {"name": signature.name, "target": target.name, "arch": arch,
                                                "command": cmd, "seconds": seconds})
-    log.info("compiled kernel '%s' for %s in %.2f s: %s", signature.name, target, seconds, final)
+    log.info("compiled kernel '%s' for %s in %.2f s: %s", signature.name, target.name, seconds, final)
     return final
 
 
-def _keep_failed(src, name, key, target):
+def _keep_failed(src, name, key, ext):
     d = cache.failed_dir()
     os.makedirs(d, exist_ok=True)
-    kept = os.path.join(d, f"{name}_{key[:16]}{toolchain.EXT[target]}")
+    kept = os.path.join(d, f"{name}_{key[:16]}{ext}")
     shutil.copyfile(src, kept)
     return kept
 

@@ -2,13 +2,17 @@
 import os
 import shutil
 
+from ..target import make_target
 from ..te.dtype import itemsize
+from ..version import __version__
 from .paths import csrc_dir, helper_headers
-from .toolchain import EXT
 
 # What a communicating module needs at run time, per target (named in the export error).
 _COMM_RUNTIME = {"cpu": "ditron's shared-memory symmetric heap of emulated ranks",
                  "cuda": "NVSHMEM", "hip": "rocSHMEM"}
+
+# CMake language of each GPU target's sources.
+_CMAKE_LANGUAGE = {"cuda": "CUDA", "hip": "HIP"}
 
 # How the binding tells a caller who passed host arrays what a GPU kernel takes.
 _DEVICE_HINT = {"cuda": "pass device arrays (e.g. torch CUDA tensors)",
@@ -50,7 +54,6 @@ def export(module, out_dir, archs=None):
         For an architecture the target does not have.
     """
     from ..codegen import _env
-    from .. import __version__
     sig = module.signature
     if sig.comm:
         # Its entry point takes hidden arguments (internal symmetric buffers, the world
@@ -70,7 +73,7 @@ def export(module, out_dir, archs=None):
         raise ValueError(f"export of '{sig.name}': {out_dir} exists and is not a folder; give a folder "
                          "for the project (created if missing)")
     os.makedirs(os.path.join(out_dir, "include"), exist_ok=True)
-    source_file = sig.name + EXT[sig.target]
+    source_file = sig.name + make_target(sig.target, module.arch).source_ext
     with open(os.path.join(out_dir, source_file), "w") as f:
         f.write(module.source)
     for rel in helper_headers():
@@ -83,9 +86,11 @@ def export(module, out_dir, archs=None):
              "dims": [d if isinstance(d, int) else -1 for d in a.shape],
              "vars": [var_index[d] if isinstance(d, str) else -1 for d in a.shape]}
             for a in sig.args]
+    # language: CMake's language of the kernel source (None: plain C++)
     ctx = dict(name=sig.name, version=__version__, target=sig.target, args=args,
+               language=_CMAKE_LANGUAGE.get(sig.target),
                scalar_vars=list(sig.scalar_vars), source_file=source_file, archs=archs,
-               device_memory=sig.target != "cpu", device_hint=_DEVICE_HINT.get(sig.target, ""))
+               device_memory=make_target(sig.target, module.arch).is_gpu, device_hint=_DEVICE_HINT.get(sig.target, ""))
     env = _env()
     for tpl, out in (("export/kernel.h.j2", f"{sig.name}.h"), ("export/binding.cpp.j2", f"{sig.name}_py.cpp"),
                      ("export/CMakeLists.txt.j2", "CMakeLists.txt"), ("export/README.md.j2", "README.md")):
@@ -95,18 +100,16 @@ def export(module, out_dir, archs=None):
 
 
 def _archs(target, module_arch, archs):
-    """The GPU architectures to build for: ``archs`` or the module's own, checked for ``target``."""
+    """The GPU architectures to build for: ``archs`` or the module's own, each checked for
+    ``target``; none for the CPU."""
     if isinstance(archs, str):          # one arch given bare, not as a list of characters
         archs = [archs]
-    if target == "cuda":
-        return list(archs or [module_arch or "sm_80"])
-    if target == "hip":
-        from ..codegen.hip import check_arch
-        archs = list(archs or [module_arch or "gfx90a"])
-        for a in archs:
-            try:
-                check_arch(a)
-            except ValueError as e:
-                raise ValueError(f"export: archs={archs!r}: {e}") from None
-        return archs
-    return []
+    if not make_target(target, module_arch).is_gpu:
+        return []
+    archs = list(archs or [module_arch])
+    for a in archs:
+        try:
+            make_target(target, a)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"export: archs={archs!r}: {e}") from None
+    return archs

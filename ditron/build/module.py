@@ -1,5 +1,6 @@
 """A compiled kernel, callable with torch tensors."""
 from .. import _C
+from ..target import make_target
 from ..te.dtype import SYMBOLIC_DIM_MAX, itemsize
 
 _TORCH = None
@@ -113,7 +114,7 @@ class Module:
         self.signature, self.source, self.lib_path, self.arch = signature, source, lib_path, arch
         dtypes = _torch_dtypes()
         self._dtypes = [dtypes[a.dtype] for a in signature.args]
-        self._gpu = signature.target in ("cuda", "hip")
+        self._gpu = make_target(signature.target, arch).is_gpu
         self._tensor = torch.Tensor
         self._outputs = [n for n, a in enumerate(signature.args) if a.is_output]
 
@@ -129,7 +130,7 @@ class Module:
     @property
     def compiler(self):
         """What compiled the kernel: "nvcc" or "nvrtc" (CUDA), "hipcc" (HIP), "c++" (CPU)."""
-        return {"cuda": "nvcc", "hip": "hipcc"}.get(self.target, "c++")
+        return make_target(self.target, self.arch).compiler
 
     @property
     def target(self):

@@ -22,7 +22,8 @@ from ..errors import CompileError, DitronError
 from ..te import expr as E
 from .. import _C
 from . import cache
-from .compile import _compile_error, _keep_failed, _version
+from .compile import _compile_error, _keep_failed
+from ..version import __version__
 from .module import Module, _torch_dtypes
 from .paths import csrc_dir, package_fingerprint
 
@@ -141,7 +142,7 @@ def compile_cubin(device_source, name, arch):
     """Compile ``device_source`` for ``arch`` with NVRTC, through the kernel cache; returns
     the cubin's path. Rejected source raises :class:`CompileError` like the nvcc path."""
     key = cache.key_of({"source": device_source, "target": "cuda-nvrtc", "arch": arch,
-                        "nvrtc": nvrtc_version(), "flags": options(arch)[:2], "ditron": _version(),
+                        "nvrtc": nvrtc_version(), "flags": options(arch)[:2], "ditron": __version__,
                         "package": package_fingerprint()})
     cubin_name = f"{name}_{key[:16]}.cubin"
     hit, work = cache.workspace(key, cubin_name, name)

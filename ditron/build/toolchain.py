@@ -1,7 +1,9 @@
 """Compiler discovery and command lines, per target.
 
 ``DITRON_CXX``, ``DITRON_NVCC`` and ``DITRON_HIPCC`` override the compiler
-found on PATH (useful for wrappers such as ccache).
+found on PATH (useful for wrappers such as ccache). Functions take a
+:class:`ditron.target.Target` or a target name; what differs per target is in the
+tables below, keyed by name.
 """
 import functools
 import os
@@ -12,7 +14,7 @@ import subprocess
 from ..errors import CompileError
 from .paths import csrc_dir
 
-EXT = {"cpu": ".cpp", "cuda": ".cu", "hip": ".hip"}
+EXT = {"cpu": ".cpp", "cuda": ".cu", "hip": ".hip"}      # (as Target.source_ext; for file names)
 
 _HOW_TO_GET = {
     "cpu": "install a C++17 compiler (Debian: apt-get install g++)",
@@ -21,23 +23,35 @@ _HOW_TO_GET = {
 }
 
 
+def _cuda_home_nvcc():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    return home and os.path.join(home, "bin", "nvcc")
+
+
+# Where each target's compiler may be, in order of preference.
+_CANDIDATES = {
+    "cpu": lambda: [os.environ.get("DITRON_CXX"), shutil.which("g++"), shutil.which("c++"),
+                    shutil.which("clang++")],
+    "cuda": lambda: [os.environ.get("DITRON_NVCC"), _cuda_home_nvcc(), shutil.which("nvcc"),
+                     "/usr/local/cuda/bin/nvcc"],
+    "hip": lambda: [os.environ.get("DITRON_HIPCC"), shutil.which("hipcc"), "/opt/rocm/bin/hipcc"],
+}
+
+
+def _name(target):
+    name = getattr(target, "name", target)
+    if name not in _CANDIDATES:
+        raise ValueError(f"unknown target {target!r}; valid: {', '.join(_CANDIDATES)}")
+    return name
+
+
 def find_compiler(target):
     """Absolute path of the compiler for ``target``; CompileError if there is none."""
-    if target == "cpu":
-        cands = [os.environ.get("DITRON_CXX"), shutil.which("g++"), shutil.which("c++"),
-                 shutil.which("clang++")]
-    elif target == "cuda":
-        home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-        cands = [os.environ.get("DITRON_NVCC"), home and os.path.join(home, "bin", "nvcc"),
-                 shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"]
-    elif target == "hip":
-        cands = [os.environ.get("DITRON_HIPCC"), shutil.which("hipcc"), "/opt/rocm/bin/hipcc"]
-    else:
-        raise ValueError(f"unknown target {target!r}; valid: cpu, cuda, hip")
-    for c in cands:
+    name = _name(target)
+    for c in _CANDIDATES[name]():
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return os.path.abspath(c)
-    raise CompileError(f"no compiler for target '{target}' was found; {_HOW_TO_GET[target]}")
+    raise CompileError(f"no compiler for target '{name}' was found; {_HOW_TO_GET[name]}")
 
 
 def has_compiler(target):
@@ -65,22 +79,31 @@ def version_line(path):
     return next((l for l in lines if re.search(r"\d+\.\d+", l)), lines[0] if lines else "unknown")
 
 
+def _cpu_flags(arch):
+    # -fwrapv: signed integers wrap around on overflow, as torch's do (and as lowering
+    # folds constants), instead of being undefined behaviour the optimizer exploits
+    return ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fwrapv"]
+
+
+def _cuda_flags(arch):
+    num = (arch or "sm_80").replace("sm_", "")
+    # Every kernel carries __launch_bounds__, so ptxas keeps registers within the
+    # per-block limit; -warn-spills reports what that costs (logged as a warning).
+    return ["-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-Xptxas=-warn-spills",
+            f"-gencode=arch=compute_{num},code=sm_{num}"]
+
+
+def _hip_flags(arch):
+    return ["-O3", "-shared", "-fPIC", "-std=c++17", "-fwrapv", f"--offload-arch={arch or 'gfx90a'}"]
+
+
+_FLAGS = {"cpu": _cpu_flags, "cuda": _cuda_flags, "hip": _hip_flags}
+
+
 def flags(target, arch=None):
-    """Compiler flags (without input / output / include paths)."""
-    if target == "cpu":
-        # -fwrapv: signed integers wrap around on overflow, as torch's do (and as lowering
-        # folds constants), instead of being undefined behaviour the optimizer exploits
-        return ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fwrapv"]
-    if target == "cuda":
-        arch = arch or "sm_80"
-        num = arch.replace("sm_", "")
-        # Every kernel carries __launch_bounds__, so ptxas keeps registers within the
-        # per-block limit; -warn-spills reports what that costs (logged as a warning).
-        return ["-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-Xptxas=-warn-spills",
-                f"-gencode=arch=compute_{num},code=sm_{num}"]
-    if target == "hip":
-        return ["-O3", "-shared", "-fPIC", "-std=c++17", "-fwrapv", f"--offload-arch={arch or 'gfx90a'}"]
-    raise ValueError(f"unknown target {target!r}")
+    """Compiler flags (without input / output / include paths); ``arch`` defaults to the
+    Target's own."""
+    return _FLAGS[_name(target)](arch or getattr(target, "arch", None))
 
 
 def compile_command(target, source_path, out_path, arch=None, extra_flags=(), compiler=None, libs=()):
@@ -178,10 +201,14 @@ def rocshmem_build(debug=False):
     return rocshmem_flags(os.path.join(home, "include"), debug), libs, version
 
 
+# Environment each compiler needs beyond the caller's.
+_ENV = {"hip": {"HIP_PLATFORM": "amd"}}
+
+
 def compiler_env(target):
     env = dict(os.environ)
-    if target == "hip":
-        env.setdefault("HIP_PLATFORM", "amd")
+    for k, v in _ENV.get(_name(target), {}).items():
+        env.setdefault(k, v)
     return env
 
 

@@ -5,6 +5,8 @@ import os
 import jinja2
 
 from ..errors import DitronError
+from ..target import make_target
+from ..version import __version__
 from ..lower import ir
 from ..te import expr as E
 from .signature import ArgSpec, KernelSignature
@@ -23,17 +25,17 @@ class NvrtcUnsupported(DitronError):
     or it needs TMA descriptors); the default compiler then falls back to nvcc."""
 
 
-def _renderer(target):
-    if target == "cpu":
-        from .cpu import CPURenderer
-        return CPURenderer
-    if target == "cuda":
-        from .cuda import CUDARenderer
-        return CUDARenderer
-    if target == "hip":
-        from .hip import HIPRenderer
-        return HIPRenderer
-    raise DitronError(f"target {target!r} has no renderer; available: cpu, cuda, hip")
+# Target name -> (module, renderer class): one renderer module per target.
+RENDERERS = {"cpu": ("cpu", "CPURenderer"), "cuda": ("cuda", "CUDARenderer"), "hip": ("hip", "HIPRenderer")}
+
+
+def _renderer(name):
+    """The renderer class of the target named ``name`` (imported on first use)."""
+    import importlib
+    if name not in RENDERERS:
+        raise DitronError(f"target {name!r} has no renderer; available: {', '.join(RENDERERS)}")
+    module, cls = RENDERERS[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 def _dim(d, func, buf):
@@ -64,25 +66,25 @@ def _numel(b):
     return n
 
 
-def _source(r, func, arch):
+def _source(r, func):
     """Render the function's body with renderer ``r`` into its target's file template."""
-    from .. import __version__
     written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
     body = r.render_body()
     return _env().get_template(r.template).render(
         version=__version__, name=func.name, params=r.params(written), body=body,
-        call_args=r.call_args(written), arch=arch, **r.template_args())
+        call_args=r.call_args(written), arch=r.target.arch, **r.template_args())
 
 
-def render(func, target, arch=None, world_size=1):
-    """Render a lowered function for ``target``; returns ``(source, KernelSignature)``."""
-    cls = _renderer(target)
-    r = cls(func) if target == "cpu" else cls(func, arch)
-    source = _source(r, func, arch)
-    return source, signature_of(func, target, world_size, alignment=getattr(r, "alignment", None))
+def render(func, target, world_size=1, arch=None):
+    """Render a lowered function for ``target`` (a :class:`ditron.target.Target`, or a
+    target name with ``arch``, as tests write it); returns ``(source, KernelSignature)``."""
+    target = make_target(target, arch)
+    r = _renderer(target.name)(func, target)
+    source = _source(r, func)
+    return source, signature_of(func, target.name, world_size, alignment=getattr(r, "alignment", None))
 
 
-def render_nvrtc(func, arch):
+def render_nvrtc(func, target):
     """Render for an NVRTC build: ``(source, signature, device_source, plan)``.
 
     ``plan`` says what the generated host code would do, so that a loader can do
@@ -94,6 +96,7 @@ def render_nvrtc(func, arch):
     :class:`NvrtcUnsupported`; they build with nvcc.
     """
     from .cuda import CUDARenderer, device_source
+    target = make_target(target)
     if func.world is not None:
         raise NvrtcUnsupported(f"'{func.name}': communicating kernels are device-linked against "
                                "NVSHMEM (-rdc=true); build it with compiler='nvcc'")
@@ -104,8 +107,8 @@ def render_nvrtc(func, arch):
     if any(isinstance(s, ir.MmaTile) and s.intrinsic == "wgmma" for s in ir.walk_stmts(func.body)):
         raise NvrtcUnsupported(f"'{func.name}': wgmma kernels need TMA descriptors made by host code; "
                           "build it with compiler='nvcc'")
-    r = CUDARenderer(func, arch)
-    source = _source(r, func, arch)
+    r = CUDARenderer(func, target)
+    source = _source(r, func)
     if func.preconditions:
         raise NvrtcUnsupported(f"'{func.name}': its host code checks the symbolic dims before launching "
                                f"({func.preconditions[0][1]}); build it with compiler='nvcc'")
@@ -116,5 +119,5 @@ def render_nvrtc(func, arch):
     plan = {"launches": r.launches,
             "temps": [(b.name, b.dtype, r.flat_size_expr(b)) for b in func.temps],
             "scalar_dtypes": [v.dtype for v in func.scalar_vars]}
-    signature = signature_of(func, "cuda", alignment=r.alignment)
+    signature = signature_of(func, target.name, alignment=r.alignment)
     return source, signature, device_source(source), plan

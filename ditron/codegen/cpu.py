@@ -42,11 +42,10 @@ class _CheckedIndex(E.Expr):
 
 
 class CPURenderer(CStyleRenderer):
-    target = "cpu"
     template = "cpu/kernel.cpp.j2"
 
-    def __init__(self, func):
-        super().__init__(func)
+    def __init__(self, func, target):
+        super().__init__(func, target)
         self.kernel = None
         self.checked = checked_mode()
         if self.checked:             # (exceptions must not be thrown inside simd loops)

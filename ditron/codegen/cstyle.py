@@ -43,7 +43,6 @@ def _positive(e):
 class CStyleRenderer:
     """Renders a :class:`~ditron.lower.ir.PrimFunc` as C-family source text."""
 
-    target = "c"
     types = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
              "int8": "int8_t", "bool": "bool", "float16": "ditron::half", "bfloat16": "ditron::bfloat16"}
     restrict = "__restrict__"
@@ -51,8 +50,9 @@ class CStyleRenderer:
     unroll_pragma = "#pragma GCC unroll {n}"
     vectorize_pragma = "#pragma omp simd"
 
-    def __init__(self, func):
+    def __init__(self, func, target):
         self.func = func
+        self.target = target         # a ditron.target.Target
         self.names = {}
         self.current_store = None    # the buffer whose store is being rendered (for messages)
         self.div_sites = []          # checked integer divisions, see int_division
@@ -249,7 +249,7 @@ class CStyleRenderer:
         return [f"{'  ' * d}// {s.intrinsic} tile {m}x{n}x{k}, as per-lane loops"] + self.lines(s.fallback, d)
 
     def comm_lines(self, s, d):
-        raise NotImplementedError(f"target {self.target!r} cannot render {type(s).__name__} yet")
+        raise NotImplementedError(f"target {self.target.name!r} cannot render {type(s).__name__} yet")
 
     def barrier_text(self):
         return "// barrier"

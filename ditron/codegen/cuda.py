@@ -8,7 +8,6 @@ with commit / wait groups (plain copies below sm_80).
 """
 import contextlib
 import itertools
-import re
 
 from ..errors import ScheduleError
 from ..te import expr as E
@@ -20,26 +19,6 @@ from .cstyle import CStyleRenderer, c_strings
 
 
 # Architectures nvcc 12 / 13 compile for that ditron targets (Volta and newer).
-ARCH_NUMBERS = (70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 103, 110, 120, 121)
-
-
-def arch_number(arch):
-    """80 for "sm_80", 90 for "sm_90a"; ValueError for anything that is not a known sm_ arch."""
-    m = re.fullmatch(r"sm_(\d+)[af]?", arch) if isinstance(arch, str) else None
-    if not m or int(m.group(1)) not in ARCH_NUMBERS:
-        raise ValueError(f"arch={arch!r}: expected a CUDA architecture like 'sm_80', 'sm_90a' "
-                         f"or 'sm_100a' (sm_ with one of {', '.join(map(str, ARCH_NUMBERS))}, "
-                         "optionally followed by 'a' or 'f')")
-    return int(m.group(1))
-
-
-# Largest dynamic shared memory per block (bytes), from the CUDA programming guide's table.
-SMEM_LIMIT = {"sm_70": 96 * 1024, "sm_75": 64 * 1024, "sm_80": 163 * 1024, "sm_86": 99 * 1024,
-              "sm_87": 163 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_90a": 227 * 1024,
-              "sm_100": 227 * 1024, "sm_100a": 227 * 1024, "sm_120": 99 * 1024}
-STATIC_SMEM = 48 * 1024
-MAX_THREADS = 1024
-MAX_GRID = {"device.x": 2 ** 31 - 1, "device.y": 65535, "device.z": 65535}
 BLOCK_IDX = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
 HOST_MARKER = "// ---- host code (nvcc only) ----"
 COMM_BLOCKS = 32
@@ -121,16 +100,15 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane):
 
 
 class CUDARenderer(CStyleRenderer):
-    target = "cuda"
     template = "cuda/kernel.cu.j2"
     rt = "cuda"              # prefix of the runtime API in host code (HIP: "hip")
     shmem_header = "ditron/shmem_cuda.h"     # communication helpers (NVSHMEM)
     unroll_pragma = "#pragma unroll {n}"
     vectorize_pragma = "#pragma unroll"
 
-    def __init__(self, func, arch="sm_80"):
-        super().__init__(func)
-        self.arch = arch
+    def __init__(self, func, target):
+        super().__init__(func, target)
+        self.arch = target.arch
         self.kernel_defs = []
         self.written = set()
         self.in_async = False
@@ -177,11 +155,11 @@ class CUDARenderer(CStyleRenderer):
 
     def smem_limit(self):
         """Dynamic shared memory one block may use on the target arch (bytes)."""
-        return SMEM_LIMIT.get(self.arch, 48 * 1024)
+        return self.target.max_shared_bytes
 
     def async_copies(self):
         """Whether pipelined global -> shared copies are asynchronous (cp.async, sm_80+)."""
-        return arch_number(self.arch) >= 80
+        return self.target.arch_number >= 80
 
     def barrier_text(self):
         return "__syncthreads();"
@@ -341,7 +319,7 @@ class CUDARenderer(CStyleRenderer):
         16-byte aligned is read with ``ldmatrix`` (``.trans`` when the other axis is
         the contiguous one); otherwise each lane loads its own elements.
         """
-        if arch_number(self.arch) < 80:
+        if self.target.arch_number < 80:
             raise ScheduleError(f"tensorize 'mma' (tile {s.shape}) needs sm_80 or newer; the build "
                                 f"targets {self.arch}")
         if s.a.dtype != s.b.dtype:
@@ -420,18 +398,20 @@ class CUDARenderer(CStyleRenderer):
                 raise ScheduleError(f"stage '{k.name}': {'MFMA' if intrinsic == 'mfma' else intrinsic} tiles "
                                     f"need {UNIT[intrinsic]}s of {unit} consecutive threads, but other stages "
                                     f"of the kernel make core.x {lanes} wide; use a multiple of {unit} for "
-                                    f"core.x on target '{self.target}' ({self.arch})")
+                                    f"core.x on target '{self.target.name}' ({self.arch})")
         nthreads = 1
         for _, ext in k.threads.values():
             nthreads *= ext
-        if nthreads > MAX_THREADS:
+        limit = self.target.max_threads
+        if nthreads > limit:
             raise ScheduleError(f"stage '{k.name}': {nthreads} cores per block "
                                 f"({', '.join(f'{t}={e}' for t, (_, e) in k.threads.items())}) exceed "
-                                f"the CUDA limit of {MAX_THREADS} threads per block")
+                                f"the {self.target.name.upper()} limit of {limit} threads per block")
         for _, ext, tag in k.grid:
-            if isinstance(ext, E.Const) and ext.value > MAX_GRID[tag]:
-                raise ScheduleError(f"stage '{k.name}': {tag} has extent {ext.value}, above the CUDA "
-                                    f"grid limit {MAX_GRID[tag]} for {BLOCK_IDX[tag]}")
+            limit = self.target.max_grid["xyz".index(tag[-1])]
+            if isinstance(ext, E.Const) and ext.value > limit:
+                raise ScheduleError(f"stage '{k.name}': {tag} has extent {ext.value}, above the {self.target.name.upper()} "
+                                    f"grid limit {limit} for {BLOCK_IDX[tag]}")
         shared = [b for b in k.buffers if b.scope == "shared"]
         smem = 0
         offsets = []
@@ -443,7 +423,7 @@ class CUDARenderer(CStyleRenderer):
         if smem > limit:
             raise ScheduleError(f"stage '{k.name}': shared buffers need {smem} bytes per block "
                                 f"({', '.join(b.name for b in shared)}); {self.arch} allows {limit}")
-        dynamic = smem > STATIC_SMEM
+        dynamic = smem > self.target.static_shared_bytes
         # device side
         # extern "C": NVRTC builds look kernels up by these plain names.
         out = [f"extern \"C\" __global__ void __launch_bounds__({nthreads}) {fname}({self.kernel_params()}) {{"]
@@ -485,7 +465,7 @@ class CUDARenderer(CStyleRenderer):
         grid = [grid.get(f"device.{a}", E.Const(1, "int32")) for a in "xyz"]
         self.launches.append({"name": fname, "stage": k.name, "grid": grid, "block": block, "smem": smem})
         host = [f"{p}{{  // launch {fname}{comment}"] + [f"{p}  {line}" for line in setup]
-        if smem > STATIC_SMEM:
+        if smem > self.target.static_shared_bytes:
             host.append(f"{p}  check({self.rt}FuncSetAttribute(reinterpret_cast<const void*>({fname}), "
                         f"{self.rt}FuncAttributeMaxDynamicSharedMemorySize, {smem}), \"shared memory opt-in for {k.name}\");")
         shown = list(block)

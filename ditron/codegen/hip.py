@@ -13,34 +13,14 @@ linked against ``librocshmem.a``. Decided here: ``strategy(copy='ce')`` is a
 :class:`~ditron.ScheduleError` on this target, since rocSHMEM has no copy-engine
 path (see :meth:`HIPRenderer.comm_kernel_lines`).
 """
-import re
-
 from ..errors import ScheduleError
 from .cuda import CUDARenderer
 
-# LDS bytes per workgroup (AMD CDNA / RDNA ISA guides): 64 KB, 160 KB on gfx950.
-LDS_LIMIT = {"gfx90a": 64 * 1024, "gfx940": 64 * 1024, "gfx941": 64 * 1024, "gfx942": 64 * 1024,
-             "gfx950": 160 * 1024, "gfx1100": 64 * 1024, "gfx1201": 64 * 1024}
-
-
-def check_arch(arch):
-    """A clear ValueError for anything that is not an AMD GPU architecture ("gfx90a")."""
-    if not re.fullmatch(r"gfx[0-9a-f]{3,4}", arch or ""):
-        raise ValueError(f"arch={arch!r}: expected an AMD GPU architecture like 'gfx90a' or 'gfx942'")
-    return arch
-
 
 class HIPRenderer(CUDARenderer):
-    target = "hip"
     template = "hip/kernel.hip.j2"
     rt = "hip"
     shmem_header = "ditron/shmem_hip.h"      # communication helpers (rocSHMEM)
-
-    def __init__(self, func, arch="gfx90a"):
-        super().__init__(func, check_arch(arch))
-
-    def smem_limit(self):
-        return LDS_LIMIT.get(self.arch, 64 * 1024)
 
     def symbol(self, name):
         return f"HIP_SYMBOL({name})"

@@ -22,6 +22,7 @@ from .overlap import consumer_waits, producer_notify
 from .task import task_shards, check_task_reads
 from .proof import check_expressions, check_program
 from .inplace import check_inplace
+from ..target import make_target
 
 
 def _cleanup(stmt, ranges=None):
@@ -86,11 +87,13 @@ def lower(sch, args, name="main", world_size=1, *, target=None, inplace=None):
     world_size : int
         Ranks of a distributed program: sharded tensors take their per-rank shape and
         communication operators become puts, signals and waits (see ditron.lower.comm).
-    target : {None, "cpu", "cuda", "hip"}, keyword
-        The target the program is lowered for; it decides which matrix instruction a
+    target : {None, "cpu", "cuda", "hip"} or Target, keyword
+        The target the program is lowered for (a name, or a :class:`ditron.target.Target`
+        with its arch); its ``intrinsics`` decide which matrix instruction a
         ``tensorize(.., "mma")`` tile becomes: "hip" maps it onto AMD MFMA (64-lane
-        wavefronts, see ditron.lower.mma), every other value keeps the CUDA mma layout
-        (the CPU target runs either layout as per-lane loops). ``dt.build`` passes its target.
+        wavefronts, see ditron.lower.mma), None and the other targets keep the CUDA mma
+        layout (the CPU target runs either layout as per-lane loops). ``dt.build`` passes
+        its Target.
     inplace : list of (Tensor, Tensor), keyword
         ``(output, input)`` pairs that a caller may pass as the same tensor (see
         ditron.lower.inplace for when that is accepted).
@@ -119,8 +122,11 @@ def lower(sch, args, name="main", world_size=1, *, target=None, inplace=None):
 def _lower(sch, args, name, world_size, target, inplace):
     if not isinstance(sch, Schedule):
         raise TypeError(f"lower expects a Schedule (dt.create_schedule), got {type(sch).__name__}")
-    if target not in (None, "cpu", "cuda", "hip"):
-        raise ValueError(f"lower: unknown target {target!r}; valid: None, 'cpu', 'cuda', 'hip'")
+    if target is not None:
+        try:
+            target = make_target(target)
+        except ValueError as e:
+            raise ValueError(f"lower: {e} (or None)") from None
     check_kernel_name(name)
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")

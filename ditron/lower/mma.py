@@ -41,18 +41,20 @@ MAX_ACC_REGS = 128
 
 
 def target_intrinsic(intrinsic, target, where):
-    """The instruction family a ``tensorize(.., intrinsic)`` tile lowers to on ``target``.
-
-    "hip" maps "mma" onto AMD's matrix cores ("mfma"); it has no counterpart of
-    Hopper's "wgmma". Every other target (None, "cuda", "cpu") keeps the name."""
-    if target != "hip":
+    """The instruction family a ``tensorize(.., intrinsic)`` tile lowers to on ``target``
+    (a :class:`ditron.target.Target`; None: the CUDA layouts), from its ``intrinsics``:
+    "hip" maps "mma" onto AMD's matrix cores ("mfma") and has no counterpart of Hopper's
+    "wgmma"."""
+    if target is None:
         return intrinsic
-    if intrinsic == "mma":
-        return "mfma"
+    found = target.intrinsics.get(intrinsic)
+    if found is not None:
+        return found[0]
+    offered = ", ".join(f"'{k}' ({INSTR_NAME[v[0]]})" for k, v in target.intrinsics.items())
     raise ScheduleError(f"{where}: {intrinsic!r} is an NVIDIA Hopper instruction (warpgroup MMA "
-                        "with TMA); target 'hip' has no counterpart. On AMD GPUs use "
-                        "tensorize(.., 'mma'), which maps onto MFMA (v_mfma_f32_16x16x16 for "
-                        "float16 / bfloat16, tiles in multiples of 16 x 16 x 16)")
+                        f"with TMA); target '{target.name}' has no counterpart. It offers {offered}: "
+                        "on AMD GPUs use tensorize(.., 'mma'), which maps onto MFMA "
+                        "(v_mfma_f32_16x16x16 for float16 / bfloat16, tiles in multiples of 16 x 16 x 16)")
 
 
 def tensorized_axis(stage):
@@ -106,7 +108,7 @@ class MmaLowering:
         self.where = f"stage '{st.name}': tensorize({leaves[self.t].name!r}, {asked!r})"
         self.intrinsic = target_intrinsic(asked, self.target, self.where)
         if self.intrinsic != asked:
-            self.where += f" on target {self.target!r} ({INSTR_NAME[self.intrinsic]})"
+            self.where += f" on target {self.target.name!r} ({INSTR_NAME[self.intrinsic]})"
         if self.intrinsic not in INSTR:
             raise LoweringError(f"{self.where}: the {self.intrinsic!r} path is not implemented yet; "
                                 f"available: {', '.join(INSTR)}")

@@ -186,11 +186,10 @@ class NestBuilder:
             return ir.Seq([self.init(info, leaves[k:]), self.loops(info, k, True)])
         attr = st.attrs.get(iv)
         if attr is not None and attr.pipeline > 1:
-            return self.pipelined(info, k, init_done)
-        if (st, iv) in self.tile_head or (st, iv) in self.tile_tail:
-            if attr is not None and attr.pipeline > 1:
+            if (st, iv) in self.tile_head or (st, iv) in self.tile_tail:
                 raise LoweringError(f"stage '{st.name}': the overlap axis '{iv.name}' is pipelined; "
                                     "overlap on an axis outside the pipelined one")
+            return self.pipelined(info, k, init_done)
         inner = ir.Seq(self.tile_head.pop((st, iv), []) + self.attached_at(st, iv)
                        + [self.loops(info, k + 1, init_done)] + self.tile_tail.pop((st, iv), []))
         return self.make_for(info, iv, self.rotated(info, iv, inner))
@@ -338,15 +337,27 @@ class NestBuilder:
         ts = self.shards.get(st)
         if ts is not None:        # rank r runs iteration r of the task axis
             body = ir.substitute_stmt(body, {ts.axis: self.world.rank})
-        left = [iv.name for s, iv in list(self.tile_head) + list(self.tile_tail) if s is st]
+        left = [iv for s, iv in list(self.tile_head) + list(self.tile_tail) if s is st]
         if left:
-            raise LoweringError(f"stage '{st.name}': the overlap axis {left[0]!r} is not a loop of the "
-                                "kernel (it is inside a tensorized tile); overlap on an outer axis")
+            raise LoweringError(f"stage '{st.name}': the overlap axis '{left[0].name}' is not a loop of "
+                                f"the kernel (it is {self._swallowed_by(st, left[0])}); overlap on an "
+                                "outer axis")
         buffers = [self.infos[x].buffer for x in self.sch.stages
                    if x in self.infos and x.attach_type == "scope" and self._root_of(x) is st]
         buffers += self.extra_buffers
         self.extra_buffers = []
         return ir.Kernel(st.name, grid, body, buffers=buffers)
+
+    @staticmethod
+    def _swallowed_by(st, iv):
+        """Why leaf axis ``iv`` of ``st`` did not become a loop: what encloses it."""
+        for a in st.leaf_iter_vars:
+            if a is iv:
+                break
+            attr = st.attrs.get(a)
+            if attr is not None and attr.pipeline > 1:
+                return f"inside the pipelined loop '{a.name}'"
+        return "inside a tensorized tile"
 
     def _root_of(self, st):
         while st.attach_type == "scope":

@@ -44,6 +44,7 @@ Examples
 """
 import functools
 
+from ..target import make_target
 from .collectives import _dtype_name, check_copy, current_world
 
 
@@ -171,7 +172,7 @@ def _ag_gemm_module(m, K, N, dtype, W, overlap, target="cpu", copy="sm", tensor_
     tile = mma_tile(m, N, K, dtype) if _use_tensor_cores(tensor_cores, target) else None
     io = schedule_mma(s, C, (Ag, B), *tile, lanes=_lanes(target)) if tile else _schedule_gemm(s, C, _tile_rows(m))
     if out is not C:
-        _schedule_elementwise(s, out, target != "cpu")
+        _schedule_elementwise(s, out, make_target(target).is_gpu)
     s[Ag].strategy(copy=copy)
     if overlap:
         s.overlap(Ag, C, axis=io)
@@ -197,13 +198,13 @@ def _gemm_comm_module(kind, M, k, N, dtype, W, overlap, target="cpu", copy="sm",
 
 def _lanes(target):
     """Lanes of the unit that runs one mma tile: an AMD wavefront (MFMA) or an NVIDIA warp."""
-    return 64 if target == "hip" else 32
+    return make_target(target).warp_size
 
 
 def _use_tensor_cores(tensor_cores, target):
     """By default on GPUs only; ``True`` forces the tensor-core schedule (the CPU target then
     runs its per-lane loops: how tests check its numerics without a GPU)."""
-    return target != "cpu" if tensor_cores is None else tensor_cores
+    return make_target(target).is_gpu if tensor_cores is None else tensor_cores
 
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")

@@ -25,6 +25,7 @@ Examples
 import os
 
 from ..errors import DitronError
+from ..target import TARGETS, make_target
 from .heap import SharedHeap, heap_size_from_env
 from .launch import launch  # noqa: F401  (public)
 
@@ -43,7 +44,8 @@ class World:
         # The first allocation: this rank's call record (see ditron.runtime.identity). Module
         # headers are compared by their offset from it.
         self.origin = heap.allocate(RECORD_BYTES)
-        self.record = record(heap, self.origin) if target == "cpu" else None
+        # (GPU heaps: only the first-call check so far, see ditron.runtime.identity)
+        self.record = None if make_target(target).is_gpu else record(heap, self.origin)
         if self.record is not None:
             self.record.zero_()
         # What generated kernels receive as their hidden world argument: [rank, world size,
@@ -104,14 +106,15 @@ def init(target=None):
         import torch
         target = ("cpu" if not torch.cuda.is_available()
                   else "hip" if getattr(torch.version, "hip", None) else "cuda")
-    if target not in ("cpu", "cuda", "hip"):
-        raise ValueError(f"dt.distributed.init: target={target!r}; valid: 'cpu', 'cuda', 'hip'")
-    size = heap_size_from_env() if target == "cpu" else None      # (every rank: the same error)
+    if target not in TARGETS:
+        raise ValueError(f"dt.distributed.init: target={target!r}; valid: {', '.join(map(repr, TARGETS))}")
+    gpu = make_target(target).is_gpu
+    size = None if gpu else heap_size_from_env()      # (every rank: the same error)
     import datetime
     # ditron's own exchanges (NVSHMEM's unique id, the first-call check) go over a gloo
     # group that gives up after the wait timeout instead of torch's 30 minutes
     group = tdist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=wait_timeout()))
-    if target in ("cuda", "hip"):
+    if gpu:
         from .gpu_shmem import GpuShmemHeap
         _WORLD = World(rank, world_size, GpuShmemHeap.bootstrap(target, rank, world_size, group), target, group)
         return _WORLD

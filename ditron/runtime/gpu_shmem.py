@@ -29,9 +29,26 @@ import os
 import types
 
 from ..errors import DitronError
+from ..target import make_target
 
-SOURCES = {"cuda": "nvshmem_runtime.cu", "hip": "rocshmem_runtime.hip"}
-LIBRARY = {"cuda": "NVSHMEM", "hip": "rocSHMEM"}
+
+class _Library(types.SimpleNamespace):
+    """What differs between the two GPU shmem libraries (keyed by Target.shmem)."""
+
+
+LIBRARIES = {
+    "nvshmem": _Library(source="nvshmem_runtime.cu", name="NVSHMEM", load_mode=ctypes.RTLD_GLOBAL,
+                        uid_is_state=True, heap_env="NVSHMEM_SYMMETRIC_SIZE",
+                        init_hint="several PEs on one GPU need CUDA MPS (nvidia-cuda-mps-control -d)"),
+    "rocshmem": _Library(source="rocshmem_runtime.hip", name="rocSHMEM", load_mode=ctypes.RTLD_LOCAL,
+                         uid_is_state=False, heap_env="ROCSHMEM_HEAP_SIZE",
+                         init_hint="rocSHMEM >= 3.1 is needed, and each rank must select its GPU first"),
+}
+
+
+def library_of(target):
+    """The shmem library facts of ``target`` (a name or a Target of a GPU target)."""
+    return LIBRARIES[make_target(target).shmem if isinstance(target, str) else target.shmem]
 _RUNTIME = {}
 
 
@@ -40,25 +57,20 @@ def runtime_library(target):
     if target not in _RUNTIME:
         from ..build.compile import compile_library
         from ..build.paths import csrc_dir
-        with open(os.path.join(csrc_dir(), "ditron", SOURCES[target])) as f:
+        library = library_of(target)
+        with open(os.path.join(csrc_dir(), "ditron", library.source)) as f:
             source = f.read()
-        what = types.SimpleNamespace(name=f"ditron_{LIBRARY[target].lower()}_runtime", target=target, comm=True)
-        mode = ctypes.RTLD_GLOBAL if target == "cuda" else ctypes.RTLD_LOCAL
-        lib = ctypes.CDLL(compile_library(source, what, arch=_arch(target)), mode=mode)
+        what = types.SimpleNamespace(name=f"ditron_{library.name.lower()}_runtime", target=target, comm=True)
+        lib = ctypes.CDLL(compile_library(source, what, make_target(target)), mode=library.load_mode)
         lib.ditron_shmem_get_uid.argtypes = [ctypes.c_void_p]
         lib.ditron_shmem_init.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
         lib.ditron_shmem_malloc.argtypes = [ctypes.c_size_t]
         lib.ditron_shmem_malloc.restype = ctypes.c_void_p
         lib.ditron_shmem_free.argtypes = [ctypes.c_void_p]
-        if target == "hip":
+        if not library.uid_is_state:
             lib.ditron_shmem_state.argtypes = [ctypes.c_void_p]
         _RUNTIME[target] = lib
     return _RUNTIME[target]
-
-
-def _arch(target):
-    from ..build.toolchain import default_cuda_arch, default_hip_arch
-    return default_cuda_arch() if target == "cuda" else default_hip_arch()
 
 
 class _CudaArray:
@@ -75,6 +87,7 @@ class GpuShmemHeap:
 
     def __init__(self, target, rank, world_size, uid):
         self.target, self.rank, self.world_size, self.uid = target, rank, world_size, uid
+        self.library = library_of(target)
         self.lib = runtime_library(target)
         self.size = 0              # the library bounds-checks its own heap
         self.blocks = []
@@ -82,7 +95,7 @@ class GpuShmemHeap:
     @classmethod
     def bootstrap(cls, target, rank, world_size, group=None):
         import torch.distributed as tdist
-        name = LIBRARY[target]
+        name = library_of(target).name
         lib = runtime_library(target)
         uid = ctypes.create_string_buffer(lib.ditron_shmem_uid_size())
         if rank == 0 and lib.ditron_shmem_get_uid(uid) != 0:
@@ -92,14 +105,13 @@ class GpuShmemHeap:
         uid = ctypes.create_string_buffer(box[0], len(box[0]))
         status = lib.ditron_shmem_init(rank, world_size, uid)
         if status != 0:
-            hint = ("several PEs on one GPU need CUDA MPS (nvidia-cuda-mps-control -d)" if target == "cuda"
-                    else "rocSHMEM >= 3.1 is needed, and each rank must select its GPU first")
+            hint = library_of(target).init_hint
             raise DitronError(f"rank {rank}: {name} initialization failed (status {status}); {hint}")
         return cls(target, rank, world_size, bytes(box[0]))
 
     def attach_state(self):
         """What a kernel library's ``ditron_shmem_attach`` takes (see the module docs)."""
-        if self.target == "cuda":
+        if self.library.uid_is_state:
             return self.uid
         state = ctypes.create_string_buffer(self.lib.ditron_shmem_state_size())
         if self.lib.ditron_shmem_state(state) != 0:
@@ -112,7 +124,7 @@ class GpuShmemHeap:
     def allocate(self, nbytes):
         ptr = self.lib.ditron_shmem_malloc(max(int(nbytes), 1))
         if not ptr:
-            env = "NVSHMEM_SYMMETRIC_SIZE" if self.target == "cuda" else "ROCSHMEM_HEAP_SIZE"
+            env = self.library.heap_env
             raise DitronError(f"rank {self.rank}: allocating {nbytes} bytes on the symmetric heap failed: "
                               f"the heap is full; set {env} larger (e.g. 4G)")
         self.blocks.append((ptr, int(nbytes)))

@@ -68,7 +68,9 @@ def write_header(heap, offset, ident, text):
 
 
 def _device(heap):
-    return "cpu" if getattr(heap, "target", "cpu") == "cpu" else "cuda"
+    from ..target import make_target
+    # torch names every GPU "cuda", ROCm's too
+    return "cuda" if make_target(getattr(heap, "target", "cpu")).is_gpu else "cpu"
 
 
 def check_first_call(world, ident, text, offset, seq):

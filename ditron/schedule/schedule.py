@@ -170,9 +170,13 @@ class Schedule:
         st = self[tensor]
         if not st.is_compute:
             raise ScheduleError(f"{where}: a placeholder has nothing to compute")
-        if st.relations or st.attrs or st.attach_type != "root":
+        reordered = any(a is not b for a, b in zip(st.leaf_iter_vars, st.root_iter_vars))
+        if st.relations or st.attrs or st.attach_type != "root" or reordered:
+            done = ("a reorder" if reordered and not st.relations else
+                    "splits, bindings or an attach point")
             raise ScheduleError(f"{where}: call cache_write before scheduling stage '{st.name}' "
-                                "(it already has splits, bindings or an attach point)")
+                                f"(it already has {done}, which the new stages would not keep); "
+                                f"schedule s[{st.name}] and the cache stage after cache_write")
         op = st.op
         fresh = {iv: E.IterVar(E.Range(iv.dom.min, iv.dom.extent), iv.name + "_c", iv.kind)
                  for iv in list(op.axis) + list(op.reduce_axis)}
@@ -271,21 +275,25 @@ class Overlap:
 def create_schedule(outputs):
     """Create a schedule for one output tensor or a list of them.
 
+    Operations are accepted as well, as in TVM (``dt.create_schedule(B.op)``): an
+    operation stands for its output.
+
     Examples
     --------
     >>> import ditron as dt
     >>> A = dt.placeholder((8,), name="A")
     >>> B = dt.compute((8,), lambda i: A[i] + 1, name="B")
     >>> s = dt.create_schedule(B)
+    >>> s2 = dt.create_schedule(B.op)
     """
-    if isinstance(outputs, Tensor):
+    if isinstance(outputs, (Tensor, Operation)):
         outputs = [outputs]
     if not isinstance(outputs, (list, tuple)) or not outputs:
         raise TypeError(f"create_schedule expects a tensor or a non-empty list of tensors, got {outputs!r}")
-    outputs = list(outputs)
+    outputs = [t.output() if isinstance(t, Operation) else t for t in outputs]
     for t in outputs:
         if not isinstance(t, Tensor):
-            raise TypeError(f"create_schedule expects tensors, got {t!r}")
+            raise TypeError(f"create_schedule expects tensors (or their operations), got {t!r}")
         if isinstance(t.op, PlaceholderOp):
             raise ScheduleError(f"'{t.name}' is a placeholder; schedule the computed tensors")
     return Schedule(outputs)

@@ -75,6 +75,25 @@ class Stage:
 
     # ------------------------------------------------------------------
     @property
+    def op(self):
+        """The operation this stage schedules now: the compute op (its ``axis`` and
+        ``reduce_axis`` are the axes the primitives take), a placeholder or a communication
+        operator. ``cache_write`` replaces it by the copy-out op (same axes).
+
+        >>> import ditron as dt
+        >>> A = dt.placeholder((8,), name="A")
+        >>> B = dt.compute((8,), lambda i: A[i] + 1, name="B")
+        >>> s = dt.create_schedule(B)
+        >>> s[B].op is B.op
+        True
+        """
+        return self._op
+
+    @op.setter
+    def op(self, new_op):
+        self._op = new_op
+
+    @property
     def name(self):
         return self.op.name
 
@@ -164,11 +183,6 @@ class Stage:
         if done:
             raise self._err(f"{prim} of '{iv.name}': the axis is already {done[0]}; {prim} it before "
                             "annotating it")
-        attached = [st.name for st in self.schedule.stages
-                    if st.attach_type == "scope" and st.attach_stage is self and st.attach_ivar is iv]
-        if attached:
-            raise self._err(f"{prim} of '{iv.name}': stages {attached} are computed at this axis "
-                            f"(compute_at); {prim} it first and attach them to one of the new axes")
         used = [f"overlap('{o.comm.name}', '{o.compute.name}')" for o in self.schedule.overlaps
                 if o.compute is self and o.axis is iv]
         if used:
@@ -213,7 +227,17 @@ class Stage:
         k = self._leaf_index(parent)
         self.leaf_iter_vars[k:k + 1] = [outer, inner]
         self.all_iter_vars += [outer, inner]
+        self._move_attachments(parent, inner)
         return outer, inner
+
+    def _move_attachments(self, old, new):
+        """Stages computed at ``old``, which a split or fuse just replaced, are computed at
+        ``new`` instead: the innermost axis that the split makes, or the fused axis. Each
+        iteration of it covers the same region that an iteration of ``old`` did (TVM
+        legalizes attach points the same way)."""
+        for st in self.schedule.stages:
+            if st.attach_type == "scope" and st.attach_stage is self and st.attach_ivar is old:
+                st.attach_ivar = new
 
     def _split_comm(self, parent, factor, nparts):
         axis = self.op.axis[self.op.chunk_axis]
@@ -309,6 +333,8 @@ class Stage:
             self.all_iter_vars.append(out)
             fused = out
         self.leaf_iter_vars[pos[0]:pos[-1] + 1] = [fused]
+        for a in axes:
+            self._move_attachments(a, fused)
         return fused
 
     def reorder(self, *axes):

@@ -51,8 +51,8 @@ class Expr:
     def __le__(self, other): return _compare("<=", self, other)
     def __gt__(self, other): return _compare(">", self, other)
     def __ge__(self, other): return _compare(">=", self, other)
-    def __eq__(self, other): return _compare("==", self, other)
-    def __ne__(self, other): return _compare("!=", self, other)
+    def __eq__(self, other): return _equality("==", self, other)
+    def __ne__(self, other): return _equality("!=", self, other)
     def __and__(self, other): return _logical("&&", self, other)
     def __rand__(self, other): return _logical("&&", other, self)
     def __or__(self, other): return _logical("||", self, other)
@@ -160,11 +160,21 @@ class Binary(Expr):
 
 
 class Compare(Expr):
-    """Comparison, ``op`` in ``< <= > >= == !=``; dtype bool."""
-    __slots__ = ("op", "a", "b")
+    """Comparison, ``op`` in ``< <= > >= == !=``; dtype bool.
 
-    def __init__(self, op, a, b):
+    ``x == y`` and ``x != y`` of two variables (axes, dims) also have a truth value: whether
+    they are the same variable, as in TVM, so that tuples of axes compare and ``axis in
+    axes`` works. Any other comparison has none (use ``dt.if_then_else``)."""
+    __slots__ = ("op", "a", "b", "identity")
+
+    def __init__(self, op, a, b, identity=None):
         self.op, self.a, self.b, self.dtype = op, a, b, "bool"
+        self.identity = identity
+
+    def __bool__(self):
+        if self.identity is None:
+            return Expr.__bool__(self)
+        return self.identity
 
     def children(self):
         return (self.a, self.b)
@@ -340,6 +350,17 @@ def check_divisor(op, a, b):
 def _compare(op, a, b):
     a, b = _pair(a, b)
     return Compare(op, a, b)
+
+
+def _equality(op, a, b):
+    """``a == b`` / ``a != b``: an expression; between two variables also their identity
+    (see Compare). Objects that are no numbers or expressions compare unequal."""
+    if not isinstance(b, (Expr, numbers.Number)):
+        return NotImplemented
+    c = _compare(op, a, b)
+    if isinstance(a, Var) and isinstance(b, Var):
+        c.identity = (a is b) == (op == "==")
+    return c
 
 
 def _logical(op, a, b):

@@ -65,11 +65,37 @@ class ComputeOp(Operation):
     """
 
     def __init__(self, name, axis, body, reduce_axis=(), cache_of=None):
-        self.axis = tuple(axis)
-        self.reduce_axis = tuple(reduce_axis)
+        self._axis = tuple(axis)
+        self._reduce_axis = tuple(reduce_axis)
         self.body = body
         self.cache_of = cache_of
-        super().__init__(name, [iv.dom.extent for iv in self.axis], body.dtype)
+        super().__init__(name, [iv.dom.extent for iv in self._axis], body.dtype)
+
+    @property
+    def axis(self):
+        """The data-parallel axes (IterVars), one per output dim, outermost first: what the
+        compute's lambda received, and what ``s[T].split`` / ``reorder`` / ``bind`` take.
+
+        >>> import ditron as dt
+        >>> B = dt.compute((4, 8), lambda i, j: i + j, name="B")
+        >>> [iv.name for iv in B.op.axis]
+        ['i', 'j']
+        """
+        return self._axis
+
+    @property
+    def reduce_axis(self):
+        """The reduction axes (IterVars made by ``dt.reduce_axis``) of the body's ``sum`` /
+        ``max`` / ``min``, in the order given; empty for a compute without reduction.
+
+        >>> import ditron as dt
+        >>> A = dt.placeholder((4, 8), name="A")
+        >>> k = dt.reduce_axis((0, 8), name="k")
+        >>> B = dt.compute((4,), lambda i: dt.sum(A[i, k], axis=k), name="B")
+        >>> [iv.name for iv in B.op.reduce_axis]
+        ['k']
+        """
+        return self._reduce_axis
 
     @property
     def is_reduction(self):

@@ -7,7 +7,8 @@ call it allocates its internal symmetric buffers (collectively: every rank calls
 the same order); each call advances the epoch that its signals carry, and picks the
 copy of its double-buffered data that the epoch's parity selects.
 """
-from .module import Module
+from ..build.module import Module, _torch_dtypes
+from ..target import make_target
 
 
 class DistributedModule(Module):
@@ -37,10 +38,9 @@ class DistributedModule(Module):
 
     def _allocate(self, w):
         import torch
-        from .module import _torch_dtypes
-        from ..runtime import identity
+        from . import identity
         bufs = []
-        gpu = w.target in ("cuda", "hip")
+        gpu = make_target(w.target).is_gpu
         if gpu:
             self._attach(w)
         # the module header first: who this module is, for the first-call check and for

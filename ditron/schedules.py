@@ -1,4 +1,5 @@
-"""Example programs with their schedules, shared by the demo, the tests and the benchmarks.
+"""Ready schedules (GEMMs, softmax, elementwise chains) with their programs, used by the demo,
+the tests, the benchmarks and the tutorials of examples/ (``from ditron import schedules``).
 
 Each function returns ``(schedule, args)`` ready for ``dt.lower`` / ``dt.build``.
 """
