@@ -1,8 +1,7 @@
 """``dt.build``: lower, render, compile and load in one call."""
 import os
 
-from .build.toolchain import default_cuda_arch  # noqa: F401  (public here since the CUDA target)
-from .target import TARGETS, make_target  # noqa: F401
+from .target import TARGETS, default_cuda_arch, make_target  # noqa: F401  (TARGETS, default_cuda_arch: public here)
 
 
 def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compiler=None, inplace=None):
@@ -74,10 +73,10 @@ def _compiler(target, compiler):
     """The compiler choice for ``target`` (None: its only compiler)."""
     if compiler is not None and not isinstance(compiler, str):
         raise TypeError(f"compiler must be a string ('auto', 'nvcc' or 'nvrtc'), got {compiler!r}")
-    choices = _COMPILER_CHOICES.get(target.compiler, ("nvcc",))
-    if target.compiler in _COMPILER_CHOICES:
+    choices = _COMPILER_CHOICES.get(target.compiler, ())
+    if choices:
         compiler = compiler or os.environ.get("DITRON_CUDA_COMPILER") or choices[0]
-    if compiler is not None and compiler not in choices:
+    if compiler not in (None, "nvcc") + choices:
         raise ValueError(f"compiler={compiler!r}: valid are 'nvcc' and, for target='cuda', 'nvrtc' "
                          "and 'auto'")
     return compiler

@@ -125,6 +125,30 @@ def check_hip_arch(arch):
     return arch
 
 
+def default_cuda_arch():
+    """The current device's architecture ("sm_90a" on Hopper), else sm_80 to compile without a GPU."""
+    try:
+        import torch
+        if torch.cuda.is_available() and not getattr(torch.version, "hip", None):
+            major, minor = torch.cuda.get_device_capability()
+            return f"sm_{major}{minor}" + ("a" if major == 9 else "")
+    except Exception:
+        pass
+    return "sm_80"
+
+
+def default_hip_arch():
+    """The current device's architecture on a ROCm build of torch ("gfx942"), else gfx90a
+    (what Debian's hipcc compiles for without a GPU)."""
+    try:
+        import torch
+        if torch.cuda.is_available() and getattr(torch.version, "hip", None):
+            return torch.cuda.get_device_properties(0).gcnArchName.split(":")[0]
+    except Exception:
+        pass
+    return "gfx90a"
+
+
 def _cpu(arch):
     if arch is not None:
         raise ValueError(f"arch={arch!r}: the CPU target has no architecture choice (it compiles for "
@@ -134,7 +158,6 @@ def _cpu(arch):
 
 
 def _cuda(arch):
-    from .build.toolchain import default_cuda_arch
     arch = arch or default_cuda_arch()
     cuda_arch_number(arch)
     # Tile legality per arch (mma.sync needs sm_80, wgmma sm_90a) is checked where a tile
@@ -144,7 +167,6 @@ def _cuda(arch):
 
 
 def _hip(arch):
-    from .build.toolchain import default_hip_arch
     arch = check_hip_arch(arch or default_hip_arch())
     shared = HIP_SHARED.get(arch, 64 * 1024)
     # gfx10+ (RDNA) run 32-lane waves under hipcc's default and have no MFMA; ditron's HIP

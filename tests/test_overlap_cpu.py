@@ -146,7 +146,7 @@ def test_chunked_all_gather_push_and_pull(local, factor, algorithm, overlap):
     assert got == [[True] * 3] * 2
 
 
-def _ag_gemm_schedule(M=16, K=8, N=4, tile=4, factor=None, W=2):
+def _ag_gemm_schedule(M=16, K=8, N=4, tile=4, factor=None, W=2, bind=True):
     A = dt.placeholder((M, K), "float32", name="A", shard=dt.Shard(0))
     B = dt.placeholder((K, N), "float32", name="B")
     Ag = dt.all_gather(A, axis=0, name="Ag")
@@ -154,7 +154,8 @@ def _ag_gemm_schedule(M=16, K=8, N=4, tile=4, factor=None, W=2):
     C = dt.compute((M, N), lambda i, j: dt.sum(Ag[i, k] * B[k, j], axis=k), name="C")
     s = dt.create_schedule(C)
     io, ii = s[C].split(C.op.axis[0], factor=tile)
-    s[C].bind(io, "device.x")
+    if bind:
+        s[C].bind(io, "device.x")
     if factor:
         s[Ag].split(Ag.op.axis[0], factor=factor)
     return s, (A, B, Ag, C), io
@@ -170,6 +171,17 @@ def test_overlapped_consumer_waits_per_tile_starting_with_its_own_rows():
     assert "wait(Ag_flags[(i_o + ditron_rank * 2) % 4 * 4 // 8" in consumer
     assert "C[(i_o + ditron_rank * 2) % 4 * 4 + i_i" in consumer
     assert "kernel Ag_close" in text and "wait(Ag_flags[c" in text.split("kernel Ag_close")[1]
+
+
+def test_overlap_on_a_pipelined_axis_names_the_pipeline():
+    s, (A, B, Ag, C), io = _ag_gemm_schedule(bind=False)
+    BS = s.cache_read(B, "shared", [C])
+    s[BS].compute_at(s[C], io)
+    s[C].pipeline(io, stages=2)
+    s.overlap(Ag, C, axis=io)
+    with pytest.raises(dt.LoweringError, match="the overlap axis 'i_o' is pipelined; overlap on an "
+                                               "axis outside the pipelined one"):
+        dt.lower(s, [A, B, C], world_size=2)
 
 
 def test_overlapped_producer_notifies_each_tile_owner():

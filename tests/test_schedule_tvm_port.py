@@ -52,21 +52,3 @@ def test_reorder_then_cache_write_is_refused_not_dropped():
     with pytest.raises(dt.ScheduleError, match="call cache_write before scheduling stage 'C' "
                                                r"\(it already has a reorder"):
         s.cache_write(C, "local")
-
-
-def test_overlap_on_a_pipelined_axis_names_the_pipeline():
-    M, K, N = 16, 8, 4
-    A = dt.placeholder((M, K), "float32", name="A", shard=dt.Shard(0))
-    B = dt.placeholder((K, N), "float32", name="B")
-    Ag = dt.all_gather(A, axis=0, name="Ag")
-    k = dt.reduce_axis((0, K), name="k")
-    C = dt.compute((M, N), lambda i, j: dt.sum(Ag[i, k] * B[k, j], axis=k), name="C")
-    s = dt.create_schedule(C)
-    io, ii = s[C].split(C.op.axis[0], factor=4)
-    BS = s.cache_read(B, "shared", [C])
-    s[BS].compute_at(s[C], io)
-    s[C].pipeline(io, stages=2)
-    s.overlap(Ag, C, axis=io)
-    with pytest.raises(dt.LoweringError, match="the overlap axis 'i_o' is pipelined; overlap on an "
-                                               "axis outside the pipelined one"):
-        dt.lower(s, [A, B, C], world_size=2)

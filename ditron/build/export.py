@@ -73,7 +73,8 @@ def export(module, out_dir, archs=None):
         raise ValueError(f"export of '{sig.name}': {out_dir} exists and is not a folder; give a folder "
                          "for the project (created if missing)")
     os.makedirs(os.path.join(out_dir, "include"), exist_ok=True)
-    source_file = sig.name + make_target(sig.target, module.arch).source_ext
+    target = make_target(sig.target, module.arch)
+    source_file = sig.name + target.source_ext
     with open(os.path.join(out_dir, source_file), "w") as f:
         f.write(module.source)
     for rel in helper_headers():
@@ -90,7 +91,7 @@ def export(module, out_dir, archs=None):
     ctx = dict(name=sig.name, version=__version__, target=sig.target, args=args,
                language=_CMAKE_LANGUAGE.get(sig.target),
                scalar_vars=list(sig.scalar_vars), source_file=source_file, archs=archs,
-               device_memory=make_target(sig.target, module.arch).is_gpu, device_hint=_DEVICE_HINT.get(sig.target, ""))
+               device_memory=target.is_gpu, device_hint=_DEVICE_HINT.get(sig.target, ""))
     env = _env()
     for tpl, out in (("export/kernel.h.j2", f"{sig.name}.h"), ("export/binding.cpp.j2", f"{sig.name}_py.cpp"),
                      ("export/CMakeLists.txt.j2", "CMakeLists.txt"), ("export/README.md.j2", "README.md")):

@@ -13,6 +13,7 @@ import subprocess
 
 from ..errors import CompileError
 from .paths import csrc_dir
+from ..target import default_cuda_arch, default_hip_arch  # noqa: F401  (here since the GPU targets)
 
 EXT = {"cpu": ".cpp", "cuda": ".cu", "hip": ".hip"}      # (as Target.source_ext; for file names)
 
@@ -210,28 +211,3 @@ def compiler_env(target):
     for k, v in _ENV.get(_name(target), {}).items():
         env.setdefault(k, v)
     return env
-
-
-def default_cuda_arch():
-    """The current device's architecture ("sm_90a" on Hopper), else sm_80 to compile without a GPU."""
-    try:
-        import torch
-        if torch.cuda.is_available() and not getattr(torch.version, "hip", None):
-            major, minor = torch.cuda.get_device_capability()
-            return f"sm_{major}{minor}" + ("a" if major == 9 else "")
-    except Exception:
-        pass
-    return "sm_80"
-
-
-def default_hip_arch():
-    """The current device's architecture on a ROCm build of torch ("gfx942"), else gfx90a
-    (what Debian's hipcc compiles for without a GPU)."""
-    try:
-        import torch
-        if torch.cuda.is_available() and getattr(torch.version, "hip", None):
-            return torch.cuda.get_device_properties(0).gcnArchName.split(":")[0]
-    except Exception:
-        pass
-    return "gfx90a"
-

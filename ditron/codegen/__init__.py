@@ -75,7 +75,7 @@ def _source(r, func):
         call_args=r.call_args(written), arch=r.target.arch, **r.template_args())
 
 
-def render(func, target, world_size=1, arch=None):
+def render(func, target, arch=None, world_size=1):
     """Render a lowered function for ``target`` (a :class:`ditron.target.Target`, or a
     target name with ``arch``, as tests write it); returns ``(source, KernelSignature)``."""
     target = make_target(target, arch)

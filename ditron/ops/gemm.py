@@ -44,6 +44,7 @@ Examples
 """
 import functools
 
+from ..lower.mma import LANES
 from ..target import make_target
 from .collectives import _dtype_name, check_copy, current_world
 
@@ -198,7 +199,8 @@ def _gemm_comm_module(kind, M, k, N, dtype, W, overlap, target="cpu", copy="sm",
 
 def _lanes(target):
     """Lanes of the unit that runs one mma tile: an AMD wavefront (MFMA) or an NVIDIA warp."""
-    return make_target(target).warp_size
+    family = make_target(target).intrinsics["mma"][0]      # the CPU runs the CUDA layout
+    return LANES[family]
 
 
 def _use_tensor_cores(tensor_cores, target):

@@ -48,7 +48,7 @@ LIBRARIES = {
 
 def library_of(target):
     """The shmem library facts of ``target`` (a name or a Target of a GPU target)."""
-    return LIBRARIES[make_target(target).shmem if isinstance(target, str) else target.shmem]
+    return LIBRARIES[make_target(target).shmem]
 _RUNTIME = {}
 
 

@@ -33,6 +33,7 @@ import hashlib
 import re
 
 from ..errors import DitronError
+from ..target import make_target
 
 MAGIC = 0x444954524f4e4d48          # "DITRONMH"
 HEADER_BYTES = 512
@@ -68,7 +69,6 @@ def write_header(heap, offset, ident, text):
 
 
 def _device(heap):
-    from ..target import make_target
     # torch names every GPU "cuda", ROCm's too
     return "cuda" if make_target(getattr(heap, "target", "cpu")).is_gpu else "cpu"
 
