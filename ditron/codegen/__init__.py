@@ -48,7 +48,7 @@ def _dim(d, func, buf):
 
 
 def signature_of(func, target, world_size=1, alignment=None):
-    written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
+    written = func.written
     sent = {s.src for s in ir.walk_stmts(func.body) if isinstance(s, ir.Put)}
     alignment = alignment or {}
     args = tuple(ArgSpec(b.label, b.dtype, tuple(_dim(d, func, b) for d in b.shape), b in written,
@@ -68,7 +68,7 @@ def _numel(b):
 
 def _source(r, func):
     """Render the function's body with renderer ``r`` into its target's file template."""
-    written = {s.buffer for s in ir.walk_stmts(func.body) if isinstance(s, ir.Store)}
+    written = func.written
     body = r.render_body()
     return _env().get_template(r.template).render(
         version=__version__, name=func.name, params=r.params(written), body=body,

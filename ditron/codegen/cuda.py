@@ -562,11 +562,11 @@ class CUDARenderer(CStyleRenderer):
         """A communication region. ``copy='sm'``: one kernel of ``sms`` blocks (default 32:
         co-resident on every GPU ditron targets, since their waits need each other) of 128
         threads. ``copy='ce'``: see :meth:`copy_engine_lines`."""
-        blocks = k.comm.get("sms") or COMM_BLOCKS
+        blocks = k.comm.sms or COMM_BLOCKS
         side = ([f"{self.rt}Stream_t main_stream = stream;",
                  f"{self.rt}Stream_t stream = ditron::side_stream(main_stream);"]
-                if k.comm.get("side") else [])       # beside the overlapped consumer, joined at the close
-        if k.comm.get("copy") == "ce":
+                if k.comm.side else [])       # beside the overlapped consumer, joined at the close
+        if k.comm.copy == "ce":
             p = "  " * d
             lines = ([f"{p}{{  // {k.name}: copy-engine transfers queued by the host"
                       + (" on a side stream, overlapped" if side else "")]
@@ -574,7 +574,7 @@ class CUDARenderer(CStyleRenderer):
                      + [f"{p}}}"])
         else:
             lines = self.comm_launch_lines(k.name, k.body, d, fname, blocks, side)
-        if k.comm.get("join"):
+        if k.comm.join:
             lines = [f"{'  ' * d}ditron::join_side_stream(stream);"] + lines
         return lines
 

@@ -37,7 +37,7 @@ class HIPRenderer(CUDARenderer):
     def comm_kernel_lines(self, k, d, fname):
         """Communication regions through rocSHMEM: the CUDA target's block-wide puts, fenced
         signals and waits (csrc/ditron/shmem_hip.h). ``copy='ce'`` has no counterpart."""
-        if k.comm.get("copy") == "ce":
+        if k.comm.copy == "ce":
             raise ScheduleError(f"stage '{k.name}': strategy(copy='ce') queues transfers on a stream for "
                                 "the copy engines (NVSHMEM's *_on_stream calls); target 'hip' "
                                 f"({self.arch}) communicates through ROCSHMEM, which has no copy-engine "

@@ -64,12 +64,12 @@ class WgmmaKernel:
                                 f"{ {t: e for t, (_, e) in k.threads.items()} }")
         self.where = where
         self.consumers = k.threads["core.y"][1] if "core.y" in k.threads else 1
-        ops = tile.tma["operands"]
+        ops = tile.tma.operands
         self.ops = ops
-        self.stages = max(ops[0]["ring"], 1)
-        if ops[1]["ring"] != ops[0]["ring"]:
+        self.stages = max(ops[0].ring, 1)
+        if ops[1].ring != ops[0].ring:
             raise ScheduleError(f"{where}: both operand copies must be pipelined alike")
-        smem_bufs = {op["smem"] for op in ops}
+        smem_bufs = {op.smem for op in ops}
         others = [b.name for b in k.buffers if b.scope == "shared" and b not in smem_bufs]
         if others:
             raise ScheduleError(f"{where}: the kernel may hold only the GEMM and its two operand "
@@ -95,7 +95,7 @@ class WgmmaKernel:
         out.append("  extern __shared__ __align__(1024) unsigned char ditron_smem[];")
         off = 0
         for op in self.ops:
-            b = op["smem"]
+            b = op.smem
             out.append(f"  {t}* {b.name} = reinterpret_cast<{t}*>(ditron_smem + {off});")
             off += r._size(b) * itemsize(b.dtype)
             off = (off + 1023) // 1024 * 1024
@@ -110,11 +110,11 @@ class WgmmaKernel:
         out.append("    ditron::mbar_init_fence();")
         out.append("  }")
         out.append("  __syncthreads();")
-        kvar, kext = tile.tma["k_loop"] if tile.tma["k_loop"] else (E.Var("k_step", "int32"), E.Const(1, "int32"))
+        kvar, kext = tile.tma.k_loop if tile.tma.k_loop else (E.Var("k_step", "int32"), E.Const(1, "int32"))
         kname = r.declare(kvar)
         nk = r.expr(kext)
         slot = f"{kname} % {self.stages}"
-        nbytes = sum(op["box"][0] * op["box"][1] * itemsize(tile.a.dtype) for op in self.ops)
+        nbytes = sum(op.box[0] * op.box[1] * itemsize(tile.a.dtype) for op in self.ops)
         # producer
         out.append(f"  if (threadIdx.y == {self.consumers}) {{  // producer warpgroup: TMA loads")
         out.append("    if (threadIdx.x == 0) {")
@@ -124,9 +124,9 @@ class WgmmaKernel:
                    f"(({kname} / {self.stages}) + 1) & 1);")
         out.append(f"        ditron::mbar_expect_tx(&full[slot], {nbytes});")
         for op, name in zip(self.ops, ("tma_a", "tma_b")):
-            b = op["smem"]
-            rows, k0 = (r.expr(arith.simplify(e)) for e in op["origin"])
-            per_slot = op["box"][0] * op["box"][1]
+            b = op.smem
+            rows, k0 = (r.expr(arith.simplify(e)) for e in op.origin)
+            per_slot = op.box[0] * op.box[1]
             out.append(f"        ditron::tma_load_2d({b.name} + slot * {per_slot}, &{name}, {k0}, {rows}, "
                        f"&full[slot]);")
         out.append("      }")
@@ -187,11 +187,11 @@ class WgmmaKernel:
         r = self.r
         setup = []
         for op, name in zip(self.ops, ("tma_a", "tma_b")):
-            g = op["global"]
+            g = op.tensor
             r._need_align(g, 16)
             rows, cols = (r.expr(x) for x in g.shape)
             setup.append(f"const CUtensorMap {name} = ditron::make_tma_2d({g.name}, {TMA_TYPES[g.dtype]}, "
-                         f"{rows}, {cols}, {op['box'][0]}, {op['box'][1]}, \"argument {g.name}\");")
+                         f"{rows}, {cols}, {op.box[0]}, {op.box[1]}, \"argument {g.name}\");")
         return r.launch_lines(self.k, d, fname, (128, self.consumers + 1, 1), self.smem,
                               f"tma_a, tma_b, {r.kernel_args()}", setup,
                               f" (wgmma, TMA, {self.stages}-slot ring, {self.consumers} consumer "

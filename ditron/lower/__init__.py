@@ -1,10 +1,20 @@
 """Schedule -> loop-nest IR.
 
-:func:`lower` runs bounds inference, builds one :class:`~ditron.lower.ir.Kernel`
-per root stage with attached stages nested inside, maps core-level loops to
-thread indices and places barriers.
+:func:`lower` first checks the schedule and its arguments and derives what the passes
+need (:func:`_front`: bounds inference, storage of every stage, communication plans,
+the statements that overlap moves into tiles), then runs ``PASSES``, a list of named
+passes, each taking the program so far and those facts and returning a new program:
+``build_nests`` (one :class:`~ditron.lower.ir.Kernel` per root stage with attached
+stages nested inside, and the communication regions), ``bind_threads`` (core-level
+loops become thread indices), ``insert_barriers``, ``simplify_guards``,
+``check_extents``, ``make_func`` (the :class:`~ditron.lower.ir.PrimFunc`),
+``prove_bounds``. ``DITRON_DEBUG_LOWER=1`` or ``lower(..., trace=True)`` prints the
+program after each of them.
 """
+import os
 import re
+import sys
+from dataclasses import dataclass, replace
 
 from ..errors import LoweringError, ScheduleError, nested_too_deeply
 from ..te import expr as E
@@ -25,37 +35,39 @@ from .inplace import check_inplace
 from ..target import make_target
 
 
-def _cleanup(stmt, ranges=None):
+class _Cleanup(ir.StmtMutator):
     """Drop guards that hold over the enclosing loops' ranges, and empty loops."""
-    ranges = dict(ranges or {})
-    zero = E.Const(0, "int32")
-    if isinstance(stmt, ir.Kernel):
-        for v, ext, _ in stmt.grid:
-            ranges[v] = (zero, arith.simplify(ext - 1))
-        for v, ext in stmt.threads.values():
-            ranges[v] = (zero, E.Const(ext - 1, "int32"))
-        return ir.Kernel(stmt.name, stmt.grid, _cleanup(stmt.body, ranges), stmt.threads, stmt.buffers)
-    if isinstance(stmt, ir.Seq):
-        return ir.Seq([_cleanup(s, ranges) for s in stmt.body])
-    if isinstance(stmt, ir.For):
-        if E.is_const(stmt.extent, 0):
+
+    def __init__(self, ranges=None):
+        self.ranges = dict(ranges or {})
+
+    def _inside(self, bounds, s):
+        """Visit ``s`` with the loop variables of ``bounds`` known to lie in their ranges."""
+        return _Cleanup({**self.ranges, **bounds}).visit(s)
+
+    def visit_Kernel(self, s):
+        zero = E.Const(0, "int32")
+        bounds = {v: (zero, arith.simplify(ext - 1)) for v, ext, _ in s.grid}
+        bounds.update({v: (zero, E.Const(ext - 1, "int32")) for v, ext in s.threads.values()})
+        return replace(s, body=self._inside(bounds, s.body))
+
+    def visit_For(self, s):
+        if E.is_const(s.extent, 0):
             return ir.Seq([])
-        ranges[stmt.var] = (zero, arith.simplify(stmt.extent - 1))
-        return ir.For(stmt.var, stmt.extent, _cleanup(stmt.body, ranges), stmt.kind, stmt.tag,
-                      stmt.annotations)
-    if isinstance(stmt, ir.IfThenElse):
-        cond = arith.simplify_cond(stmt.cond, ranges)
+        bounds = {s.var: (E.Const(0, "int32"), arith.simplify(s.extent - 1))}
+        return replace(s, body=self._inside(bounds, s.body))
+
+    def visit_IfThenElse(self, s):
+        cond = arith.simplify_cond(s.cond, self.ranges)
         if E.is_const(cond, True):
-            return _cleanup(stmt.then, ranges)
+            return self.visit(s.then)
         if E.is_const(cond, False):
-            return ir.Seq([]) if stmt.else_ is None else _cleanup(stmt.else_, ranges)
-        return ir.IfThenElse(cond, _cleanup(stmt.then, ranges),
-                             None if stmt.else_ is None else _cleanup(stmt.else_, ranges))
-    if isinstance(stmt, ir.AsyncCopy):
-        return ir.AsyncCopy(_cleanup(stmt.body, ranges))
-    if isinstance(stmt, ir.MmaTile):
-        return stmt.rebuild(lambda e: e, _cleanup(stmt.fallback, ranges))
-    return stmt
+            return ir.Seq([]) if s.else_ is None else self.visit(s.else_)
+        return replace(s, cond=cond, then=self.visit(s.then), else_=self.visit(s.else_))
+
+
+def _cleanup(stmt):
+    return _Cleanup().visit(stmt)
 
 
 def _local_shape(t, shape, world_size, what):
@@ -75,7 +87,7 @@ def _local_shape(t, shape, world_size, what):
     return out
 
 
-def lower(sch, args, name="main", world_size=1, *, target=None, inplace=None):
+def lower(sch, args, name="main", world_size=1, *, target=None, inplace=None, trace=None):
     """Lower a schedule to a loop-nest program over the argument tensors ``args``.
 
     Parameters
@@ -97,6 +109,11 @@ def lower(sch, args, name="main", world_size=1, *, target=None, inplace=None):
     inplace : list of (Tensor, Tensor), keyword
         ``(output, input)`` pairs that a caller may pass as the same tensor (see
         ditron.lower.inplace for when that is accepted).
+    trace : bool, keyword
+        Print the program after each lowering pass (``PASSES`` in ditron.lower: name and
+        IR) to standard error. Default: on when the environment variable
+        ``DITRON_DEBUG_LOWER`` is set to anything but "" or "0" (so that ``dt.build``
+        traces too).
 
     Returns
     -------
@@ -114,12 +131,46 @@ def lower(sch, args, name="main", world_size=1, *, target=None, inplace=None):
     func main(...
     """
     try:
-        return _lower(sch, args, name, world_size, target, inplace)
+        if trace is None:
+            trace = os.environ.get("DITRON_DEBUG_LOWER", "") not in ("", "0")
+        return _lower(sch, args, name, world_size, target, inplace, trace)
     except RecursionError:
         raise nested_too_deeply(name, "lowering") from None
 
 
-def _lower(sch, args, name, world_size, target, inplace):
+@dataclass(frozen=True, eq=False)
+class Facts:
+    """What the front of lowering derived from the schedule, read by the IR passes.
+
+    ``sources[op]`` is the buffer that reads of a placeholder or communication operator
+    go to; ``buffers[stage]`` the storage of each computed stage (also in its
+    ``infos[stage].buffer``); ``plans[stage]`` the :class:`~ditron.lower.comm.Plan` of each
+    communication stage; ``tile_head`` / ``tile_tail`` the statements that ``s.overlap``
+    puts at the top / end of each tile of ``(stage, axis)``; ``closing[stage]`` the
+    communication stage whose closing region follows the overlapped consumer ``stage``.
+    """
+    sch: Schedule
+    name: str
+    world_size: int
+    target: object
+    params: list
+    temps: list
+    world: object
+    bodies: dict
+    infos: dict
+    shards: dict
+    sources: dict
+    outputs: dict
+    plans: dict
+    tile_head: dict
+    tile_tail: dict
+    closing: dict
+    comm: object
+    inplace: list
+    used_names: set
+
+
+def _lower(sch, args, name, world_size, target, inplace, trace):
     if not isinstance(sch, Schedule):
         raise TypeError(f"lower expects a Schedule (dt.create_schedule), got {type(sch).__name__}")
     if target is not None:
@@ -130,11 +181,21 @@ def _lower(sch, args, name, world_size, target, inplace):
     check_kernel_name(name)
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
-    args = argument_list(args)
+    facts = _front(sch, argument_list(args), name, world_size, target, inplace)
+    program = None
+    for pass_name, run in PASSES:
+        program = run(program, facts)
+        if trace:
+            print(f"# ---- after lowering pass '{pass_name}'\n{program}", file=sys.stderr)
+    return program
+
+
+def _front(sch, args, name, world_size, target, inplace):
+    """Checks of the schedule and arguments, bounds inference, storage, communication plans."""
     _check_attach_points(sch)
     used = set()
     shards = task_shards(sch, world_size)
-    params, arg_buffers, arg_stage_buf = [], {}, {}
+    params, sources, outputs = [], {}, {}
     for n, t in enumerate(args):
         if not isinstance(t, Tensor):
             raise TypeError(f"argument {n} of '{name}' is {t!r}, expected a tensor")
@@ -150,95 +211,149 @@ def _lower(sch, args, name, world_size, target, inplace):
             shape[shards[st].dim] = E.Const(shards[st].rows, "int32")
         buf = ir.Buffer(unique_name(t.name, used, c_safe=True), t.dtype, shape, "global", arg_index=n,
                         label=t.name)
-        if any(b is st for b in arg_stage_buf):
+        if any(b is st for b in outputs):
             raise LoweringError(f"tensor '{t.name}' is passed twice in the argument list")
         params.append(buf)
-        arg_stage_buf[st] = buf
+        outputs[st] = buf
         if not st.is_compute:
-            arg_buffers[st.op] = buf
+            sources[st.op] = buf
     for t in sch.outputs:
-        if sch.stage_of(t) not in arg_stage_buf:
+        if sch.stage_of(t) not in outputs:
             raise LoweringError(f"output '{t.name}' is not in the argument list; pass every output "
                                 "so that the kernel has somewhere to write it")
 
     comm_stages = [st for st in sch.stages if st.is_comm]
     world = CommWorld(world_size) if comm_stages or shards else None
-    rotate = {ov.compute: (ov.axis, world.rank, world_size) for ov in sch.overlaps}
     bodies = effective_bodies(sch)
     check_divisors(sch, bodies)
     check_expressions(sch, bodies)
     pairs = check_inplace(sch, args, inplace, bodies)
-    infos = infer(sch, bodies)
-    temps = []
+    infos, temps = _allocate(sch, infer(sch, bodies), outputs, used)
+
+    _check_sharded_reads(sch, world_size, shards)
+    if shards:
+        check_task_reads(sch, infos, shards, world)
+    comm = CommLowering(world, used) if world else None
+    plans = {st: comm.plan(_plan_of(st, sch)) for st in comm_stages}
+    tile_head, tile_tail, closing = {}, {}, {}
+    for ov in sch.overlaps:
+        p = plans[ov.comm]
+        if ov.side == "consumer":
+            tile_head.setdefault((ov.compute, ov.axis), []).append(consumer_waits(sch, infos, ov, p))
+            closing[ov.compute] = ov.comm
+        else:
+            notify, tiles = producer_notify(sch, infos, ov, p, world)
+            tile_tail.setdefault((ov.compute, ov.axis), []).append(notify)
+            plans[ov.comm] = replace(p, tiles=tiles)
+    for st in comm_stages:     # where each collective's readers read its result
+        op = st.op
+        p = plans[st]
+        out = outputs.get(st)
+        if out is None and op.reduces:
+            out = ir.Buffer(unique_name(op.name, used, c_safe=True), op.dtype,
+                            _local_shape(op.output(), op.shape, world_size, "tensor"), "global")
+            temps.append(out)
+            outputs[st] = out
+        sources[op] = p.recv if op.kind in ("all_gather", "all_to_all") else out
+    return Facts(sch, name, world_size, target, params, temps, world, bodies, infos, shards, sources,
+                 outputs, plans, tile_head, tile_tail, closing, comm, pairs, used)
+
+
+def _allocate(sch, infos, outputs, used):
+    """The StageInfos with their storage: the argument's buffer, a global temporary for
+    other root stages, a shared or local buffer (a ring of them when pipelined) for
+    attached ones. Returns ``(infos, temporaries)``."""
+    out, temps = {}, []
     for st in sch.stages:
         info = infos.get(st)
         if info is None:
             continue
-        if st in arg_stage_buf:
-            info.buffer = arg_stage_buf[st]
+        if st in outputs:
+            buf = outputs[st]
         elif st.attach_type == "root":
-            info.buffer = ir.Buffer(unique_name(st.name, used, c_safe=True), st.op.dtype, st.op.shape, "global")
-            temps.append(info.buffer)
+            buf = ir.Buffer(unique_name(st.name, used, c_safe=True), st.op.dtype, st.op.shape, "global")
+            temps.append(buf)
         else:
             shape = [info.root_range[iv].extent for iv in st.op.axis]
             if info.ring:
                 shape = [info.ring] + shape
-            info.buffer = ir.Buffer(unique_name(st.name, used, c_safe=True), st.op.dtype, shape, info.scope)
+            buf = ir.Buffer(unique_name(st.name, used, c_safe=True), st.op.dtype, shape, info.scope)
+        out[st] = replace(info, buffer=buf)
+    return out, temps
 
-    symmetric = []
-    _check_sharded_reads(sch, world_size, shards)
-    if shards:
-        check_task_reads(sch, infos, shards, world)
-    builder = NestBuilder(sch, infos, arg_buffers, rotate, world, shards, target, used)
-    comm = CommLowering(world, symmetric, used) if world else None
-    plans, closing = {}, {}
-    for st in comm_stages:
-        plans[st] = comm.plan(_plan_of(st, sch))
-    for ov in sch.overlaps:
-        p = plans[ov.comm]
-        if ov.side == "consumer":
-            builder.tile_head.setdefault((ov.compute, ov.axis), []).append(
-                consumer_waits(sch, infos, ov, p))
-            closing[ov.compute] = ov.comm
-        else:
-            builder.tile_tail.setdefault((ov.compute, ov.axis), []).append(
-                producer_notify(sch, infos, ov, p, world))
+
+# ---------------------------------------------------------------------------
+# the passes, in order: each takes the program so far and the front's facts, and
+# returns the program (a Seq of Kernels until 'make_func', then a PrimFunc)
+
+def build_nests(_, f):
+    """One Kernel per root stage (attached stages nested inside), one grid-less region
+    per communication operator, and the closing region after an overlapped consumer."""
+    rotate = {ov.compute: (ov.axis, f.world.rank, f.world_size) for ov in f.sch.overlaps}
+    builder = NestBuilder(f.sch, f.infos, f.sources, rotate, f.world, f.shards, f.target, f.used_names,
+                          f.tile_head, f.tile_tail)
     kernels = []
-    for st in sch.stages:
+    for st in f.sch.stages:
         if st.is_comm:
             op = st.op
-            p = plans[st]
-            src_stage = sch.stage_of(op.input)
-            src = arg_buffers.get(src_stage.op) if not src_stage.is_compute else infos[src_stage].buffer
+            src_stage = f.sch.stage_of(op.input)
+            src = f.sources.get(src_stage.op) if not src_stage.is_compute else f.infos[src_stage].buffer
             if src is None:
                 raise LoweringError(f"{op.kind} '{op.name}' reads '{op.input.name}', which is not in "
                                     "the argument list")
-            out = arg_stage_buf.get(st)
-            if out is None and op.reduces:
-                out = ir.Buffer(unique_name(op.name, used, c_safe=True), op.dtype,
-                                _local_shape(op.output(), op.shape, world_size, "tensor"), "global")
-                temps.append(out)
-            kernel, result = comm.kernel(p, src, out)
-            arg_buffers[op] = result
-            kernels.append(kernel)
-            continue
-        if st in infos and st.attach_type == "root":
-            k = builder.kernel(infos[st])
-            k = insert_barriers(bind_threads(k))
-            kernels.append(_cleanup(k))
-            if st in closing:
-                cst = closing[st]
-                kernels.append(comm.closing(plans[cst], arg_stage_buf.get(cst)))
-    body = ir.Seq(kernels)
-    hidden = {world.rank, world.epoch} if world else set()
-    scalar_vars = _scalar_vars(params, body, temps, hidden)
+            kernels.append(f.comm.kernel(f.plans[st], src, f.outputs.get(st))[0])
+        elif st in f.infos and st.attach_type == "root":
+            kernels.append(builder.kernel(f.infos[st]))
+            if st in f.closing:
+                cst = f.closing[st]
+                kernels.append(f.comm.closing(f.plans[cst], f.outputs.get(cst)))
+    return ir.Seq(kernels)
+
+
+def _each_compute_kernel(fn):
+    """A pass applying ``fn`` to every compute kernel; communication regions keep the code
+    their lowering (ditron.lower.comm) wrote."""
+    def run(body, _):
+        return ir.Seq([k if k.comm is not None else fn(k) for k in body.body])
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def check_extents(body, _):
+    """Loop and grid extents must fit the 32-bit loop indices of generated code."""
     _check_extents(body)
-    func = ir.PrimFunc(name, params, scalar_vars, body, temps, symmetric, world)
-    func.inplace = pairs
+    return body
+
+
+def make_func(body, f):
+    """The PrimFunc: arguments, symbolic dims, symmetric buffers, and the conditions on the
+    call's shapes that the generated code relies on."""
+    hidden = {f.world.rank, f.world.epoch} if f.world else set()
+    scalar_vars = _scalar_vars(f.params, body, f.temps, hidden)
+    func = ir.PrimFunc(f.name, f.params, scalar_vars, body, f.temps, f.comm.symmetric if f.comm else [],
+                       f.world)
+    func.inplace = f.inplace
     checks, func.checked_extents = _extent_preconditions(body, scalar_vars)
-    func.preconditions = _preconditions(sch, bodies) + checks
+    func.preconditions = _preconditions(f.sch, f.bodies) + checks
+    return func
+
+
+def prove_bounds(func, _):
+    """Every access of the loop nest is proven inside its buffer (ditron.lower.proof)."""
     check_program(func)
     return func
+
+
+# (name, pass): what DITRON_DEBUG_LOWER=1 / lower(..., trace=True) shows, in order
+PASSES = (
+    ("build_nests", build_nests),
+    ("bind_threads", _each_compute_kernel(bind_threads)),
+    ("insert_barriers", _each_compute_kernel(insert_barriers)),
+    ("simplify_guards", _each_compute_kernel(_cleanup)),
+    ("check_extents", check_extents),
+    ("make_func", make_func),
+    ("prove_bounds", prove_bounds),
+)
 
 
 MAX_EXTENT = INDEX_MAX
@@ -372,11 +487,11 @@ def _plan_of(st, sch):
     """The schedule's choices for communication stage ``st``: strategy, chunk size, overlap."""
     c = st.comm
     split = next((rel for rel in st.relations if isinstance(rel, Split)), None)   # sets the chunk size
-    p = Plan(st, c["algorithm"], split, c["sms"], c["copy"])
+    consumer = producer = None
     for ov in sch.overlaps:
         if ov.comm is st:
             if ov.side == "consumer":
-                p.consumer = (ov.compute, ov.axis)
+                consumer = (ov.compute, ov.axis)
             else:
                 if split is not None:
                     raise LoweringError(f"overlap('{ov.compute.name}', '{st.name}'): the producer's tiles "
@@ -389,8 +504,8 @@ def _plan_of(st, sch):
                                         f"from inside '{ov.compute.name}' by its SMs, which copy "
                                         "engines cannot do; use strategy(copy='sm') for this "
                                         "collective, or drop the overlap to keep copy='ce'")
-                p.producer = (ov.compute, ov.axis)
-    return p
+                producer = (ov.compute, ov.axis)
+    return Plan(st, c["algorithm"], split, c["sms"], c["copy"], consumer, producer)
 
 
 def _check_sharded_reads(sch, world_size, shards=()):

@@ -7,6 +7,8 @@ variable varies over its range. Threads are relaxed according to the buffer's
 scope (a shared buffer serves every core of a block, so core-level variables
 vary too), as in TVM.
 """
+from dataclasses import dataclass, field
+
 from ..errors import LoweringError
 from ..te import expr as E
 from ..te.dtype import INDEX_MAX
@@ -14,6 +16,7 @@ from ..schedule.relations import Split
 from . import arith
 
 
+@dataclass(eq=False)
 class StageInfo:
     """What lowering derived for one stage.
 
@@ -21,20 +24,20 @@ class StageInfo:
     variables (and of enclosing loops for attached stages), ``ext[iv]`` the
     extent of every axis, ``guards`` the conditions under which an iteration
     is real (non-divisible splits, regions sticking out of the tensor).
+    :func:`infer` fills all but ``buffer``, the storage that lowering gives the stage
+    afterwards (a new StageInfo, ``dataclasses.replace``).
     """
-
-    def __init__(self, stage):
-        self.stage = stage
-        self.body = None
-        self.root_range = {}
-        self.ext = {}
-        self.full = {}
-        self.guards = []
-        self.enclosing = []        # [(stage, leaf iv)] loops around the attach point, outer first
-        self.scope = "global"
-        self.buffer = None
-        self.ring = 0              # pipeline depth of the loop this copy is attached at
-        self.ring_var = None
+    stage: object
+    body: object = None
+    root_range: dict = field(default_factory=dict)
+    ext: dict = field(default_factory=dict)
+    full: dict = field(default_factory=dict)
+    guards: list = field(default_factory=list)
+    enclosing: list = field(default_factory=list)   # [(stage, leaf iv)] loops around the attach point, outer first
+    scope: str = "global"
+    buffer: object = None
+    ring: int = 0                # pipeline depth of the loop this copy is attached at
+    ring_var: object = None
 
 
 MAX_EXTENT = INDEX_MAX       # loop indices of generated code are 32-bit

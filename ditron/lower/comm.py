@@ -42,6 +42,8 @@ own slice (a rotation by ``rank * tiles / W``), so the first tiles need no trans
 different peers at each step.
 """
 
+from dataclasses import dataclass, replace
+
 from ..errors import LoweringError
 from ..te import expr as E
 from . import arith, ir
@@ -128,21 +130,31 @@ class Geometry:
         return arith.simplify((_w(o) * _i64(ext) + _w(row)) * _i64(self.inner))
 
 
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """What the schedule says about one communication stage, and the buffers lowering made."""
+    """What the schedule says about one communication stage (``_plan_of`` in
+    ditron.lower), and what lowering added: the geometry and the symmetric buffers
+    (:meth:`CommLowering.plan`), the tiles of a producer overlap. Each step returns a new
+    Plan (``dataclasses.replace``)."""
+    stage: object
+    algorithm: str
+    split: object
+    sms: int
+    copy: str
+    consumer: tuple = None       # (stage, axis): all_gather / all_to_all overlapped with a reader
+    producer: tuple = None       # (stage, axis): compute overlapped with reduce_scatter / all_reduce
+    geometry: Geometry = None
+    flags: ir.Buffer = None
+    recv: ir.Buffer = None       # all_gather / all_to_all / two-shot: received data (symmetric)
+    stage_buf: ir.Buffer = None  # summing collectives: the W contributions side by side
+    ready: ir.Buffer = None      # pull: "input ready" flags
+    done: ir.Buffer = None       # pull: "chunks read" flags
+    flags2: ir.Buffer = None     # two-shot: flags of the summed slices
+    tiles: int = None            # producer overlap: notifications each rank receives per source
 
-    def __init__(self, stage, algorithm, split, sms, copy):
-        self.stage, self.op = stage, stage.op
-        self.algorithm, self.split, self.sms, self.copy = algorithm, split, sms, copy
-        self.consumer = None         # (stage, axis): all_gather / all_to_all overlapped with a reader
-        self.producer = None         # (stage, axis): compute overlapped with reduce_scatter / all_reduce
-        self.flags = None
-        self.recv = None             # all_gather / all_to_all / two-shot: received data (symmetric)
-        self.stage_buf = None        # summing collectives: the W contributions side by side
-        self.ready = self.done = None   # pull: "input ready" / "chunks read" flags
-        self.flags2 = None           # two-shot: flags of the summed slices
-        self.geometry = None
-        self.tiles = None            # producer overlap: notifications each rank receives per source
+    @property
+    def op(self):
+        return self.stage.op
 
 
 class CommLowering:
@@ -150,8 +162,9 @@ class CommLowering:
     compute kernels. One per lowered program; ``symmetric`` collects the internal
     buffers on the symmetric heap as ``(Buffer, copies)``."""
 
-    def __init__(self, world, symmetric, used_names):
-        self.world, self.symmetric, self.used = world, symmetric, used_names
+    def __init__(self, world, used_names):
+        self.world, self.used = world, used_names
+        self.symmetric = []
         self.W, self.r = world.world_size, world.rank
 
     def buffer(self, base, dtype, shape, copies):
@@ -214,8 +227,8 @@ class CommLowering:
 
     # ------------------------------------------------------------------ planning
     def plan(self, p):
-        """Create the buffers of plan ``p`` (before any kernel is built: overlapped compute
-        kernels need them)."""
+        """Plan ``p`` with its geometry and buffers (made before any kernel is built:
+        overlapped compute kernels need them)."""
         op, W = p.op, self.W
         dims = static_dims(op.shape, f"{op.kind} '{op.name}'")
         axis = op.chunk_axis
@@ -236,26 +249,27 @@ class CommLowering:
         chunk = rows if split is None else (split.factor or -(-rows // split.nparts))
         # a one-shot all_reduce moves one "slice", the whole tensor (chunked), from W sources
         slices = 1 if op.kind == "all_reduce" and p.algorithm == "one_shot" else W
-        g = p.geometry = Geometry(dims, axis, slices, rows, chunk)
+        g = Geometry(dims, axis, slices, rows, chunk)
         n = _prod(dims)
+        bufs = {}
         if p.producer is not None:
-            p.flags = self.buffer(f"{op.name}_tiles", "int64", W, 1)
+            bufs["flags"] = self.buffer(f"{op.name}_tiles", "int64", W, 1)
         else:
-            p.flags = self.buffer(f"{op.name}_flags", "int64", W * g.cpr, 1)
+            bufs["flags"] = self.buffer(f"{op.name}_flags", "int64", W * g.cpr, 1)
         if op.kind in ("all_gather", "all_to_all"):
-            p.recv = self.buffer(f"{op.name}_recv", dtype, dims, 2)      # read by compute stages
+            bufs["recv"] = self.buffer(f"{op.name}_recv", dtype, dims, 2)      # read by compute stages
             if p.algorithm == "pull":
-                p.ready = self.buffer(f"{op.name}_ready", "int64", W, 1)
-                p.done = self.buffer(f"{op.name}_done", "int64", W, 1)
+                bufs["ready"] = self.buffer(f"{op.name}_ready", "int64", W, 1)
+                bufs["done"] = self.buffer(f"{op.name}_done", "int64", W, 1)
         elif op.kind == "reduce_scatter":
-            p.stage_buf = self.buffer(f"{op.name}_stage", dtype, n, 2)   # W slices of n / W
+            bufs["stage_buf"] = self.buffer(f"{op.name}_stage", dtype, n, 2)   # W slices of n / W
         elif p.algorithm == "one_shot":
-            p.stage_buf = self.buffer(f"{op.name}_stage", dtype, W * n, 2)
+            bufs["stage_buf"] = self.buffer(f"{op.name}_stage", dtype, W * n, 2)
         else:
-            p.stage_buf = self.buffer(f"{op.name}_stage", dtype, W * rows * g.inner * g.outer, 2)
-            p.recv = self.buffer(f"{op.name}_recv", dtype, n, 2)
-            p.flags2 = self.buffer(f"{op.name}_gathered", "int64", W * g.cpr, 1)
-        return p
+            bufs["stage_buf"] = self.buffer(f"{op.name}_stage", dtype, W * rows * g.inner * g.outer, 2)
+            bufs["recv"] = self.buffer(f"{op.name}_recv", dtype, n, 2)
+            bufs["flags2"] = self.buffer(f"{op.name}_gathered", "int64", W * g.cpr, 1)
+        return replace(p, geometry=g, **bufs)
 
     # ------------------------------------------------------------------ comm kernels
     def kernel(self, p, src, out):
@@ -274,13 +288,13 @@ class CommLowering:
         else:
             body, result = self.reduce(p, src, out), out
         # an overlapped consumer runs beside this region (GPUs: on a side stream)
-        comm = {"sms": p.sms, "copy": p.copy, "side": p.consumer is not None}
+        comm = ir.CommInfo(p.sms, p.copy, side=p.consumer is not None)
         return ir.Kernel(f"{op.name}_comm", [], ir.Seq(body), comm=comm), result
 
     def closing(self, p, out):
         """After an overlapped consumer: wait for every chunk (so the next call may reuse
         the buffers), copy the result out when it is an argument."""
-        return ir.Kernel(f"{p.op.name}_close", [], ir.Seq(self._gathered(p, out)), comm={"sms": p.sms, "copy": p.copy, "join": True})
+        return ir.Kernel(f"{p.op.name}_close", [], ir.Seq(self._gathered(p, out)), comm=ir.CommInfo(p.sms, p.copy, join=True))
 
     def push(self, p, src):
         """all_gather / all_to_all: chunk k of this rank's slice (all_gather) or of slice pe

@@ -8,6 +8,9 @@ barriers, and the asynchronous-copy groups of software pipelines, so that the
 CPU renderer can run core-level code serially between barriers while GPU
 renderers map it to threads.
 """
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
 from ..te import expr as E
 
 
@@ -64,34 +67,79 @@ CORE0 = {lvl: E.Var(f"is_core0_{lvl[-1]}", "bool") for lvl in ("core.x", "core.y
 
 # ---------------------------------------------------------------------------
 # statements
+#
+# Every statement is a dataclass. ``_stmt_fields`` / ``_expr_fields`` name the fields
+# that hold child statements and expressions, so that one generic traversal
+# (:func:`walk_stmts`) and one generic rebuild (:class:`StmtMutator`) serve every
+# node: a pass overrides only the nodes it changes, and ``dataclasses.replace``
+# keeps every other field of a rebuilt node.
 
+@dataclass(eq=False)
 class Stmt:
     """Base class. ``exprs()`` / ``stmts()`` list the children for generic passes."""
+    _stmt_fields: ClassVar[tuple] = ()
+    _expr_fields: ClassVar[tuple] = ()
+
     def exprs(self):
-        return ()
+        out = []
+        for f in self._expr_fields:
+            v = getattr(self, f)
+            if isinstance(v, tuple):
+                out.extend(v)
+            else:
+                out.append(v)
+        return tuple(out)
 
     def stmts(self):
-        return ()
+        out = []
+        for f in self._stmt_fields:
+            v = getattr(self, f)
+            if isinstance(v, list):
+                out.extend(v)
+            elif v is not None:
+                out.append(v)
+        return tuple(out)
+
+    def map_children(self, on_stmt, on_expr):
+        """This node with ``on_stmt`` applied to its child statements and ``on_expr`` to its
+        expressions; ``self`` when nothing changed, else a copy with every other field kept."""
+        changes = {}
+        for f in self._stmt_fields:
+            v = getattr(self, f)
+            if v is None:
+                continue
+            new = [on_stmt(c) for c in v] if isinstance(v, list) else on_stmt(v)
+            if new is not v and (not isinstance(v, list) or any(a is not b for a, b in zip(new, v))):
+                changes[f] = new
+        for f in self._expr_fields:
+            v = getattr(self, f)
+            new = tuple(on_expr(e) for e in v) if isinstance(v, tuple) else on_expr(v)
+            if new is not v and (not isinstance(v, tuple) or any(a is not b for a, b in zip(new, v))):
+                changes[f] = new
+        return replace(self, **changes) if changes else self
 
     def __str__(self):
         from .printer import stmt_str
         return stmt_str(self)
 
 
+@dataclass(eq=False)
 class Seq(Stmt):
-    def __init__(self, body):
+    """Statements in order (nested sequences are flattened, None entries dropped)."""
+    body: list
+    _stmt_fields: ClassVar[tuple] = ("body",)
+
+    def __post_init__(self):
         flat = []
-        for s in body:
+        for s in self.body:
             if isinstance(s, Seq):
                 flat.extend(s.body)
             elif s is not None:
                 flat.append(s)
         self.body = flat
 
-    def stmts(self):
-        return tuple(self.body)
 
-
+@dataclass(eq=False)
 class For(Stmt):
     """``for var in [0, extent)``.
 
@@ -99,61 +147,65 @@ class For(Stmt):
     ``tag`` is "core.x" ...). ``annotations`` carry schedule facts a renderer
     may use (e.g. ``{"tensorize": "mma"}``).
     """
-    def __init__(self, var, extent, body, kind="serial", tag=None, annotations=None):
-        self.var, self.extent, self.body = var, E.as_expr(extent, "int32"), body
-        self.kind, self.tag = kind, tag
-        self.annotations = dict(annotations or {})
+    var: E.Var
+    extent: E.Expr
+    body: Stmt
+    kind: str = "serial"
+    tag: str = None
+    annotations: dict = None
+    _stmt_fields: ClassVar[tuple] = ("body",)
+    _expr_fields: ClassVar[tuple] = ("extent",)
 
-    def exprs(self):
-        return (self.extent,)
-
-    def stmts(self):
-        return (self.body,)
+    def __post_init__(self):
+        self.extent = E.as_expr(self.extent, "int32")
+        self.annotations = dict(self.annotations or {})
 
 
+@dataclass(eq=False)
 class IfThenElse(Stmt):
-    def __init__(self, cond, then, else_=None):
-        self.cond, self.then, self.else_ = cond, then, else_
-
-    def exprs(self):
-        return (self.cond,)
-
-    def stmts(self):
-        return (self.then,) if self.else_ is None else (self.then, self.else_)
+    cond: E.Expr
+    then: Stmt
+    else_: Stmt = None
+    _stmt_fields: ClassVar[tuple] = ("then", "else_")
+    _expr_fields: ClassVar[tuple] = ("cond",)
 
 
+@dataclass(eq=False)
 class Store(Stmt):
     """``buffer[indices] = value``."""
-    def __init__(self, buffer, indices, value):
-        self.buffer, self.indices, self.value = buffer, tuple(indices), value
+    buffer: Buffer
+    indices: tuple
+    value: E.Expr
+    _expr_fields: ClassVar[tuple] = ("indices", "value")
 
-    def exprs(self):
-        return self.indices + (self.value,)
+    def __post_init__(self):
+        self.indices = tuple(self.indices)
 
 
+@dataclass(eq=False)
 class Barrier(Stmt):
     """All cores of a block wait here (``__syncthreads``); shared writes become visible."""
 
 
+@dataclass(eq=False)
 class AsyncCopy(Stmt):
     """Marks ``body`` (a copy nest global -> shared) as asynchronous (cp.async on sm_80+)."""
-    def __init__(self, body):
-        self.body = body
-
-    def stmts(self):
-        return (self.body,)
+    body: Stmt
+    _stmt_fields: ClassVar[tuple] = ("body",)
 
 
+@dataclass(eq=False)
 class CommitGroup(Stmt):
     """Close the current group of asynchronous copies."""
 
 
+@dataclass(eq=False)
 class WaitGroup(Stmt):
     """Wait until at most ``pending`` groups of asynchronous copies are in flight."""
-    def __init__(self, pending):
-        self.pending = pending
+    pending: int
 
 
+@dataclass(eq=False)
 class MmaTile(Stmt):
     """One warp's share of a tensorized tile: ``frag += a @ b`` over a ``(m, n, k)`` tile.
 
@@ -175,27 +227,54 @@ class MmaTile(Stmt):
     accumulates exactly the elements it owns. Targets without matrix
     instructions (the CPU) render it; it is also what barrier placement and
     the other generic passes look at.
+
+    ``tma`` (wgmma only) is the :class:`TmaPlan` of the operand copies; ``k_at`` what
+    the K loop variable (``tma.k_loop``) has become here: passes that rewrite the loop
+    (pipelining) substitute it like every other expression.
     """
-    def __init__(self, intrinsic, shape, frag, a, b, m_var, n_var, k_var, lane, a_guard, b_guard,
-                 fallback, tma=None, k_at=None):
-        self.intrinsic, self.shape, self.frag, self.tma = intrinsic, tuple(shape), frag, tma
-        # k_at: what the K loop variable (tma["k_loop"]) has become here; passes that
-        # rewrite the loop (pipelining) substitute it like every other expression.
-        self.k_at = k_at if k_at is not None else E.Const(0, "int32")
-        self.a, self.b, self.lane, self.a_guard, self.b_guard = a, b, lane, a_guard, b_guard
-        self.m_var, self.n_var, self.k_var = m_var, n_var, k_var
-        self.fallback = fallback
+    intrinsic: str
+    shape: tuple
+    frag: Buffer
+    a: E.Expr
+    b: E.Expr
+    m_var: E.Var
+    n_var: E.Var
+    k_var: E.Var
+    lane: E.Expr
+    a_guard: E.Expr
+    b_guard: E.Expr
+    fallback: Stmt
+    tma: object = None
+    k_at: E.Expr = None
+    _stmt_fields: ClassVar[tuple] = ("fallback",)
+    _expr_fields: ClassVar[tuple] = ("a", "b", "lane", "a_guard", "b_guard", "k_at")
 
-    def exprs(self):
-        return (self.a, self.b, self.lane, self.a_guard, self.b_guard, self.k_at)
+    def __post_init__(self):
+        self.shape = tuple(self.shape)
+        if self.k_at is None:
+            self.k_at = E.Const(0, "int32")
 
-    def stmts(self):
-        return (self.fallback,)
 
-    def rebuild(self, fn_expr, fallback):
-        return MmaTile(self.intrinsic, self.shape, self.frag, fn_expr(self.a), fn_expr(self.b),
-                       self.m_var, self.n_var, self.k_var, fn_expr(self.lane), fn_expr(self.a_guard),
-                       fn_expr(self.b_guard), fallback, self.tma, fn_expr(self.k_at))
+@dataclass(frozen=True, eq=False)
+class TmaOperand:
+    """One operand of a wgmma tile loaded by TMA: the 2-D ``tensor`` (a global buffer), the
+    ``origin`` of the copied region (row, K; over the block and the K loop), its ``box``
+    (rows, K) in elements, the shared buffer ``smem`` it lands in, and the ``ring`` depth
+    of that buffer (0: not pipelined)."""
+    tensor: Buffer
+    origin: tuple
+    box: tuple
+    smem: Buffer
+    ring: int
+
+
+@dataclass(frozen=True, eq=False)
+class TmaPlan:
+    """How a wgmma tile's operands arrive (``MmaTile.tma``): the A and B
+    :class:`TmaOperand`, and the K loop ``(var, extent)`` the copies are attached at
+    (None without a reduce loop outside the tile)."""
+    operands: tuple
+    k_loop: tuple = None
 
 
 def mma_acc_coords(lane, mi, ni, q, intrinsic="mma"):
@@ -220,81 +299,100 @@ def mma_acc_coords(lane, mi, ni, q, intrinsic="mma"):
     return row, col
 
 
+@dataclass(eq=False)
 class Put(Stmt):
     """Copy ``count`` elements from ``src`` (at element ``src_offset``) into rank ``pe``'s copy
     of the symmetric buffer ``dst`` (at ``dst_offset``): ``nvshmem_putmem`` on a GPU."""
-    def __init__(self, dst, dst_offset, src, src_offset, count, pe):
-        self.dst, self.src = dst, src
-        self.dst_offset, self.src_offset, self.count, self.pe = dst_offset, src_offset, count, pe
-
-    def exprs(self):
-        return (self.dst_offset, self.src_offset, self.count, self.pe)
-
-    def map(self, fn):
-        return type(self)(self.dst, fn(self.dst_offset), self.src, fn(self.src_offset), fn(self.count),
-                          fn(self.pe))
+    dst: Buffer
+    dst_offset: E.Expr
+    src: Buffer
+    src_offset: E.Expr
+    count: E.Expr
+    pe: E.Expr
+    _expr_fields: ClassVar[tuple] = ("dst_offset", "src_offset", "count", "pe")
 
 
+@dataclass(eq=False)
 class Get(Put):
     """Copy ``count`` elements of rank ``pe``'s copy of the symmetric buffer ``src`` (at
     ``src_offset``) into this rank's ``dst`` (at ``dst_offset``): ``nvshmem_getmem``."""
 
 
+@dataclass(eq=False)
 class Signal(Stmt):
     """Set ``flag[index]`` on rank ``pe`` to the call's epoch (``add``: add 1 to it), ordered
     after this rank's earlier puts to ``pe`` (a fence, then ``nvshmemx_signal_op``)."""
-    def __init__(self, flag, index, pe, add=False):
-        self.flag, self.index, self.pe, self.add = flag, index, pe, add
-
-    def exprs(self):
-        return (self.index, self.pe)
-
-    def map(self, fn):
-        return Signal(self.flag, fn(self.index), fn(self.pe), self.add)
+    flag: Buffer
+    index: E.Expr
+    pe: E.Expr
+    add: bool = False
+    _expr_fields: ClassVar[tuple] = ("index", "pe")
 
 
+@dataclass(eq=False)
 class WaitSignal(Stmt):
     """Wait until this rank's ``flag[index]`` reaches ``scale`` times the call's epoch: chunk
     ``index`` of tensor ``tensor`` has arrived (``scale`` > 1 for counting flags, which get
     ``scale`` increments per call). ``per_rank`` flags belong to each sending rank (the
     sender of flag i is ``i // per_rank``). Times out with an error naming all of it."""
-    def __init__(self, flag, index, tensor, scale=1, per_rank=1):
-        self.flag, self.index, self.tensor, self.scale, self.per_rank = flag, index, tensor, scale, per_rank
-
-    def exprs(self):
-        return (self.index,)
-
-    def map(self, fn):
-        return WaitSignal(self.flag, fn(self.index), self.tensor, self.scale, self.per_rank)
+    flag: Buffer
+    index: E.Expr
+    tensor: str
+    scale: int = 1
+    per_rank: int = 1
+    _expr_fields: ClassVar[tuple] = ("index",)
 
 
+@dataclass(eq=False)
 class Comment(Stmt):
-    def __init__(self, text):
-        self.text = text
+    text: str
 
 
+@dataclass(frozen=True)
+class CommInfo:
+    """How a communication region (a grid-less :class:`Kernel`) runs: the strategy's
+    ``sms`` (blocks it may use; None: the default) and ``copy`` ("sm": its own blocks
+    move the data, "ce": the host queues copy-engine transfers); ``side``: an overlapped
+    consumer runs beside it (GPUs: it goes on a side stream); ``join``: the closing region
+    of such an overlap, which joins the side stream."""
+    sms: int = None
+    copy: str = "sm"
+    side: bool = False
+    join: bool = False
+
+
+@dataclass(eq=False)
 class Kernel(Stmt):
     """One launch: ``grid`` is a list of ``(var, extent, tag)`` device-level axes.
 
     ``threads`` maps each core level used inside ("core.x", ...) to
     ``(thread_var, extent)``; it is filled by the thread pass.
-    ``comm`` is set (a dict of the strategy's ``sms`` and ``copy``) on the grid-less
-    regions that communication operators lower to.
+    ``buffers`` are the shared / local buffers declared at the block's top.
+    ``comm`` (a :class:`CommInfo`) is set on the grid-less regions that communication
+    operators lower to.
     """
-    def __init__(self, name, grid, body, threads=None, buffers=(), comm=None):
-        self.name, self.grid, self.body = name, list(grid), body
-        self.threads = dict(threads or {})
-        self.buffers = list(buffers)     # shared / local buffers declared at the block's top
-        self.comm = comm
+    name: str
+    grid: list
+    body: Stmt
+    threads: dict = None
+    buffers: list = ()
+    comm: CommInfo = None
+    _stmt_fields: ClassVar[tuple] = ("body",)
 
-    def rebuild(self, grid, body):
-        return Kernel(self.name, grid, body, self.threads, self.buffers, self.comm)
+    def __post_init__(self):
+        self.grid = list(self.grid)
+        self.threads = dict(self.threads or {})
+        self.buffers = list(self.buffers)
 
     def exprs(self):
         return tuple(ext for _, ext, _ in self.grid)
 
-    def stmts(self):
-        return (self.body,)
+    def map_children(self, on_stmt, on_expr):
+        out = super().map_children(on_stmt, on_expr)
+        grid = [(v, on_expr(e), t) for v, e, t in self.grid]
+        if any(a[1] is not b[1] for a, b in zip(grid, self.grid)):
+            out = replace(out, grid=grid)
+        return out
 
 
 class PrimFunc:
@@ -317,6 +415,8 @@ class PrimFunc:
         # [(condition, message)], a ValueError naming the message when one fails
         self.preconditions = []
         self.checked_extents = []      # loop extents those conditions keep within 32 bits
+        # the buffers some statement stores into (argument pointers of the others are const)
+        self.written = frozenset(st.buffer for st in walk_stmts(body) if isinstance(st, Store))
 
     @property
     def kernels(self):
@@ -351,45 +451,54 @@ def walk_stmts(stmt):
         stack.extend(reversed(s.stmts()))
 
 
-def map_stmt(stmt, fn):
-    """Rebuild a statement tree; ``fn(stmt)`` returns a replacement or None (recurse)."""
-    r = fn(stmt)
-    if r is not None:
-        return r
-    if isinstance(stmt, Seq):
-        return Seq([map_stmt(s, fn) for s in stmt.body])
-    if isinstance(stmt, For):
-        return For(stmt.var, stmt.extent, map_stmt(stmt.body, fn), stmt.kind, stmt.tag, stmt.annotations)
-    if isinstance(stmt, IfThenElse):
-        return IfThenElse(stmt.cond, map_stmt(stmt.then, fn),
-                          None if stmt.else_ is None else map_stmt(stmt.else_, fn))
-    if isinstance(stmt, AsyncCopy):
-        return AsyncCopy(map_stmt(stmt.body, fn))
-    if isinstance(stmt, Kernel):
-        return stmt.rebuild(stmt.grid, map_stmt(stmt.body, fn))
-    if isinstance(stmt, MmaTile):
-        return stmt.rebuild(lambda e: e, map_stmt(stmt.fallback, fn))
-    return stmt
+class StmtMutator:
+    """Rebuilds a statement tree, the one generic rewrite of the IR.
+
+    ``visit(s)`` dispatches to ``visit_<Node>`` (the first one found along the node
+    class's MRO, so ``visit_Put`` also sees ``Get``); without one, ``generic_visit``
+    visits the children and rewrites every expression with ``visit_expr`` (identity by
+    default). A pass overrides only the nodes it changes; ``Stmt.map_children`` keeps
+    every other field. Unchanged subtrees are returned as they are.
+
+    Examples
+    --------
+    >>> class DropComments(StmtMutator):
+    ...     def visit_Comment(self, s):
+    ...         return Seq([])
+    """
+    _dispatch = {}
+
+    def __call__(self, stmt):
+        return self.visit(stmt)
+
+    def visit(self, stmt):
+        if stmt is None:
+            return None
+        key = (type(self), type(stmt))
+        name = StmtMutator._dispatch.get(key)
+        if name is None:
+            name = next((f"visit_{c.__name__}" for c in type(stmt).__mro__
+                         if hasattr(self, f"visit_{c.__name__}")), "generic_visit")
+            StmtMutator._dispatch[key] = name
+        return getattr(self, name)(stmt)
+
+    def generic_visit(self, stmt):
+        return stmt.map_children(self.visit, self.visit_expr)
+
+    def visit_expr(self, e):
+        return e
+
+
+class ExprMutator(StmtMutator):
+    """Applies ``fn(expr) -> expr`` to every expression of a statement tree."""
+
+    def __init__(self, fn):
+        self.visit_expr = fn
 
 
 def map_exprs(stmt, fn):
     """Apply ``fn(expr) -> expr`` to every expression of a statement tree."""
-    def visit(s):
-        if isinstance(s, Store):
-            return Store(s.buffer, [fn(i) for i in s.indices], fn(s.value))
-        if isinstance(s, For):
-            return For(s.var, fn(s.extent), map_exprs(s.body, fn), s.kind, s.tag, s.annotations)
-        if isinstance(s, IfThenElse):
-            return IfThenElse(fn(s.cond), map_exprs(s.then, fn),
-                              None if s.else_ is None else map_exprs(s.else_, fn))
-        if isinstance(s, Kernel):
-            return s.rebuild([(v, fn(e), t) for v, e, t in s.grid], map_exprs(s.body, fn))
-        if isinstance(s, (Put, Signal, WaitSignal)):
-            return s.map(fn)
-        if isinstance(s, MmaTile):
-            return s.rebuild(fn, map_exprs(s.fallback, fn))
-        return None
-    return map_stmt(stmt, visit)
+    return ExprMutator(fn).visit(stmt)
 
 
 def substitute_stmt(stmt, mapping):

@@ -283,7 +283,7 @@ class MmaLowering:
         node = ir.MmaTile(self.intrinsic, (self.tm, self.tn, self.tk), self.frag, self.a, self.b,
                           self.m_var, self.n_var, self.k_var, self.lane, self.a_guard, self.b_guard,
                           fallback, self.tma,
-                          self.tma["k_loop"][0] if self.tma and self.tma["k_loop"] else None)
+                          self.tma.k_loop[0] if self.tma and self.tma.k_loop else None)
         return self._on_lanes(node)
 
     def write_back(self):
@@ -334,6 +334,5 @@ class MmaLowering:
             if None in box or box[1] != WGMMA_K or box[0] > 256:
                 raise LoweringError(f"{where}: its copied region is {box}; TMA boxes here are "
                                     f"(rows <= 256) x {WGMMA_K}")
-            out.append({"global": src_buf, "origin": origin, "box": box, "smem": load.buffer,
-                        "ring": copy.ring})
-        return {"operands": out, "k_loop": k_loop}
+            out.append(ir.TmaOperand(src_buf, tuple(origin), tuple(box), load.buffer, copy.ring))
+        return ir.TmaPlan(tuple(out), k_loop)

@@ -28,7 +28,7 @@ def device_prefix(stage):
 
 class NestBuilder:
     def __init__(self, sch, infos, arg_buffers, rotate=None, world=None, shards=None, target=None,
-                 used_names=None):
+                 used_names=None, tile_head=None, tile_tail=None):
         self.sch, self.infos, self.arg_buffers = sch, infos, arg_buffers
         self.used_names = used_names if used_names is not None else set()   # buffer names so far
         self.target = target        # what lower() lowers for (the tensorize instruction, ditron.lower.mma)
@@ -39,7 +39,7 @@ class NestBuilder:
         self.extra_buffers = []     # buffers that lowering itself adds to the current kernel
         self.mma = {}               # stage -> MmaLowering of a tensorized stage being built
         # s.overlap: statements at the top / end of each tile of (stage, axis)
-        self.tile_head, self.tile_tail = {}, {}
+        self.tile_head, self.tile_tail = dict(tile_head or {}), dict(tile_tail or {})
         for st in sch.stages:
             if st in infos and st.attach_type == "scope":
                 self.attached.setdefault((st.attach_stage, st.attach_ivar), []).append(st)

@@ -100,7 +100,8 @@ def _wait_range(plan, lo, hi):
 def producer_notify(sch, infos, ov, plan, world):
     """After each tile of the overlapped producer: put the tile into its owner's staging
     slot (reduce_scatter) or every rank's (all_reduce) and add 1 to the receiver's
-    counting flag of this rank. Sets ``plan.tiles``, the increments per source and call."""
+    counting flag of this rank. Returns ``(statements, tiles)``: ``tiles`` is the number of
+    increments each rank receives per source and call (the plan's ``tiles``)."""
     comp, comm = ov.compute, ov.comm
     op = comm.op
     info = infos[comp]
@@ -154,7 +155,7 @@ def producer_notify(sch, infos, ov, plan, world):
     if scatter and len(set(per_owner)) != 1:
         raise LoweringError(f"{where}: the ranks' slices get different numbers of tiles {per_owner}; "
                             f"choose a tile size along dim {c} that divides {g.rows}")
-    plan.tiles = per_owner[0]
+    tiles = per_owner[0]
 
     # the box as contiguous runs: loops over the dims before the last partial one
     j = len(dims) - 1
@@ -196,5 +197,5 @@ def producer_notify(sch, infos, ov, plan, world):
     body = ir.Seq(stmts)
     if not arith.prove(box[c][0] < _i32(dims[c])):
         body = ir.IfThenElse(E.Compare("<", box[c][0], _i32(dims[c])), body)
-    return body
+    return body, tiles
 
