@@ -97,6 +97,7 @@ class Target:
 
     @property
     def is_gpu(self):
+        """True for the GPU targets (kernels launched on a device, not called on the host)."""
         return self.name != "cpu"
 
     @property

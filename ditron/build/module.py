@@ -125,6 +125,7 @@ class Module:
 
     @property
     def name(self):
+        """The kernel's name (``dt.build(..., name=...)``)."""
         return self.signature.name
 
     @property
@@ -134,6 +135,7 @@ class Module:
 
     @property
     def target(self):
+        """The target name it was built for: \"cpu\", \"cuda\" or \"hip\"."""
         return self.signature.target
 
     def __repr__(self):

@@ -95,10 +95,12 @@ class Stage:
 
     @property
     def name(self):
+        """The name of the stage's tensor (what error messages and the lowered code show)."""
         return self.op.name
 
     @property
     def is_compute(self):
+        """True for a computed stage (dt.compute), False for a placeholder or a communication operator."""
         return hasattr(self.op, "body")
 
     @property

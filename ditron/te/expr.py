@@ -141,6 +141,7 @@ class IterVar(Var):
 
     @property
     def var(self):
+        """The axis as a variable of index expressions (the IterVar itself, as in TVM's ``iv.var``)."""
         return self
 
 

@@ -41,6 +41,7 @@ class Operation:
 
     @property
     def input_tensors(self):
+        """The tensors this operation reads: none for a placeholder."""
         return []
 
     def __repr__(self):
@@ -99,10 +100,12 @@ class ComputeOp(Operation):
 
     @property
     def is_reduction(self):
+        """True when the body is a reduction (dt.sum / dt.max / dt.min over reduce axes)."""
         return isinstance(self.body, Reduce)
 
     @property
     def input_tensors(self):
+        """The tensors the body reads, each once, in the order of first use."""
         seen, out = set(), []
 
         def visit(e):
@@ -131,14 +134,17 @@ class Tensor:
 
     @property
     def name(self):
+        """The tensor's name (its operation's): kernel arguments and buffers are named after it."""
         return self.op.name
 
     @property
     def dtype(self):
+        """The element type, e.g. \"float16\"."""
         return self.op.dtype
 
     @property
     def ndim(self):
+        """The number of dimensions."""
         return len(self.op.shape)
 
     @property
@@ -163,6 +169,7 @@ class Tensor:
         return TensorLoad(self, idx)
 
     def astype(self, dtype):
+        """Not for whole tensors: convert elements instead, ``A[i, k].astype(\"float32\")``."""
         raise TypeError(f"astype applies to elements: write {self.name}[i, ...].astype(...)")
 
     def __iter__(self):
