@@ -59,10 +59,13 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     compiler = _compiler(target, compiler)
     func = lower(sch, args, name=name, world_size=world_size, target=target, inplace=inplace)
     try:
-        return _compile(func, target, name, world_size, compiler)
+        module = _compile(func, target, name, world_size, compiler)
     except RecursionError:
         from .errors import nested_too_deeply
         raise nested_too_deeply(name, "rendering") from None
+    from .build.dump import record
+    record(module)          # DITRON_DUMP_SOURCES=DIR keeps every generated source
+    return module
 
 
 # Compilers a target can be built with when it has a choice; the first is the default.

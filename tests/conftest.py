@@ -57,29 +57,10 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     out = config.getoption("--dump-sources", default=None)
-    if not out:
-        return
-    import hashlib
-    import json
-    import ditron
-
-    os.makedirs(os.path.join(out, "src"), exist_ok=True)
-    original = ditron.build
-    counts = {}
-
-    def recording_build(*args, **kwargs):
-        mod = original(*args, **kwargs)
-        test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
-        counts[test] = counts.get(test, 0) + 1
-        text = mod.source.encode()
-        digest = hashlib.sha256(text).hexdigest()
-        path = os.path.join(out, "src", digest)
-        if not os.path.exists(path):
-            with open(path, "wb") as f:
-                f.write(text)
-        with open(os.path.join(out, "index.jsonl"), "a") as f:
-            f.write(json.dumps({"test": test, "n": counts[test], "name": mod.name,
-                                "target": mod.target, "sha256": digest}) + "\n")
-        return mod
-
-    ditron.build = recording_build
+    if out:
+        # ditron.build.dump records every dt.build, in this process, in subprocesses and in
+        # the ranks of dt.distributed.launch (they inherit the environment)
+        os.environ["DITRON_DUMP_SOURCES"] = os.path.abspath(out)
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "pytest_pid"), "w") as f:    # builds of other processes
+            f.write(str(os.getpid()))                              # are matched apart
