@@ -22,6 +22,7 @@ from .overlap import consumer_waits, producer_notify
 from .task import task_shards, check_task_reads
 from .proof import check_expressions, check_program
 from .inplace import check_inplace
+from .legality import check_target
 from ..target import make_target
 
 
@@ -238,6 +239,8 @@ def _lower(sch, args, name, world_size, target, inplace):
     checks, func.checked_extents = _extent_preconditions(body, scalar_vars)
     func.preconditions = _preconditions(sch, bodies) + checks
     check_program(func)
+    if target is not None:
+        check_target(func, target)
     return func
 
 
