@@ -328,13 +328,13 @@ class GPURenderer(CStyleRenderer):
         for tag, (v, _) in k.threads.items():
             out.append(f"  const int32_t {self.declare(v)} = {THREAD_IDX[tag]};")
         if dynamic:
-            out.append("  extern __shared__ __align__(16) unsigned char ditron_smem[];")
+            out.append(f"  DITRON_DYNAMIC_SHARED({facts.SHARED_ALIGN}, ditron_smem);")
         for b, off in zip(shared, offsets):
             t = self.ctype(b.dtype)
             if dynamic:
                 out.append(f"  {t}* {b.name} = reinterpret_cast<{t}*>(ditron_smem + {off});")
             else:
-                out.append(f"  __shared__ __align__(16) {t} {b.name}[{self._size(b)}];")
+                out.append(f"  __shared__ __align__({facts.SHARED_ALIGN}) {t} {b.name}[{self._size(b)}];")
         for b in k.buffers:
             if b.scope == "local":
                 out.append(f"  {self.ctype(b.dtype)} {b.name}[{self._size(b)}];")

@@ -7,8 +7,9 @@ statement: its structure is fixed, and the lowered IR supplies the pieces.
   issues the TMA loads of both operand tiles of each K step into a ring of
   ``stages`` shared buffers and counts them on a "full" mbarrier per slot.
 - ``consumers`` warpgroups (``threadIdx.y`` = the stage's core.y axis), each
-  waiting on "full", issuing ``wgmma.mma_async`` m64nNk16 over the 64-wide K
-  step with descriptors of the 128-byte-swizzled tiles, keeping one step of
+  waiting on "full", issuing ``wgmma.mma_async`` m64nNk16 (``ditron::wgmma_m64nNk16<N, T>``
+  of csrc/ditron/hopper.h) over the 64-wide K step with descriptors of the
+  128-byte-swizzled tiles, keeping one step of
   MMAs in flight and releasing the previous step's slot on its "empty"
   mbarrier (one arrival per consumer warpgroup).
 - The accumulator write-back is the lowered IR's own (the same code the CPU
@@ -24,26 +25,6 @@ from ..te.dtype import itemsize
 from .gpu import BLOCK_IDX, THREAD_IDX
 
 TMA_TYPES = {"float16": "CU_TENSOR_MAP_DATA_TYPE_FLOAT16", "bfloat16": "CU_TENSOR_MAP_DATA_TYPE_BFLOAT16"}
-PTX_TYPES = {"float16": "f16", "bfloat16": "bf16"}
-
-
-def wgmma_function(n, dtype):
-    """Source of a device function issuing one ``wgmma.mma_async.m64n{n}k16`` (fp32 accumulate,
-    both operands K-major from shared-memory descriptors, accumulating into ``d``)."""
-    regs = n // 2
-    t = PTX_TYPES[dtype]
-    outs = ", ".join(f"%{i}" for i in range(regs))
-    cons = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
-    name = f"ditron_wgmma_m64n{n}k16_{t}"
-    return name, (
-        f"__device__ __forceinline__ void {name}(float* d, uint64_t desc_a, uint64_t desc_b) {{\n"
-        f"#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n"
-        f"  asm volatile(\"{{\\n .reg .pred p;\\n setp.ne.b32 p, %{regs + 2}, 0;\\n"
-        f" wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{outs}}}, %{regs}, %{regs + 1},"
-        f" p, 1, 1, 0, 0;\\n}}\\n\"\n"
-        f"               : {cons}\n"
-        f"               : \"l\"(desc_a), \"l\"(desc_b), \"r\"(1));\n"
-        f"#endif\n}}")
 
 
 class WgmmaKernel:
@@ -65,16 +46,13 @@ class WgmmaKernel:
         t = r.ctype(tile.a.dtype)
         tm, tn, _ = tile.shape
         nthreads = 128 * (self.consumers + 1)
-        wname, wdef = wgmma_function(tn, tile.a.dtype)
-        if wname not in r.helper_defs:
-            r.helper_defs[wname] = wdef
         out = [f"extern \"C\" __global__ void __launch_bounds__({nthreads}, 1) {fname}(const __grid_constant__ CUtensorMap "
                f"tma_a, const __grid_constant__ CUtensorMap tma_b, {r.kernel_params()}) {{"]
         for v, _, tag in k.grid:
             out.append(f"  const int32_t {r.declare(v)} = {BLOCK_IDX[tag]};")
         for tag, (v, _) in k.threads.items():
             out.append(f"  const int32_t {r.declare(v)} = {THREAD_IDX[tag]};")
-        out.append("  extern __shared__ __align__(1024) unsigned char ditron_smem[];")
+        out.append(f"  DITRON_DYNAMIC_SHARED({facts.WGMMA_RING_ALIGN}, ditron_smem);")
         for op, off in zip(self.ops, self.offsets, strict=True):
             b = op["smem"]
             out.append(f"  {t}* {b.name} = reinterpret_cast<{t}*>(ditron_smem + {off});")
@@ -127,7 +105,7 @@ class WgmmaKernel:
         out.append(f"    for (int32_t {kkname} = 0; {kkname} < 4; ++{kkname}) {{")
         out.append("      #pragma unroll")
         out.append(f"      for (int32_t {mname} = 0; {mname} < {tm // 64}; ++{mname})")
-        out.append(f"        {wname}(&{tile.frag.name}[{mname} * {tn // 2}], "
+        out.append(f"        ditron::wgmma_m64nNk16<{tn}, {t}>(&{tile.frag.name}[{mname} * {tn // 2}], "
                    f"ditron::wgmma_desc_k128(&{tile.a.buffer.name}[{a_at}]), "
                    f"ditron::wgmma_desc_k128(&{tile.b.buffer.name}[{b_at}]));")
         out.append("    }")
