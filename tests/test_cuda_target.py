@@ -1,4 +1,8 @@
 """The CUDA target: nvcc compile checks for sm_80 and sm_90a (CI), numerics on a GPU (-m gpu)."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -108,7 +112,8 @@ def test_vectorized_copies_and_alignment_checks():
 def test_large_shared_memory_opts_in():
     s, args = schedules.gemm_tiled(512, 512, 256, tile=128, ktile=64, stages=3)   # 3 * 2 * 128*64*4 B
     src = dt.build(s, args, target="cuda", arch="sm_90a", name="bigsmem").source
-    assert "cudaFuncAttributeMaxDynamicSharedMemorySize" in src and "extern __shared__" in src
+    assert "cudaFuncAttributeMaxDynamicSharedMemorySize" in src
+    assert "DITRON_DYNAMIC_SHARED(16, ditron_smem);" in src and "extern __shared__" not in src
 
 
 def test_limits_are_checked_at_build():
@@ -179,10 +184,27 @@ def test_wgmma_compiles_for_sm_90a(dtype):
     dt.build(s, args, target="cuda", arch="sm_90a", name=f"wgmma_short_{dtype}")
 
 
+def test_generated_sources_hold_no_ptx():
+    """Every PTX instruction sits in a helper of csrc/ditron/*.h (the wgmma ones are what
+    tools/gen_wgmma_helpers.py writes); kernels call the helpers."""
+    from ditron.codegen import render
+    from ditron.target import make_target
+    cases = {"wgmma_256": (schedules.gemm_wgmma(512, 512, 256), "sm_90a",
+                           "ditron::wgmma_m64nNk16<256, ditron::bfloat16>(&"),
+             "wgmma_40": (schedules.gemm_wgmma(64, 40, 64, block=(64, 40), consumers=1, stages=1,
+                                               dtype="float16"), "sm_90a", "ditron::wgmma_m64nNk16<40, ditron::half>(&"),
+             "mma": (schedules.gemm_mma(256, 256, 128), "sm_80", "ditron::mma_m16n8k16<ditron::half>(&")}
+    for name, ((s, args), arch, call) in cases.items():
+        src, _ = render(dt.lower(s, args, target=make_target("cuda", arch)), "cuda", arch=arch)
+        assert call in src, name
+        assert "asm" not in src and "wgmma.mma_async" not in src and "mma.sync.aligned" not in src, name
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "gen_wgmma_helpers.py")
+    assert subprocess.run([sys.executable, tool, "--check"]).returncode == 0, "csrc/ditron/hopper.h is stale"
+
+
 @needs_nvcc
 def test_tensor_core_instructions_survive_into_ptx(tmp_path):
     """The helpers guard their asm by architecture; make sure nothing is compiled out."""
-    import subprocess
     from ditron.build.paths import csrc_dir
     nvcc = toolchain.find_compiler("cuda")
     for make, arch, needles in (

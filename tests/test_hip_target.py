@@ -51,6 +51,14 @@ def test_mma_on_hip_is_mfma_and_what_hip_cannot_take_is_a_clear_error():
         dt.build(*schedules.elementwise_chain(64), target="hip", arch="sm_90a", name="wrong_arch")
 
 
+@needs_hipcc
+def test_dynamic_lds_compiles_through_the_helper_macro():
+    s, args = schedules.gemm_tiled(256, 256, 256, tile=64, ktile=64, stages=2)   # 64 KB: dynamic LDS
+    mod = dt.build(s, args, target="hip", arch="gfx90a", name="hip_dynamic_lds")
+    assert "DITRON_DYNAMIC_SHARED(16, ditron_smem);" in mod.source and "extern __shared__" not in mod.source
+    assert "hipFuncAttributeMaxDynamicSharedMemorySize, 65536" in mod.source
+
+
 def test_default_arch_comes_from_a_rocm_device(monkeypatch):
     import types
     import torch

@@ -18,7 +18,7 @@ from hypothesis import given, settings, HealthCheck
 
 import ditron as dt
 from ditron.build import compile_library, Module, toolchain
-from ditron.codegen import render
+from ditron.codegen import render, TargetMismatch
 from ditron.codegen.mfma import fragment_plan, operand_coords, BUILTIN
 from ditron.lower import ir, arith
 from ditron.te import expr as E
@@ -372,23 +372,35 @@ def test_wgmma_and_dtypes_on_hip():
 
 
 def test_archs_without_the_instruction():
+    # checked where the program is lowered for the target (ditron.lower.legality)
+    from ditron.target import make_target
     s, args = schedules.gemm_mma(128, 128, 64, block=(64, 64), dtype="bfloat16", stages=1)
-    func = dt.lower(s, args, target="hip")
-    with pytest.raises(dt.ScheduleError, match=r"stage 'C': .* on target 'hip' \(gfx908, .*gfx908 has no "
-                                               r"bfloat16 16x16x16 MFMA \(__builtin_amdgcn_mfma_f32_16x16x16"
-                                               r"bf16_1k needs gfx90a, gfx940, gfx941, gfx942, gfx950\)"):
-        render(func, "hip", arch="gfx908")
-    render(dt.lower(*schedules.gemm_mma(128, 128, 64, block=(64, 64), stages=1), target="hip"), "hip",
-           arch="gfx908")                                        # fp16 MFMA exists on gfx908
-    with pytest.raises(dt.ScheduleError, match=r"gfx1100 has no MFMA matrix cores .*valid archs: gfx908, "
-                                               r"gfx90a, gfx940, gfx941, gfx942, gfx950"):
-        render(func, "hip", arch="gfx1100")
-    with pytest.raises(dt.ScheduleError, match=r"lowered for NVIDIA's 'mma' layout.*"
-                                               r"dt.lower\(..., target='hip'\)"):
-        render(dt.lower(s, args), "hip", arch="gfx90a")
-    with pytest.raises(dt.ScheduleError, match=r"stage 'C': its tensorized tile was lowered for target 'hip' "
-                                               r"\(mfma: .*dt.lower\(..., target='cuda'\)"):
-        render(func, "cuda", arch="sm_80")                      # and the other way round
+    bf16 = (r"stage 'C': .* on target 'hip' \(gfx908, .*gfx908 has no bfloat16 16x16x16 MFMA "
+            r"\(__builtin_amdgcn_mfma_f32_16x16x16bf16_1k needs gfx90a, gfx940, gfx941, gfx942, gfx950\)")
+    with pytest.raises(dt.ScheduleError, match=bf16):
+        dt.lower(s, args, target=make_target("hip", "gfx908"))
+    with pytest.raises(dt.ScheduleError, match=bf16):
+        dt.build(s, args, target="hip", arch="gfx908", name="mfma_bf16_908")
+    dt.lower(*schedules.gemm_mma(128, 128, 64, block=(64, 64), stages=1),
+             target=make_target("hip", "gfx908"))               # fp16 MFMA exists on gfx908
+    no_mfma = r"gfx1100 has no MFMA matrix cores .*valid archs: gfx908, gfx90a, gfx940, gfx941, gfx942, gfx950"
+    with pytest.raises(dt.ScheduleError, match=no_mfma):
+        dt.lower(s, args, target=make_target("hip", "gfx1100"))
+    # rendering a program lowered for another target (or none) is a usage error naming the
+    # mismatch and what the target refuses, never code in the wrong layout
+    func = dt.lower(s, args, target="hip")                      # gfx90a: bf16 MFMA exists
+    for lowered, target, arch, why in (
+            (func, "hip", "gfx908", bf16), (func, "hip", "gfx1100", no_mfma),
+            (dt.lower(s, args), "hip", "gfx90a",
+             r"lowered for NVIDIA's 'mma' layout.*dt.lower\(..., target='hip'\)"),
+            (func, "cuda", "sm_80", r"stage 'C': its tensorized tile was lowered for target 'hip' "
+                                    r"\(mfma: .*dt.lower\(..., target='cuda'\)")):
+        with pytest.raises(TargetMismatch, match=r"'main' was lowered for another target than "
+                                                 rf"{target} \({arch}\) .* refuses it: .*{why}") as e:
+            render(lowered, target, arch=arch)
+        assert not isinstance(e.value, dt.ScheduleError)
+        assert f"target=make_target('{target}', '{arch}')" in str(e.value)
+    render(func, "hip", arch="gfx942")                          # lowered for gfx90a, fine on gfx942
 
 
 def test_wavefronts_need_64_lanes_of_core_x():

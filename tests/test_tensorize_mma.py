@@ -209,7 +209,8 @@ def test_wgmma_gemm_matches_torch_on_cpu(M, N, K, kw):
 def test_wgmma_kernel_structure_and_errors():
     s, args = schedules.gemm_wgmma(512, 512, 256)
     src = dt.build(s, args, target="cuda", arch="sm_90a", name="wgmma_src").source
-    for piece in ("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16", "ditron::tma_load_2d(",
+    for piece in ("ditron::wgmma_m64nNk16<256, ditron::bfloat16>(&", "ditron::tma_load_2d(",
+                  "DITRON_DYNAMIC_SHARED(1024, ditron_smem);",
                   "ditron::mbar_wait(&full[", "ditron::mbar_arrive(&empty[", "block(128, 3)",
                   "CU_TENSOR_MAP_DATA_TYPE_BFLOAT16", "__grid_constant__ CUtensorMap"):
         assert piece in src, piece

@@ -8,6 +8,10 @@
 #include <stdexcept>
 #endif
 
+// A block's dynamic shared memory (sized by the launch): DITRON_DYNAMIC_SHARED(16, ditron_smem);
+// declares the bytes ``name``, aligned to ``align`` bytes.
+#define DITRON_DYNAMIC_SHARED(align, name) extern __shared__ __align__(align) unsigned char name[]
+
 namespace ditron {
 
 // DITRON_LAUNCH_BLOCKING=1: synchronize after every launch, so that a fault inside a

@@ -8,6 +8,7 @@ from ..errors import DitronError
 from ..target import make_target
 from ..version import __version__
 from ..lower import ir
+from ..lower.legality import check_target
 from ..te import expr as E
 from .signature import ArgSpec, KernelSignature
 
@@ -75,10 +76,31 @@ def _source(r, func):
         call_args=r.call_args(written), arch=r.target.arch, **r.template_args())
 
 
+class TargetMismatch(DitronError):
+    """A lowered program rendered for a target it was not lowered for, which refuses it."""
+
+
+def check_lowered_for(func, target):
+    """Renderers check nothing: lowering for a target refuses what the target cannot run
+    (:func:`ditron.lower.legality.check_target`). A program lowered for another target (or
+    without one) may still reach a renderer; it must not become wrong code, so rendering
+    re-runs that check and names the mismatch."""
+    try:
+        check_target(func, target)
+    except DitronError as e:
+        raise TargetMismatch(f"'{func.name}' was lowered for another target than {target} (or for none), "
+                             f"and {target} refuses it: {e}. To render it for {target}, lower it with "
+                             f"dt.lower(..., target=make_target({target.name!r}, {target.arch!r})) "
+                             "(ditron.target.make_target; dt.build does this)") from None
+
+
 def render(func, target, arch=None, world_size=1):
     """Render a lowered function for ``target`` (a :class:`ditron.target.Target`, or a
-    target name with ``arch``, as tests write it); returns ``(source, KernelSignature)``."""
+    target name with ``arch``, as tests write it); returns ``(source, KernelSignature)``.
+    :class:`TargetMismatch` if ``func`` was lowered for another target that this one
+    refuses (:func:`check_lowered_for`)."""
     target = make_target(target, arch)
+    check_lowered_for(func, target)
     r = _renderer(target.name)(func, target)
     source = _source(r, func)
     return source, signature_of(func, target.name, world_size, alignment=getattr(r, "alignment", None))
@@ -97,6 +119,7 @@ def render_nvrtc(func, target):
     """
     from .cuda import CUDARenderer, device_source
     target = make_target(target)
+    check_lowered_for(func, target)
     if func.world is not None:
         raise NvrtcUnsupported(f"'{func.name}': communicating kernels are device-linked against "
                                "NVSHMEM (-rdc=true); build it with compiler='nvcc'")

@@ -24,23 +24,15 @@ ROCm >= 5.7 (LLVM 17); Debian's clang 15 (hipcc 5.2) rejects them as targets, so
 only gfx90a / gfx940 compiles are checked in CI. The device helpers (vector types,
 one wrapper per dtype around the builtin) are in ``csrc/ditron/hip.h``.
 """
-from ..errors import ScheduleError
 from ..te import expr as E
-from ..lower import ir, arith
+from ..lower import ir, arith, facts
 
 PIECE = 16      # the instruction is 16 x 16 x 16, on a wavefront of 64 lanes
 
-# arch -> operand dtypes that have a 16x16x16 MFMA with fp32 accumulation on it
-MFMA_ARCHS = {
-    "gfx908": ("float16",),              # CDNA1: bf16 only in the 2-element (non-1k) form
-    "gfx90a": ("float16", "bfloat16"),   # CDNA2 (MI200)
-    "gfx940": ("float16", "bfloat16"),   # CDNA3 (MI300); gfx941 / gfx942 need ROCm >= 5.7
-    "gfx941": ("float16", "bfloat16"),
-    "gfx942": ("float16", "bfloat16"),
-    "gfx950": ("float16", "bfloat16"),   # CDNA4 (MI350)
-}
-BUILTIN = {"float16": "__builtin_amdgcn_mfma_f32_16x16x16f16",
-           "bfloat16": "__builtin_amdgcn_mfma_f32_16x16x16bf16_1k"}
+# arch -> operand dtypes that have a 16x16x16 MFMA with fp32 accumulation on it, and the
+# builtin per dtype: facts lowering checks tiles against (ditron.lower.legality)
+MFMA_ARCHS = facts.MFMA_ARCHS
+BUILTIN = facts.MFMA_BUILTIN
 VECTOR = {"float16": "ditron::mfma_f16x4", "bfloat16": "ditron::mfma_bf16x4"}   # csrc/ditron/hip.h
 
 
@@ -49,36 +41,6 @@ def operand_coords(lane, v):
     ``g`` is the row of A (the column of B), ``p`` the k index. Works on ints and on
     IR expressions (the renderer's index expressions are made from it)."""
     return lane % 16, (lane // 16) * 4 + v
-
-
-def describe(s, stage, arch):
-    """How errors name a tile: its stage, tile axes, instruction and target."""
-    m, n, k = s.shape
-    return (f"stage '{stage}': tensorize(.., 'mma') of the {m}x{n}x{k} tile over axes "
-            f"({s.m_var.name}, {s.n_var.name}, {s.k_var.name}) on target 'hip' ({arch}, "
-            "v_mfma_f32_16x16x16)")
-
-
-def check_tile(s, stage, arch):
-    """ScheduleError unless the MmaTile ``s`` of stage ``stage`` can run as MFMA on ``arch``:
-    lowered for MFMA (which checked the operand dtypes, ditron.lower.mma) and an arch with
-    that dtype's 16x16x16 MFMA."""
-    where = describe(s, stage, arch)
-    if s.intrinsic != "mfma":
-        raise ScheduleError(f"{where}: the tile was lowered for NVIDIA's {s.intrinsic!r} layout; "
-                            "target 'hip' needs it lowered for MFMA: dt.lower(..., target='hip') "
-                            "(dt.build does this). 'wgmma' has no AMD counterpart: use 'mma'")
-    valid = MFMA_ARCHS.get(arch)
-    if valid is None:
-        raise ScheduleError(f"{where}: {arch} has no MFMA matrix cores that ditron maps "
-                            f"tensorize 'mma' onto; valid archs: {', '.join(MFMA_ARCHS)} "
-                            "(gfx941 / gfx942 need ROCm >= 5.7's compiler). Remove the tensorize "
-                            "to run the tile as per-lane loops")
-    if s.a.dtype not in valid:
-        have = [a for a, d in MFMA_ARCHS.items() if s.a.dtype in d]
-        raise ScheduleError(f"{where}: {arch} has no {s.a.dtype} 16x16x16 MFMA "
-                            f"({BUILTIN[s.a.dtype]} needs {', '.join(have)}); on {arch} use "
-                            f"{' / '.join(valid)} operands, or build for one of {', '.join(have)}")
 
 
 def fragment_plan(load, guard, g_var, p_var, g0, p0, lane):
@@ -109,8 +71,8 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, lane):
     return "elements", out
 
 
-def _fragment(r, load, guard, g_var, p_var, g0, p0, lane, dst, d):
-    """Lines that load one fragment into the operand vector ``dst``."""
+def fragment_lines(r, load, guard, g_var, p_var, g0, p0, lane, dst, d):
+    """Lines that load one fragment into the operand vector ``dst`` (for the HIP renderer ``r``)."""
     pre = "  " * d
     plan = fragment_plan(load, guard, g_var, p_var, g0, p0, lane)
     buf = load.buffer
@@ -128,35 +90,3 @@ def _fragment(r, load, guard, g_var, p_var, g0, p0, lane, dst, d):
             elem = E.Select(cond, elem, E.Const(0.0, load.dtype))
         vals.append(r.expr(arith.simplify(elem)))
     return [f"{pre}{dst} = ditron::mfma_pack4({', '.join(vals)});"]
-
-
-def mfma_lines(r, s, d):
-    """Source lines of the MmaTile ``s`` (intrinsic "mfma") for the HIP renderer ``r``
-    (which has checked it with :func:`check_tile`)."""
-    pre = "  " * d
-    tm, tn, tk = s.shape
-    mt, nt = tm // PIECE, tn // PIECE
-    k0, mi, ni, fa, fb = (E.Var(n, "int32") for n in ("mfma_k", "mfma_m", "mfma_n", "mfma_a", "mfma_b"))
-    kk, m, n, a, b = (r.declare(v) for v in (k0, mi, ni, fa, fb))
-    vt = VECTOR[s.a.dtype]
-    acc = r.buffer_ref(s.frag)
-    out = [f"{pre}{{  // mfma tile {tm}x{tn}x{tk}: {mt}x{nt} {BUILTIN[s.a.dtype]} per 16-deep step",
-           f"{pre}  #pragma unroll",
-           f"{pre}  for (int32_t {kk} = 0; {kk} < {tk // PIECE}; ++{kk}) {{",
-           f"{pre}    {vt} {a}[{mt}], {b}[{nt}];",
-           f"{pre}    #pragma unroll",
-           f"{pre}    for (int32_t {m} = 0; {m} < {mt}; ++{m}) {{"]
-    out += _fragment(r, s.a, s.a_guard, s.m_var, s.k_var, mi * PIECE, k0 * PIECE, s.lane, f"{a}[{m}]", d + 3)
-    out += [f"{pre}    }}",
-            f"{pre}    #pragma unroll",
-            f"{pre}    for (int32_t {n} = 0; {n} < {nt}; ++{n}) {{"]
-    out += _fragment(r, s.b, s.b_guard, s.n_var, s.k_var, ni * PIECE, k0 * PIECE, s.lane, f"{b}[{n}]", d + 3)
-    out += [f"{pre}    }}",
-            f"{pre}    #pragma unroll",
-            f"{pre}    for (int32_t {m} = 0; {m} < {mt}; ++{m})",
-            f"{pre}      #pragma unroll",
-            f"{pre}      for (int32_t {n} = 0; {n} < {nt}; ++{n})",
-            f"{pre}        ditron::mfma_16x16x16(&{acc}[({m} * {nt} + {n}) * 4], {a}[{m}], {b}[{n}]);",
-            f"{pre}  }}",
-            f"{pre}}}"]
-    return out

@@ -7,8 +7,9 @@ statement: its structure is fixed, and the lowered IR supplies the pieces.
   issues the TMA loads of both operand tiles of each K step into a ring of
   ``stages`` shared buffers and counts them on a "full" mbarrier per slot.
 - ``consumers`` warpgroups (``threadIdx.y`` = the stage's core.y axis), each
-  waiting on "full", issuing ``wgmma.mma_async`` m64nNk16 over the 64-wide K
-  step with descriptors of the 128-byte-swizzled tiles, keeping one step of
+  waiting on "full", issuing ``wgmma.mma_async`` m64nNk16 (``ditron::wgmma_m64nNk16<N, T>``
+  of csrc/ditron/hopper.h) over the 64-wide K step with descriptors of the
+  128-byte-swizzled tiles, keeping one step of
   MMAs in flight and releasing the previous step's slot on its "empty"
   mbarrier (one arrival per consumer warpgroup).
 - The accumulator write-back is the lowered IR's own (the same code the CPU
@@ -18,62 +19,24 @@ What the IR provides: the operand copies' global tensors, region origins over
 the block and K loop, and boxes (``MmaTile.tma``), the shared ring buffers,
 the operand addresses for each (m, k) offset (``MmaTile.a``/``b``), the K loop.
 """
-from ..errors import ScheduleError
-from ..lower import ir, arith
+from ..lower import ir, arith, facts
 from ..te import expr as E
 from ..te.dtype import itemsize
-from .cuda import BLOCK_IDX, THREAD_IDX
+from .gpu import BLOCK_IDX, THREAD_IDX
 
 TMA_TYPES = {"float16": "CU_TENSOR_MAP_DATA_TYPE_FLOAT16", "bfloat16": "CU_TENSOR_MAP_DATA_TYPE_BFLOAT16"}
-PTX_TYPES = {"float16": "f16", "bfloat16": "bf16"}
-
-
-def wgmma_function(n, dtype):
-    """Source of a device function issuing one ``wgmma.mma_async.m64n{n}k16`` (fp32 accumulate,
-    both operands K-major from shared-memory descriptors, accumulating into ``d``)."""
-    regs = n // 2
-    t = PTX_TYPES[dtype]
-    outs = ", ".join(f"%{i}" for i in range(regs))
-    cons = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
-    name = f"ditron_wgmma_m64n{n}k16_{t}"
-    return name, (
-        f"__device__ __forceinline__ void {name}(float* d, uint64_t desc_a, uint64_t desc_b) {{\n"
-        f"#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n"
-        f"  asm volatile(\"{{\\n .reg .pred p;\\n setp.ne.b32 p, %{regs + 2}, 0;\\n"
-        f" wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{outs}}}, %{regs}, %{regs + 1},"
-        f" p, 1, 1, 0, 0;\\n}}\\n\"\n"
-        f"               : {cons}\n"
-        f"               : \"l\"(desc_a), \"l\"(desc_b), \"r\"(1));\n"
-        f"#endif\n}}")
 
 
 class WgmmaKernel:
+    """The device function and launch of one wgmma kernel; lowering checked its shape
+    (:func:`ditron.lower.legality.check_target`), and the shared-memory layout is
+    :func:`ditron.lower.facts.wgmma_ring_layout`'s."""
     def __init__(self, r, k, tile):
         self.r, self.k, self.tile = r, k, tile
-        where = f"stage '{k.name}': tensorize 'wgmma'"
-        if r.arch != "sm_90a":
-            raise ScheduleError(f"{where} needs arch='sm_90a' (warpgroup MMA and TMA); the build "
-                                f"targets {r.arch}")
-        if tile.a.dtype != tile.b.dtype or tile.a.dtype not in TMA_TYPES:
-            raise ScheduleError(f"{where}: operands must both be float16 or bfloat16, got "
-                                f"{tile.a.dtype} and {tile.b.dtype}")
-        extra = [t for t in k.threads if t not in ("core.x", "core.y")]
-        if extra or k.threads.get("core.x", (None, 128))[1] != 128:
-            raise ScheduleError(f"{where}: the block's cores must be the 128 lanes of a warpgroup "
-                                f"(core.x) times the consumer warpgroups (core.y); got "
-                                f"{ {t: e for t, (_, e) in k.threads.items()} }")
-        self.where = where
-        self.consumers = k.threads["core.y"][1] if "core.y" in k.threads else 1
-        ops = tile.tma.operands
-        self.ops = ops
-        self.stages = max(ops[0].ring, 1)
-        if ops[1].ring != ops[0].ring:
-            raise ScheduleError(f"{where}: both operand copies must be pipelined alike")
-        smem_bufs = {op.smem for op in ops}
-        others = [b.name for b in k.buffers if b.scope == "shared" and b not in smem_bufs]
-        if others:
-            raise ScheduleError(f"{where}: the kernel may hold only the GEMM and its two operand "
-                                f"copies; shared buffers {others} belong to other stages")
+        self.consumers = facts.wgmma_consumers(k)
+        self.ops = tile.tma.operands
+        self.stages = facts.wgmma_stages(tile)
+        self.offsets, self.bar_offset, self.smem = facts.wgmma_ring_layout(tile)
         self.write_back = [s for s in (k.body.body if isinstance(k.body, ir.Seq) else [k.body])
                            if not ir.contains(s, ir.MmaTile) and tile.frag in ir.buffers_accessed(s)[0]]
 
@@ -83,25 +46,17 @@ class WgmmaKernel:
         t = r.ctype(tile.a.dtype)
         tm, tn, _ = tile.shape
         nthreads = 128 * (self.consumers + 1)
-        wname, wdef = wgmma_function(tn, tile.a.dtype)
-        if wname not in r.helper_defs:
-            r.helper_defs[wname] = wdef
         out = [f"extern \"C\" __global__ void __launch_bounds__({nthreads}, 1) {fname}(const __grid_constant__ CUtensorMap "
                f"tma_a, const __grid_constant__ CUtensorMap tma_b, {r.kernel_params()}) {{"]
         for v, _, tag in k.grid:
             out.append(f"  const int32_t {r.declare(v)} = {BLOCK_IDX[tag]};")
         for tag, (v, _) in k.threads.items():
             out.append(f"  const int32_t {r.declare(v)} = {THREAD_IDX[tag]};")
-        out.append("  extern __shared__ __align__(1024) unsigned char ditron_smem[];")
-        off = 0
-        for op in self.ops:
+        out.append(f"  DITRON_DYNAMIC_SHARED({facts.WGMMA_RING_ALIGN}, ditron_smem);")
+        for op, off in zip(self.ops, self.offsets, strict=True):
             b = op.smem
             out.append(f"  {t}* {b.name} = reinterpret_cast<{t}*>(ditron_smem + {off});")
-            off += r._size(b) * itemsize(b.dtype)
-            off = (off + 1023) // 1024 * 1024
-        self.bar_offset = off
-        self.smem = off + 2 * 8 * self.stages
-        out.append(f"  uint64_t* full = reinterpret_cast<uint64_t*>(ditron_smem + {off});")
+        out.append(f"  uint64_t* full = reinterpret_cast<uint64_t*>(ditron_smem + {self.bar_offset});")
         out.append(f"  uint64_t* empty = full + {self.stages};")
         out.append(f"  {r.ctype('float32')} {tile.frag.name}[{r._size(tile.frag)}];")
         out.append("  if (threadIdx.x == 0 && threadIdx.y == 0) {")
@@ -110,7 +65,7 @@ class WgmmaKernel:
         out.append("    ditron::mbar_init_fence();")
         out.append("  }")
         out.append("  __syncthreads();")
-        kvar, kext = tile.tma.k_loop if tile.tma.k_loop else (E.Var("k_step", "int32"), E.Const(1, "int32"))
+        kvar, kext = facts.wgmma_k_loop(tile)
         kname = r.declare(kvar)
         nk = r.expr(kext)
         slot = f"{kname} % {self.stages}"
@@ -143,14 +98,14 @@ class WgmmaKernel:
         zero = E.Const(0, "int32")
         # The operand loads are written over what the K loop variable became where this
         # tile sits (the pipeline's steady loop or its epilogue); rewrite them over kvar.
-        a, b = (E.substitute(x, self._k_rewrite(tile.k_at, kvar)) for x in (tile.a, tile.b))
+        a, b = (E.substitute(x, facts.wgmma_k_rewrite(tile.k_at, kvar)) for x in (tile.a, tile.b))
         a_at = r._index_text(a, {tile.m_var: mi * 64, tile.k_var: kk * 16})
         b_at = r._index_text(b, {tile.n_var: zero, tile.k_var: kk * 16})
         out.append("    #pragma unroll")
         out.append(f"    for (int32_t {kkname} = 0; {kkname} < 4; ++{kkname}) {{")
         out.append("      #pragma unroll")
         out.append(f"      for (int32_t {mname} = 0; {mname} < {tm // 64}; ++{mname})")
-        out.append(f"        {wname}(&{tile.frag.name}[{mname} * {tn // 2}], "
+        out.append(f"        ditron::wgmma_m64nNk16<{tn}, {t}>(&{tile.frag.name}[{mname} * {tn // 2}], "
                    f"ditron::wgmma_desc_k128(&{tile.a.buffer.name}[{a_at}]), "
                    f"ditron::wgmma_desc_k128(&{tile.b.buffer.name}[{b_at}]));")
         out.append("    }")
@@ -169,17 +124,6 @@ class WgmmaKernel:
             out += r.lines(s, 1)
         out.append("}")
         return out
-
-    def _k_rewrite(self, k_at, kvar):
-        k_at = arith.simplify(k_at)
-        if isinstance(k_at, E.Const):
-            return {}
-        if isinstance(k_at, E.Var):
-            return {k_at: kvar}
-        if (isinstance(k_at, E.Binary) and k_at.op == "+" and isinstance(k_at.b, E.Const)
-                and isinstance(k_at.a, E.Var)):
-            return {k_at.a: kvar - k_at.b}
-        raise ScheduleError(f"{self.where}: internal: cannot place the K loop ({k_at!r})")
 
     # ------------------------------------------------------------------ host
     def host(self, fname, d):

@@ -8,7 +8,7 @@ passes, each taking the program so far and those facts and returning a new progr
 stages nested inside, and the communication regions), ``bind_threads`` (core-level
 loops become thread indices), ``insert_barriers``, ``simplify_guards``,
 ``check_extents``, ``make_func`` (the :class:`~ditron.lower.ir.PrimFunc`),
-``prove_bounds``. ``DITRON_DEBUG_LOWER=1`` or ``lower(..., trace=True)`` prints the
+``prove_bounds``, ``check_target`` (what the target cannot run, ditron.lower.legality). ``DITRON_DEBUG_LOWER=1`` or ``lower(..., trace=True)`` prints the
 program after each of them.
 """
 import os
@@ -32,6 +32,7 @@ from .overlap import consumer_waits, producer_notify
 from .task import task_shards, check_task_reads
 from .proof import check_expressions, check_program
 from .inplace import check_inplace
+from .legality import check_target
 from ..target import make_target
 
 
@@ -344,6 +345,14 @@ def prove_bounds(func, _):
     return func
 
 
+def target_legality(func, f):
+    """With a target: what it cannot run is refused here, before any text is written
+    (ditron.lower.legality)."""
+    if f.target is not None:
+        check_target(func, f.target)
+    return func
+
+
 # (name, pass): what DITRON_DEBUG_LOWER=1 / lower(..., trace=True) shows, in order
 PASSES = (
     ("build_nests", build_nests),
@@ -353,6 +362,7 @@ PASSES = (
     ("check_extents", check_extents),
     ("make_func", make_func),
     ("prove_bounds", prove_bounds),
+    ("check_target", target_legality),
 )
 
 

@@ -1,0 +1,499 @@
+"""What the GPU targets share: CUDA and HIP kernels differ in dialect, not in structure.
+
+Both targets render each Kernel region as one ``__global__`` function launched by the
+host entry: device-level axes are ``blockIdx``, core-level axes ``threadIdx``, shared
+buffers ``__shared__`` (dynamic shared memory, with the opt-in attribute, above 48 KB),
+local buffers registers, barriers ``__syncthreads()``; vectorized loops become vector
+loads and stores; communication regions are kernels of block-wide shmem puts, fenced
+signals and waits (``ditron/shmem_<target>.h`` gives both libraries one set of names);
+matrix tiles share one skeleton (:meth:`GPURenderer.mma_lines`) whose instruction parts
+each target supplies. :class:`ditron.codegen.cuda.CUDARenderer` and
+:class:`ditron.codegen.hip.HIPRenderer` add only their own (cp.async, copy-engine
+transfers, wgmma, mma.sync; MFMA).
+
+What a target refuses (limits, instructions per arch) is checked by lowering
+(:mod:`ditron.lower.legality`) from the same facts (:mod:`ditron.lower.facts`) the
+kernels are laid out from here.
+"""
+import contextlib
+
+from ..lower import arith, facts, ir
+from ..lower.mma import LANES
+from ..te import expr as E
+from ..te.dtype import itemsize
+from .cstyle import CStyleRenderer, c_strings
+
+BLOCK_IDX = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
+THREAD_IDX = {"core.x": "threadIdx.x", "core.y": "threadIdx.y", "core.z": "threadIdx.z"}
+VECTOR_TYPES = {4: "uint32_t", 8: "uint2", 16: "uint4"}
+COMM_BLOCKS = 32
+COMM_THREADS = 128
+TIMEOUT = "ditron_timeout_ms"
+
+
+class GPURenderer(CStyleRenderer):
+    """The kernels, launches, vectors, matrix-tile skeleton and communication regions of the
+    GPU targets; subclasses set the dialect (``template``, ``rt``, ``shmem_header``) and the
+    instruction parts."""
+    template = None          # the target's file template
+    rt = None                # prefix of the runtime API in host code ("cuda", "hip")
+    shmem_header = None      # communication helpers
+    unroll_pragma = "#pragma unroll {n}"
+    vectorize_pragma = "#pragma unroll"
+
+    def __init__(self, func, target):
+        super().__init__(func, target)
+        self.arch = target.arch
+        self.kernel_defs = []
+        self.written = set()
+        self.in_async = False
+        self.alignment = {}      # global buffer -> bytes its base must be aligned to
+        self.helper_defs = {}    # name -> device function text, emitted before the kernels
+        self.includes = set()
+        self.launches = []       # what the host code launches, in order (for NVRTC builds)
+        # how Put / Signal / WaitSignal render: None outside communication regions,
+        # "device" inside a comm kernel (spread loops), "host" when queued on the stream
+        self.comm_mode = None
+        if func.world:
+            self.includes.add(self.shmem_header)
+
+    # ------------------------------------------------------------------ integer division
+    # Checked divisions record into a flag in device memory; the host reads it after the
+    # program (a stream synchronization, paid only by programs with such divisions).
+    div_error = "&ditron_div_error"
+
+    def div_site(self, e):
+        self.helper_defs["div_error"] = "static __device__ int ditron_div_error = 0;"
+        return super().div_site(e)
+
+    def symbol(self, name):
+        """How host runtime calls name a ``__device__`` variable."""
+        return name
+
+    def div_check_lines(self):
+        if not self.div_sites:
+            return []
+        sym, rt = self.symbol("ditron_div_error"), self.rt
+        return [f"  static const char* const div_sites[] = {{{c_strings(self.div_sites)}}};",
+                "  {  // an integer division by zero inside a kernel: reported after the call",
+                "    int site = 0;",
+                f"    check({rt}MemcpyFromSymbolAsync(&site, {sym}, sizeof(int), 0, {rt}MemcpyDeviceToHost, "
+                "stream), \"reading the division-by-zero flag\");",
+                f"    check({rt}StreamSynchronize(stream), \"kernels of {self.func.name}\");",
+                "    if (site) {",
+                "      const int zero = 0;",
+                f"      check({rt}MemcpyToSymbol({sym}, &zero, sizeof(int)), \"resetting the division-by-zero flag\");",
+                "      throw ditron::DivisionByZero(div_sites[site - 1]);",
+                "    }",
+                "  }"]
+
+    def async_copies(self):
+        """Whether pipelined global -> shared copies are asynchronous (then
+        :meth:`async_copy_text` writes them); plain copies here."""
+        return False
+
+    def async_copy_text(self, dst, src, width=None):
+        """An asynchronous copy from address ``src`` to ``dst``: ``width`` bytes (a vector), or
+        one 4-byte element (None)."""
+        raise NotImplementedError(f"target {self.target.name!r} has no asynchronous copies")
+
+    def barrier_text(self):
+        return "__syncthreads();"
+
+    # ------------------------------------------------------------------ vectors
+    def _vector_or_plain(self, s, d):
+        if s.kind == "vectorize":
+            out = self.vector_lines(s, d)
+            if out is not None:
+                return out
+        return CStyleRenderer.for_lines(self, s, d)
+
+    def vector_lines(self, s, d):
+        """A vectorized loop over a contiguous, aligned run of 4, 8 or 16 bytes: one vector
+        load per operand and one vector store (``cp.async`` of that size inside a pipeline).
+        Returns None (render a plain loop) when that cannot be proven from the indices:
+        every load or store that depends on the vector axis must be ``base + v`` with
+        ``base`` a multiple of the vector length, and guards must not depend on ``v``."""
+        if not isinstance(s.extent, E.Const):
+            return None
+        n, v = s.extent.value, s.var
+        body, conds = s.body, []
+        while True:
+            if isinstance(body, ir.Seq) and len(body.body) == 1:
+                body = body.body[0]
+            elif isinstance(body, ir.IfThenElse) and body.else_ is None:
+                conds.append(body.cond)
+                body = body.then
+            else:
+                break
+        if not isinstance(body, ir.Store) or body.buffer.scope == "local":
+            return None
+        uniform = [arith.uniform_cond(c, v, n) for c in conds]
+        if any(c is None for c in uniform):
+            return None
+        width = n * itemsize(body.buffer.dtype)
+        if width not in VECTOR_TYPES:
+            return None
+        if not self._contiguous(body.buffer, body.indices, v, n):
+            return None
+        loads = []
+
+        def collect(e):
+            # registers (local buffers) are read element by element: a vector view of a
+            # register array would move it to local memory
+            if isinstance(e, ir.BufferLoad) and v in E.free_vars(e) and e.buffer.scope != "local":
+                loads.append(e)
+        E.walk(body.value, collect)
+        vname = self.declare(v)     # (the keys below render indices that mention v)
+        bases = {}          # one vector load per distinct (buffer, index)
+        for ld in loads:
+            key = (ld.buffer, self.flat_index(ld.buffer, ld.indices))
+            if key in bases:
+                continue
+            if n * itemsize(ld.dtype) not in VECTOR_TYPES:
+                return None
+            if not self._contiguous(ld.buffer, ld.indices, v, n):
+                return None
+            bases[key] = ld
+        p = "  " * d
+        out = []
+        inner = p
+        if uniform:
+            cond = uniform[0]
+            for c in uniform[1:]:
+                cond = E.Logical("&&", cond, c)
+            out.append(f"{p}if ({self.expr(arith.simplify(cond))}) {{")
+            inner = p + "  "
+        vt = VECTOR_TYPES[width]
+        for buf in [body.buffer] + [ld.buffer for ld in loads]:
+            self._need_align(buf, width)
+        dst_ref = self._vector_ref(body.buffer, body.indices, v)
+        copy = (len(loads) == 1 and body.value is loads[0] and loads[0].dtype == body.buffer.dtype)
+        if copy:
+            src_ref = self._vector_ref(loads[0].buffer, loads[0].indices, v)
+            if (self.in_async and body.buffer.scope == "shared" and loads[0].buffer.scope == "global"
+                    and self.async_copies()):
+                out.append(f"{inner}{self.async_copy_text(dst_ref, src_ref, width)}")
+            else:
+                out.append(f"{inner}*reinterpret_cast<{vt}*>({dst_ref}) = "
+                           f"*reinterpret_cast<const {vt}*>({src_ref});")
+        else:
+            mapping = {}
+            for k, (key, ld) in enumerate(bases.items()):
+                reg = ir.Buffer(f"vec_in{k}", ld.dtype, [n], "local")
+                name = self.declare(E.Var(reg.name, "int32"))
+                reg.name = name
+                t = self.ctype(ld.dtype)
+                w = n * itemsize(ld.dtype)
+                out.append(f"{inner}alignas({w}) {t} {name}[{n}];")
+                out.append(f"{inner}*reinterpret_cast<{VECTOR_TYPES[w]}*>({name}) = *reinterpret_cast<const "
+                           f"{VECTOR_TYPES[w]}*>({self._vector_ref(ld.buffer, ld.indices, v)});")
+                mapping[key] = reg
+            res = self.declare(E.Var("vec_out", "int32"))
+            t = self.ctype(body.buffer.dtype)
+
+            def to_reg(e):
+                if isinstance(e, ir.BufferLoad) and v in E.free_vars(e) and e.buffer.scope != "local":
+                    return ir.BufferLoad(mapping[(e.buffer, self.flat_index(e.buffer, e.indices))], [v])
+                return None
+            value = E.transform(body.value, to_reg)
+            out.append(f"{inner}alignas({width}) {t} {res}[{n}];")
+            out.append(f"{inner}#pragma unroll")
+            out.append(f"{inner}for (int32_t {vname} = 0; {vname} < {n}; ++{vname}) "
+                       f"{res}[{vname}] = {self.expr(value)};")
+            out.append(f"{inner}*reinterpret_cast<{vt}*>({dst_ref}) = *reinterpret_cast<const {vt}*>({res});")
+        if uniform:
+            out.append(f"{p}}}")
+        return out
+
+    @staticmethod
+    def _contiguous(buf, indices, v, n):
+        """``buf[indices]`` over ``v`` in ``[0, n)`` is one contiguous run starting at a
+        multiple of ``n`` elements."""
+        return arith.contiguous_base(ir.flat_index(buf, list(indices)), v, n) is not None
+
+    def _vector_ref(self, buf, indices, v):
+        """``&buf[first element]`` (64-bit offsets for global buffers, as for scalar accesses)."""
+        zero = {v: E.Const(0, "int32")}
+        at0 = [arith.simplify(E.substitute(i, zero)) for i in indices]
+        return f"&{self.buffer_ref(buf)}[{self.flat_index(buf, at0)}]"
+
+    def _need_align(self, buf, width):
+        if buf.scope == "global":
+            self.alignment[buf] = max(self.alignment.get(buf, 1), width)
+
+    def lines(self, s, d):
+        if isinstance(s, ir.AsyncCopy):
+            self.in_async = True
+            try:
+                return self.lines(s.body, d)
+            finally:
+                self.in_async = False
+        if (isinstance(s, ir.Store) and self.in_async and self.async_copies() and s.buffer.scope == "shared"
+                and isinstance(s.value, ir.BufferLoad) and s.value.buffer.scope == "global"
+                and itemsize(s.buffer.dtype) == 4 and s.value.dtype == s.buffer.dtype):
+            dst = f"{s.buffer.name}[{self.flat_index(s.buffer, s.indices)}]"
+            src = f"{s.value.buffer.name}[{self.flat_index(s.value.buffer, s.value.indices)}]"
+            return [f"{'  ' * d}{self.async_copy_text(f'&{dst}', f'&{src}')}"]
+        return super().lines(s, d)
+
+    # ------------------------------------------------------------------ matrix tiles
+    # One skeleton for every matrix instruction: per ``tile_piece[2]``-deep k step, the A
+    # fragment of each piece row and the B fragment of each piece column, then one
+    # instruction per (row, column) piece; the target supplies the instruction's parts:
+    # its loop variables and operand arrays (tile_vars, tile_operands), how one lane loads
+    # a fragment (fragment_lines), the instruction (tile_instruction), and its comment.
+    tile_piece = None        # (m, n, k) of one instruction
+
+    def mma_lines(self, s, d):
+        p = "  " * d
+        tm, tn, tk = s.shape
+        pm, pn, pk = self.tile_piece
+        mt, nt = tm // pm, tn // pn
+        (k0, mi, ni), (a, b) = self.tile_vars()
+        kk, m, n = (self.var_name(v) for v in (k0, mi, ni))
+        acc = self.buffer_ref(s.frag)
+        per_lane = pm * pn // LANES[s.intrinsic]     # accumulator values of one piece per lane
+        out = [f"{p}{{  // {self.tile_comment(s, mt, nt)}",
+               f"{p}  #pragma unroll",
+               f"{p}  for (int32_t {kk} = 0; {kk} < {tk // pk}; ++{kk}) {{",
+               f"{p}    {self.tile_operands(s, a, b, mt, nt)}",
+               f"{p}    #pragma unroll",
+               f"{p}    for (int32_t {m} = 0; {m} < {mt}; ++{m}) {{"]
+        out += self.fragment_lines(s.a, s.a_guard, s.m_var, s.k_var, mi * pm, k0 * pk, s.lane, "a",
+                                   f"{a}[{m}]", d + 3)
+        out += [f"{p}    }}",
+                f"{p}    #pragma unroll",
+                f"{p}    for (int32_t {n} = 0; {n} < {nt}; ++{n}) {{"]
+        out += self.fragment_lines(s.b, s.b_guard, s.n_var, s.k_var, ni * pn, k0 * pk, s.lane, "b",
+                                   f"{b}[{n}]", d + 3)
+        out += [f"{p}    }}",
+                f"{p}    #pragma unroll",
+                f"{p}    for (int32_t {m} = 0; {m} < {mt}; ++{m})",
+                f"{p}      #pragma unroll",
+                f"{p}      for (int32_t {n} = 0; {n} < {nt}; ++{n})",
+                f"{p}        {self.tile_instruction(s, f'&{acc}[({m} * {nt} + {n}) * {per_lane}]', f'{a}[{m}]', f'{b}[{n}]')}",
+                f"{p}  }}",
+                f"{p}}}"]
+        return out
+
+    def tile_vars(self):
+        """``((k, m, n), (a, b))``: the skeleton's loop variables (declared here) and the
+        names of its A and B operand arrays."""
+        raise NotImplementedError
+
+    def tile_comment(self, s, mt, nt):
+        raise NotImplementedError
+
+    def tile_operands(self, s, a, b, mt, nt):
+        """The declaration of the operand arrays ``a`` (``mt`` fragments) and ``b`` (``nt``)."""
+        raise NotImplementedError
+
+    def fragment_lines(self, load, guard, g_var, p_var, g0, p0, lane, operand, dst, d):
+        """Lines that load this lane's fragment of operand ``operand`` ("a" or "b": ``load``
+        over the tile variables ``g_var``, the M or N axis, and ``p_var``, the K axis) for the
+        piece at ``(g0, p0)`` into ``dst``."""
+        raise NotImplementedError
+
+    def tile_instruction(self, s, acc, a, b):
+        """One instruction: ``acc`` (the piece's accumulator address) += ``a`` x ``b``."""
+        raise NotImplementedError
+
+    def _index_text(self, load, at):
+        return self.flat_index(load.buffer, [arith.simplify(E.substitute(i, at)) for i in load.indices])
+
+    # ------------------------------------------------------------------ kernels
+    def _plain_for_lines(self, s, d):
+        return self._vector_or_plain(s, d)
+
+    def whole_kernel_lines(self, k, d, fname, tiles):
+        """A kernel rendered whole rather than statement by statement (CUDA: Hopper wgmma
+        kernels); None (here): the ordinary kernel."""
+
+    def kernel_lines(self, k, d):
+        fname = f"{self.func.name}_{k.name}_k{len(self.kernel_defs)}"
+        if k.comm is not None:
+            return self.comm_kernel_lines(k, d, fname)
+        whole = self.whole_kernel_lines(k, d, fname, facts.kernel_tiles(k))
+        if whole is not None:
+            return whole
+        nthreads = facts.block_threads(k)
+        shared, offsets, smem = facts.shared_layout(k)
+        dynamic = smem > self.target.static_shared_bytes
+        # device side
+        # extern "C": NVRTC builds look kernels up by these plain names.
+        out = [f"extern \"C\" __global__ void __launch_bounds__({nthreads}) {fname}({self.kernel_params()}) {{"]
+        for v, _, tag in k.grid:
+            out.append(f"  const int32_t {self.declare(v)} = {BLOCK_IDX[tag]};")
+        for tag, (v, _) in k.threads.items():
+            out.append(f"  const int32_t {self.declare(v)} = {THREAD_IDX[tag]};")
+        if dynamic:
+            out.append(f"  DITRON_DYNAMIC_SHARED({facts.SHARED_ALIGN}, ditron_smem);")
+        for b, off in zip(shared, offsets):
+            t = self.ctype(b.dtype)
+            if dynamic:
+                out.append(f"  {t}* {b.name} = reinterpret_cast<{t}*>(ditron_smem + {off});")
+            else:
+                out.append(f"  __shared__ __align__({facts.SHARED_ALIGN}) {t} {b.name}[{self._size(b)}];")
+        for b in k.buffers:
+            if b.scope == "local":
+                out.append(f"  {self.ctype(b.dtype)} {b.name}[{self._size(b)}];")
+        out += self.lines(k.body, 1)
+        out.append("}")
+        self.kernel_defs.append("\n".join(out))
+        block = tuple(k.threads[f"core.{a}"][1] if f"core.{a}" in k.threads else 1 for a in "xyz")
+        return self.launch_lines(k, d, fname, block, smem if dynamic else 0, self.kernel_args())
+
+    def launch_lines(self, k, d, fname, block, smem, args, setup=(), comment=""):
+        """Host code launching ``fname`` over the kernel's grid (recorded in ``launches`` for
+        NVRTC builds): shared-memory opt-in above 48 KB, empty grids skipped, launch errors
+        (and with DITRON_LAUNCH_BLOCKING=1 faults) reported with the kernel and stage."""
+        p = "  " * d
+        grid = {tag: ext for _, ext, tag in k.grid}
+        grid = [grid.get(f"device.{a}", E.Const(1, "int32")) for a in "xyz"]
+        self.launches.append({"name": fname, "stage": k.name, "grid": grid, "block": block, "smem": smem})
+        host = [f"{p}{{  // launch {fname}{comment}"] + [f"{p}  {line}" for line in setup]
+        if smem > self.target.static_shared_bytes:
+            host.append(f"{p}  check({self.rt}FuncSetAttribute(reinterpret_cast<const void*>({fname}), "
+                        f"{self.rt}FuncAttributeMaxDynamicSharedMemorySize, {smem}), \"shared memory opt-in for {k.name}\");")
+        shown = list(block)
+        while len(shown) > 1 and shown[-1] == 1:      # dim3 fills in the trailing 1s
+            shown.pop()
+        host.append(f"{p}  const dim3 grid({', '.join(self.expr(e) for e in grid)}), "
+                    f"block({', '.join(str(b) for b in shown)});")
+        host.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
+        host.append(f"{p}    {fname}<<<grid, block, {smem}, stream>>>({args});")
+        host.append(f"{p}    check({self.rt}GetLastError(), \"launch of {fname} (stage {k.name})\");")
+        host.append(f"{p}    if (ditron::sync_after_launch()) check({self.rt}StreamSynchronize(stream), "
+                    f"\"kernel {fname} (stage {k.name})\");")
+        host.append(f"{p}  }}")
+        host.append(f"{p}}}")
+        return host
+
+    def kernel_params(self):
+        out = []
+        for b in list(self.func.params) + list(self.func.temps):
+            const = "" if b in self.written else "const "
+            out.append(f"{const}{self.ctype(b.dtype)}* {self.restrict_of(b)} {b.name}")
+        for b, _ in self.func.symmetric:
+            out.append(f"{self.ctype(b.dtype)}* {b.name}")     # peers write it: no __restrict__
+        for v in self.scalar_params():
+            out.append(f"{self.ctype(v.dtype)} {self.var_name(v)}")
+        if self.func.world:
+            out.append(f"int64_t {TIMEOUT}")
+        return ", ".join(out)
+
+    def kernel_args(self):
+        return ", ".join([b.name for b in list(self.func.params) + list(self.func.temps)]
+                         + [b.name for b, _ in self.func.symmetric]
+                         + [self.var_name(v) for v in self.scalar_params()]
+                         + ([TIMEOUT] if self.func.world else []))
+
+    # ------------------------------------------------------------------ communication (shmem)
+    def comm_lines(self, s, d):
+        """Block-wide shmem puts / gets, fenced signals and waits (``ditron/shmem_<target>.h``:
+        ``shmem_*``, one set of names over NVSHMEM and rocSHMEM)."""
+        p = "  " * d
+        if isinstance(s, ir.Put):
+            fn = "shmem_" + ("get" if isinstance(s, ir.Get) else "put")
+            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)});"]
+        if isinstance(s, ir.Signal):
+            return [f"{p}ditron::shmem_signal({self._signal_args(s)}, {self.expr(s.pe)});"]
+        flag, value, where = self._wait_args(s)
+        return [f"{p}ditron::shmem_wait({flag}, {value}, \"{s.tensor}\", {where});"]
+
+    def for_lines(self, s, d):
+        spread = s.annotations.get("spread")
+        if spread is None or self.comm_mode != "device":
+            return self._plain_for_lines(s, d)
+        # comm regions: pieces go to blocks, elements to the block's or the grid's threads
+        first, stride = {"blocks": ("blockIdx.x", "gridDim.x"),
+                         "threads": ("threadIdx.x", "blockDim.x"),
+                         "grid": ("blockIdx.x * blockDim.x + threadIdx.x", "gridDim.x * blockDim.x")}[spread]
+        p = "  " * d
+        name = self.declare(s.var)
+        return ([f"{p}for (int32_t {name} = {first}; {name} < {self.expr(s.extent)}; {name} += {stride}) {{"]
+                + self.lines(s.body, d + 1) + [f"{p}}}"])
+
+    @contextlib.contextmanager
+    def _in_comm(self, mode):
+        self.comm_mode = mode
+        try:
+            yield
+        finally:
+            self.comm_mode = None
+
+    def comm_kernel_lines(self, k, d, fname):
+        """A communication region. ``copy='sm'``: one kernel of ``sms`` blocks (default 32:
+        co-resident on every GPU ditron targets, since their waits need each other) of 128
+        threads. ``copy='ce'``: see :meth:`copy_engine_region` (CUDA only)."""
+        blocks = k.comm.sms or COMM_BLOCKS
+        side = ([f"{self.rt}Stream_t main_stream = stream;",
+                 f"{self.rt}Stream_t stream = ditron::side_stream(main_stream);"]
+                if k.comm.side else [])       # beside the overlapped consumer, joined at the close
+        if k.comm.copy == "ce":
+            lines = self.copy_engine_region(k, d, fname, blocks, side)
+        else:
+            lines = self.comm_launch_lines(k.name, k.body, d, fname, blocks, side)
+        if k.comm.join:
+            lines = [f"{'  ' * d}ditron::join_side_stream(stream);"] + lines
+        return lines
+
+    def copy_engine_region(self, k, d, fname, blocks, side):
+        """``copy='ce'``: transfers queued by the host for the copy engines (lowering refuses
+        it where the shmem library has no such path, ditron.lower.legality)."""
+        raise NotImplementedError(f"target {self.target.name!r} has no copy-engine transfers")
+
+    def comm_launch_lines(self, name, body, d, fname, blocks, setup=()):
+        """Define ``fname``, a kernel of ``blocks`` x 128 threads running ``body`` (spread
+        loops over its blocks / threads), and launch it."""
+        with self._in_comm("device"):
+            lines = self.lines(body, 1)
+        self.kernel_defs.append("\n".join(
+            [f"extern \"C\" __global__ void __launch_bounds__({COMM_THREADS}) {fname}({self.kernel_params()}) {{"]
+            + lines + ["}"]))
+        grid_k = ir.Kernel(name, [(E.Var("b", "int32"), E.Const(blocks, "int32"), "device.x")], body)
+        return self.launch_lines(grid_k, d, fname, (COMM_THREADS, 1, 1), 0, self.kernel_args(), setup,
+                                 " (on a side stream, overlapped)" if setup else "")
+
+    def _wait_args(self, s):
+        """``(flag, value, where)`` of a wait: the flag's address, the value to reach, and what
+        a timed-out debug wait reports (chunk, sending rank, this rank, timeout)."""
+        idx = self.expr(s.index)
+        return (f"{s.flag.name} + {idx}", f"{self.var_name(self.func.world.epoch)} * {s.scale}",
+                f"{idx}, ({idx}) / {s.per_rank}, {self.var_name(self.func.world.rank)}, {TIMEOUT}")
+
+    def _transfer_args(self, s):
+        """``dst, src, bytes`` of a put or get."""
+        return (f"{s.dst.name} + {self.expr(s.dst_offset)}, {s.src.name} + {self.expr(s.src_offset)}, "
+                f"({self.expr(s.count)}) * (int64_t)sizeof({self.ctype(s.dst.dtype)})")
+
+    def _signal_args(self, s):
+        value = "1, true" if s.add else f"{self.var_name(self.func.world.epoch)}, false"
+        return f"{s.flag.name} + {self.expr(s.index)}, {value}"
+
+    def render_body(self):
+        self.written = self.func.written
+        out = []
+        for b in self.func.temps:
+            t = self.ctype(b.dtype)
+            out.append(f"  {t}* {b.name} = nullptr;")
+            out.append(f"  check({self.rt}MallocAsync(reinterpret_cast<void**>(&{b.name}), "
+                       f"sizeof({t}) * (size_t)({self.flat_size(b)}), stream), \"allocating {b.name}\");")
+        if self.func.world:
+            out.append(f"  const int64_t {TIMEOUT} = {self.WORLD}[2];   // the world descriptor is host memory")
+        out += self.precondition_lines()
+        out += self.lines(self.func.body, 1)
+        for b in self.func.temps:
+            out.append(f"  check({self.rt}FreeAsync({b.name}, stream), \"freeing {b.name}\");")
+        out += self.div_check_lines()
+        # Vector accesses assume aligned bases; the Python loader checks this before the
+        # call, this guards exported builds called from elsewhere.
+        checks = [f"  if (reinterpret_cast<uintptr_t>({b.name}) % {n}) throw std::invalid_argument("
+                  f"\"argument {b.name} must be {n}-byte aligned (vector accesses)\");"
+                  for b, n in self.alignment.items() if b in self.func.params]
+        return "\n".join(checks + out)
+
+    def template_args(self):
+        return {"kernels": "\n\n".join(list(self.helper_defs.values()) + self.kernel_defs),
+                "includes": sorted(self.includes), "comm": self.func.world is not None}
