@@ -27,6 +27,16 @@ CUDA_SHARED = {"sm_70": 96 * 1024, "sm_75": 64 * 1024, "sm_80": 163 * 1024, "sm_
                "sm_87": 163 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_90a": 227 * 1024,
                "sm_100": 227 * 1024, "sm_100a": 227 * 1024, "sm_120": 99 * 1024}
 
+# AMD matrix cores: arch -> operand dtypes that have a 16x16x16 MFMA with fp32 accumulation
+# (AMD CDNA ISA guides; what ditron.lower.legality checks tensorize("mma") on "hip" against).
+MFMA_ARCH_DTYPES = {
+    "gfx908": ("float16",),              # CDNA1: bf16 only in the 2-element (non-1k) form
+    "gfx90a": ("float16", "bfloat16"),   # CDNA2 (MI200)
+    "gfx940": ("float16", "bfloat16"),   # CDNA3 (MI300); gfx941 / gfx942 need ROCm >= 5.7
+    "gfx941": ("float16", "bfloat16"),
+    "gfx942": ("float16", "bfloat16"),
+    "gfx950": ("float16", "bfloat16"),   # CDNA4 (MI350)
+}
 # LDS bytes per workgroup; other archs: 64 KB.
 HIP_SHARED = {"gfx90a": 64 * 1024, "gfx940": 64 * 1024, "gfx941": 64 * 1024, "gfx942": 64 * 1024,
               "gfx950": 160 * 1024, "gfx1100": 64 * 1024, "gfx1201": 64 * 1024}

@@ -3,6 +3,7 @@ is lowered for it (dt.lower(..., target=...), so dt.build), never while source t
 renderers check nothing and read their layouts from ditron.lower.facts."""
 import ast
 import copy
+import dataclasses
 import os
 
 import pytest
@@ -106,7 +107,8 @@ def _wgmma_kernel(func):
 @pytest.mark.parametrize("spoil,message", [
     (lambda k, t: k.threads.update({"core.z": (dt.var("z"), 2)}),
      r"the block's cores must be the 128 lanes of a warpgroup \(core.x\) times the consumer warpgroups"),
-    (lambda k, t: t.tma["operands"][1].update(ring=t.tma["operands"][0]["ring"] + 1),
+    (lambda k, t: setattr(t, "tma", dataclasses.replace(t.tma, operands=(
+        t.tma.operands[0], dataclasses.replace(t.tma.operands[1], ring=t.tma.operands[0].ring + 1)))),
      "both operand copies must be pipelined alike"),
     (lambda k, t: k.buffers.append(ir.Buffer("X_shared", "float32", [E.Const(4, "int32")], "shared")),
      r"may hold only the GEMM and its two operand copies; shared buffers \['X_shared'\] belong to other stages"),
