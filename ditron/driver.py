@@ -63,8 +63,11 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
     except RecursionError:
         from .errors import nested_too_deeply
         raise nested_too_deeply(name, "rendering") from None
-    from .build.dump import record
-    record(module)          # DITRON_DUMP_SOURCES=DIR keeps every generated source
+    if os.environ.get("DITRON_DUMP_SOURCES"):      # keep every generated source (build/dump.py)
+        from .build.dump import record
+        from .runtime import current
+        world = current()
+        record(module, world.rank if world is not None else None)
     return module
 
 

@@ -15,14 +15,12 @@ ENV = "DITRON_DUMP_SOURCES"
 _counts = {}
 
 
-def record(module):
-    """Record ``module.source`` when ``DITRON_DUMP_SOURCES`` names a folder."""
+def record(module, rank=None):
+    """Record ``module.source`` (built on ``rank`` of a distributed program, else None) when
+    ``DITRON_DUMP_SOURCES`` names a folder."""
     out = os.environ.get(ENV)
     if not out:
         return
-    from ..runtime import current
-    world = current()
-    rank = world.rank if world is not None else None
     test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
     _counts[test] = _counts.get(test, 0) + 1        # n-th build of this test in this process
     text = module.source.encode()
