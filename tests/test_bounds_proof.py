@@ -116,11 +116,12 @@ def _shifted(func):
     bounds. (What a lowering bug would look like; lowering itself never makes it.)"""
     out = func.params[-1]
 
-    def shift(s):
-        if isinstance(s, ir.Store) and s.buffer is out:
+    class Shift(ir.StmtMutator):
+        def visit_Store(self, s):
+            if s.buffer is not out:
+                return s
             return ir.Store(s.buffer, list(s.indices[:-1]) + [s.indices[-1] + 1], s.value)
-        return None
-    func.body = ir.map_stmt(func.body, shift)
+    func.body = Shift().visit(func.body)
     return func
 
 

@@ -148,9 +148,9 @@ def _fragments(tile, load, guard, g_var, g0, p0, memory, env, kinds):
         e = {**env, tile.lane: E.Const(lane, "int32")}
         plan = fragment_plan(load, guard, g_var, tile.k_var, E.Const(g0, "int32"), E.Const(p0, "int32"),
                              E.Const(lane, "int32"))
-        kinds.add(plan[0])
-        if plan[0] == "vector":
-            _, at, cond = plan
+        kinds.add(plan.kind)
+        if plan.kind == "vector":
+            at, cond = plan.at, plan.cond
             base = _flat(load, at, e)
             assert base % 4 == 0                      # 8-byte aligned (buffers are 16-byte aligned)
             if _const(cond, e):
@@ -158,7 +158,7 @@ def _fragments(tile, load, guard, g_var, g0, p0, memory, env, kinds):
             else:
                 kinds.add("zero")
         else:
-            for v, (at, cond) in enumerate(plan[1]):
+            for v, (at, cond) in enumerate(plan.regs[0]):
                 if _const(cond, e):
                     frag[lane, v] = memory[_flat(load, at, e)]
                 else:

@@ -135,12 +135,12 @@ def _check_operand(tile, load, guard, g_var, p_var, regs, g_extent, memory):
                 plan = fragment_plan(load, guard, g_var, p_var, E.Const(g0, "int32"), E.Const(p0, "int32"),
                                      regs, E.Const(lane, "int32"))
                 frags.append(plan)
-            kind = frags[0][0]
+            kind = frags[0].kind
             got = np.zeros((regs, 32, 2))
             if kind == "ldmatrix":
-                trans = frags[0][1]
-                addr = [_flat(load, at, {**env, lane_var: E.Const(l, "int32")})
-                        for l, (_, _, at) in enumerate(frags)]
+                trans = frags[0].trans
+                addr = [_flat(load, f.at, {**env, lane_var: E.Const(l, "int32")})
+                        for l, f in enumerate(frags)]
                 for j in range(regs):
                     for t in range(32):
                         for h in range(2):
@@ -149,8 +149,8 @@ def _check_operand(tile, load, guard, g_var, p_var, regs, g_extent, memory):
                             else:
                                 got[j, t, h] = memory[addr[8 * j + t // 4] + 2 * (t % 4) + h]
             else:
-                for t, (_, plan) in enumerate(frags):
-                    for j, pair in enumerate(plan):
+                for t, plan in enumerate(frags):
+                    for j, pair in enumerate(plan.regs):
                         for h, (at, cond) in enumerate(pair):
                             e = {**env, lane_var: E.Const(t, "int32")}
                             got[j, t, h] = memory[_flat(load, at, e)] if _const(cond, e) else 0.0

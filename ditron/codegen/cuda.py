@@ -12,7 +12,7 @@ import itertools
 from ..te import expr as E
 from ..te.dtype import itemsize
 from ..lower import ir, arith, facts
-from .gpu import GPURenderer
+from .gpu import ElementLoads, FragmentLoad, GPURenderer
 from .wgmma import WgmmaKernel
 
 HOST_MARKER = "// ---- host code (nvcc only) ----"
@@ -48,11 +48,12 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane):
     ``(G = lane / 4, K = 2 * (lane % 4) + {0, 1})`` (PTX ISA: fragments of
     mma.m16n8k16 for A and B).
 
-    Returns ``("ldmatrix", trans, at)``: one ``ldmatrix.x{regs}`` where this lane
-    gives the address of ``load`` at ``at`` (a substitution of the tile
+    Returns a :class:`~ditron.codegen.gpu.FragmentLoad`, one ``ldmatrix.x{regs}`` where
+    this lane gives the address of ``load`` at ``at`` (a substitution of the tile
     variables), when the buffer is shared and rows of 8 elements are contiguous
     and 16-byte aligned along K (``trans=False``) or along G (``trans=True``);
-    or ``("elements", [[(at_lo, cond_lo), (at_hi, cond_hi)] per register])``.
+    or :class:`~ditron.codegen.gpu.ElementLoads` with ``((at_lo, cond_lo), (at_hi,
+    cond_hi))`` per register.
     """
     buf = load.buffer
     flat = ir.flat_index(buf, list(load.indices))
@@ -72,7 +73,7 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane):
             at = {g_var: g0 + gblk, p_var: p0 + pblk + row}
         else:
             at = {g_var: g0 + gblk + row, p_var: p0 + pblk}
-        return "ldmatrix", contig, at
+        return FragmentLoad("ldmatrix", at, trans=contig)
     regs_plan = []
     g_in, t_in = lane // 4, (lane % 4) * 2
     for j in range(regs):
@@ -82,8 +83,8 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane):
         for h in range(2):
             at = {g_var: g0 + gb + g_in, p_var: p0 + pb + t_in + h}
             pair.append((at, arith.simplify(E.substitute(guard, at))))
-        regs_plan.append(pair)
-    return "elements", regs_plan
+        regs_plan.append(tuple(pair))
+    return ElementLoads(tuple(regs_plan))
 
 
 class CUDARenderer(GPURenderer):
@@ -145,12 +146,11 @@ class CUDARenderer(GPURenderer):
         regs = 4 if operand == "a" else 2
         plan = fragment_plan(load, guard, g_var, p_var, g0, p0, regs, lane)
         buf = load.buffer
-        if plan[0] == "ldmatrix":
-            _, trans, at = plan
-            op = f"ldmatrix_x{regs}{'_trans' if trans else ''}"
-            return [f"{p}ditron::{op}({dst}, &{buf.name}[{self._index_text(load, at)}]);"]
+        if isinstance(plan, FragmentLoad):
+            op = f"ldmatrix_x{regs}{'_trans' if plan.trans else ''}"
+            return [f"{p}ditron::{op}({dst}, &{buf.name}[{self._index_text(load, plan.at)}]);"]
         out = []
-        for j, pair in enumerate(plan[1]):
+        for j, pair in enumerate(plan.regs):
             vals = []
             for at, cond in pair:
                 elem = E.substitute(load, at)

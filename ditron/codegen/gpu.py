@@ -16,6 +16,7 @@ What a target refuses (limits, instructions per arch) is checked by lowering
 kernels are laid out from here.
 """
 import contextlib
+from dataclasses import dataclass
 
 from ..lower import arith, facts, ir
 from ..lower.mma import LANES
@@ -29,6 +30,27 @@ VECTOR_TYPES = {4: "uint32_t", 8: "uint2", 16: "uint4"}
 COMM_BLOCKS = 32
 COMM_THREADS = 128
 TIMEOUT = "ditron_timeout_ms"
+
+
+@dataclass(frozen=True)
+class FragmentLoad:
+    """A lane's operand fragment read by one instruction: ``kind`` "ldmatrix" (CUDA; the
+    ``.trans`` form when ``trans``) or "vector" (an 8-byte load on AMD, done only where
+    ``cond``, else zeros). ``at`` substitutes the tile variables to the address this lane
+    gives."""
+    kind: str
+    at: dict
+    trans: bool = False
+    cond: object = None
+
+
+@dataclass(frozen=True)
+class ElementLoads:
+    """A lane's operand fragment read element by element: ``regs`` lists, per register, the
+    ``(at, cond)`` of each element it holds (``at`` a substitution of the tile variables,
+    ``cond`` when it lies inside the tensor; outside it reads as zero)."""
+    regs: tuple
+    kind: str = "elements"
 
 
 class GPURenderer(CStyleRenderer):

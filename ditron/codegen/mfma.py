@@ -26,6 +26,7 @@ one wrapper per dtype around the builtin) are in ``csrc/ditron/hip.h``.
 """
 from ..te import expr as E
 from ..lower import ir, arith, facts
+from .gpu import ElementLoads, FragmentLoad
 
 PIECE = 16      # the instruction is 16 x 16 x 16, on a wavefront of 64 lanes
 
@@ -52,23 +53,24 @@ def fragment_plan(load, guard, g_var, p_var, g0, p0, lane):
     ``v`` is at :func:`operand_coords` ``(lane, v)``. ``guard`` says when an element
     is inside the tensor (outside it reads as zero).
 
-    Returns ``("vector", at, cond)``: one 8-byte load of the 4 elements starting at
-    ``at`` (a substitution of the tile variables), when they are contiguous along K
-    and 8-byte aligned and the guard does not depend on K, loaded only where
-    ``cond``; or ``("elements", [(at, cond)] * 4)``: one load per element."""
+    Returns a :class:`~ditron.codegen.gpu.FragmentLoad` of kind "vector": one 8-byte load
+    of the 4 elements starting at ``at`` (a substitution of the tile variables), when they
+    are contiguous along K and 8-byte aligned and the guard does not depend on K, loaded
+    only where ``cond``; or :class:`~ditron.codegen.gpu.ElementLoads` with one register of
+    4 ``(at, cond)``: one load per element."""
     buf = load.buffer
     flat = ir.flat_index(buf, list(load.indices))
     g, p = operand_coords(lane, 0)
     if (buf.scope in ("shared", "global") and p_var not in E.free_vars(guard)
             and arith.contiguous_base(flat, p_var, 4) is not None):
         at = {g_var: g0 + g, p_var: p0 + p}
-        return "vector", at, arith.simplify(E.substitute(guard, at))
+        return FragmentLoad("vector", at, cond=arith.simplify(E.substitute(guard, at)))
     out = []
     for v in range(4):
         g, p = operand_coords(lane, v)
         at = {g_var: g0 + g, p_var: p0 + p}
         out.append((at, arith.simplify(E.substitute(guard, at))))
-    return "elements", out
+    return ElementLoads((tuple(out),))
 
 
 def fragment_lines(r, load, guard, g_var, p_var, g0, p0, lane, dst, d):
@@ -76,15 +78,15 @@ def fragment_lines(r, load, guard, g_var, p_var, g0, p0, lane, dst, d):
     pre = "  " * d
     plan = fragment_plan(load, guard, g_var, p_var, g0, p0, lane)
     buf = load.buffer
-    if plan[0] == "vector":
-        _, at, cond = plan
+    if isinstance(plan, FragmentLoad):
+        at, cond = plan.at, plan.cond
         r._need_align(buf, 8)
         ref = f"&{r.buffer_ref(buf)}[{r._index_text(load, at)}]"
         if E.is_const(cond, True):
             return [f"{pre}{dst} = ditron::mfma_load4({ref});"]
         return [f"{pre}{dst} = ditron::mfma_load4_if({r.expr(cond)}, {ref});"]
     vals = []
-    for at, cond in plan[1]:
+    for at, cond in plan.regs[0]:
         elem = E.substitute(load, at)
         if not E.is_const(cond, True):
             elem = E.Select(cond, elem, E.Const(0.0, load.dtype))
