@@ -10,6 +10,8 @@ import ditron as dt
 from ditron.build import toolchain
 from ditron import schedules
 
+from test_legality import wide_block
+
 HAVE_NVCC = toolchain.has_compiler("cuda")
 
 needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc is not installed (the CUDA toolkit: /usr/local/cuda/bin/nvcc, or set CUDA_HOME)")
@@ -117,12 +119,7 @@ def test_large_shared_memory_opts_in():
 
 
 def test_limits_are_checked_at_build():
-    A = dt.placeholder((4096,), name="A")
-    B = dt.compute((4096,), lambda i: A[i] * 2, name="B")
-    s = dt.create_schedule(B)
-    io, ii = s[B].split(B.op.axis[0], factor=2048)
-    s[B].bind(io, "device.x")
-    s[B].bind(ii, "core.x")
+    s, (A, B) = wide_block()
     with pytest.raises(dt.ScheduleError, match=r"stage 'B': 2048 cores per block .* limit of 1024"):
         dt.build(s, [A, B], target="cuda", arch="sm_80", name="toomany")
     s, args = schedules.gemm_tiled(1024, 1024, 512, tile=256, ktile=128, stages=3)
@@ -200,6 +197,23 @@ def test_generated_sources_hold_no_ptx():
         assert "asm" not in src and "wgmma.mma_async" not in src and "mma.sync.aligned" not in src, name
     tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "gen_wgmma_helpers.py")
     assert subprocess.run([sys.executable, tool, "--check"]).returncode == 0, "csrc/ditron/hopper.h is stale"
+
+
+def test_the_stale_helper_check_fires(tmp_path, monkeypatch, capsys):
+    """tools/gen_wgmma_helpers.py --check fails on a header whose generated block was edited."""
+    import importlib.util
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "gen_wgmma_helpers.py")
+    spec = importlib.util.spec_from_file_location("gen_wgmma_helpers", tool)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    with open(gen.HEADER) as f:
+        text = f.read()
+    stale = tmp_path / "hopper.h"
+    stale.write_text(text.replace("wgmma.mma_async.sync.aligned.m64n256k16", "wgmma.mma_async.sync.aligned.m64n248k16", 1))
+    monkeypatch.setattr(gen, "HEADER", str(stale))
+    assert gen.main(["--check"]) == 1 and "out of date" in capsys.readouterr().out
+    assert gen.main([]) == 0 and stale.read_text() == text          # regenerating repairs it
+    assert gen.main(["--check"]) == 0
 
 
 @needs_nvcc

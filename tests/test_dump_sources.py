@@ -58,3 +58,12 @@ def test_builds_inside_ranks_are_recorded_and_compared(tmp_path, monkeypatch):
     diff = subprocess.run(tool + [str(before), str(after)], capture_output=True, text=True)
     assert diff.returncode == 1 and "1 changed" in diff.stdout
     assert "[rank 1] ag_then_compute_6/cpu #1" in diff.stdout and "+// edited" in diff.stdout
+
+
+def test_a_dump_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DITRON_DUMP_SOURCES", str(blocker))
+    with pytest.raises(dt.DitronError, match=r"DITRON_DUMP_SOURCES=.*a_file.*cannot record the source of "
+                                             r"'blocked' there .*set it to a writable folder, or unset it"):
+        _double("blocked")

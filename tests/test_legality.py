@@ -43,8 +43,9 @@ def test_mma_sync_needs_sm_80_and_one_operand_dtype():
         dt.lower(s, [A, B, C], target="cuda")
 
 
-def test_mma_tiles_need_whole_warps_of_core_x():
-    A, B, C = _gemm()
+def core_x_tiled_gemm(A, B, C, lanes):
+    """A tensorized GEMM whose A copy makes core.x ``lanes`` wide (tiles need whole warps /
+    wavefronts of core.x)."""
     (k,) = C.op.reduce_axis
     s = dt.create_schedule(C)
     i, j = C.op.axis
@@ -52,9 +53,26 @@ def test_mma_tiles_need_whole_warps_of_core_x():
     s[C].reorder(ko, i, j, ki)
     AS = s.cache_read(A, "shared", [C])
     s[AS].compute_at(s[C], ko)
-    _, fi = s[AS].split(s[AS].fuse(*s[AS].op.axis), factor=48)
-    s[AS].bind(fi, "core.x")                                # core.x: 48 lanes, not whole warps
+    _, fi = s[AS].split(s[AS].fuse(*s[AS].op.axis), factor=lanes)
+    s[AS].bind(fi, "core.x")
     s[C].tensorize(i, "mma")
+    return s
+
+
+def wide_block(threads=2048):
+    """An elementwise kernel with ``threads`` cores per block: ``(schedule, args)``."""
+    A = dt.placeholder((4096,), name="A")
+    B = dt.compute((4096,), lambda i: A[i] * 2, name="B")
+    s = dt.create_schedule(B)
+    io, ii = s[B].split(B.op.axis[0], factor=threads)
+    s[B].bind(io, "device.x")
+    s[B].bind(ii, "core.x")
+    return s, [A, B]
+
+
+def test_mma_tiles_need_whole_warps_of_core_x():
+    A, B, C = _gemm()
+    s = core_x_tiled_gemm(A, B, C, 48)                      # core.x: 48 lanes, not whole warps
     with pytest.raises(dt.ScheduleError, match="stage 'C': mma tiles need warps of 32 consecutive threads, "
                                                "but other stages of the kernel make core.x 48 wide; use a "
                                                r"multiple of 32 for core.x on target 'cuda' \(sm_80\)"):
@@ -62,12 +80,7 @@ def test_mma_tiles_need_whole_warps_of_core_x():
 
 
 def test_block_limits_fire_at_lowering():
-    A = dt.placeholder((4096,), name="A")
-    B = dt.compute((4096,), lambda i: A[i] * 2, name="B")
-    s = dt.create_schedule(B)
-    io, ii = s[B].split(B.op.axis[0], factor=2048)
-    s[B].bind(io, "device.x")
-    s[B].bind(ii, "core.x")
+    s, (A, B) = wide_block()
     for target, name in ((SM80, "CUDA"), (make_target("hip", "gfx90a"), "HIP")):
         with pytest.raises(dt.ScheduleError, match=rf"stage 'B': 2048 cores per block \(core.x=2048\) exceed "
                                                    rf"the {name} limit of 1024 threads per block"):

@@ -135,3 +135,11 @@ def test_written_buffers_are_computed_once_by_lowering():
     func = dt.lower(s, args)
     assert {b.label for b in func.written} >= {"C"}
     assert not {"A", "B"} & {b.label for b in func.written}
+
+
+def test_written_buffers_follow_a_replaced_body():
+    s, args = schedules.gemm_tiled(128, 128, 64)
+    func = dt.lower(s, args)
+    assert func.written
+    func.body = ir.Seq([])
+    assert func.written == frozenset()

@@ -23,6 +23,8 @@ from ditron.codegen.mfma import fragment_plan, operand_coords, BUILTIN
 from ditron.lower import ir, arith
 from ditron.te import expr as E
 from ditron import schedules
+
+from test_legality import core_x_tiled_gemm
 from test_tensorize_mma import check_gemm, mma_programs
 
 needs_hipcc = pytest.mark.skipif(not toolchain.has_compiler("hip"), reason="hipcc is not installed (Debian: apt-get install hipcc rocm-device-libs)")
@@ -405,21 +407,12 @@ def test_archs_without_the_instruction():
 
 def test_wavefronts_need_64_lanes_of_core_x():
     A, B, C = _gemm(64, 64, 64, "float16")
-    (k,) = C.op.reduce_axis
-    s = dt.create_schedule(C)
-    i, j = C.op.axis
-    ko, ki = s[C].split(k, factor=32)
-    s[C].reorder(ko, i, j, ki)
-    AS = s.cache_read(A, "shared", [C])
-    s[AS].compute_at(s[C], ko)
-    f = s[AS].fuse(*s[AS].op.axis)
-    fo, fi = s[AS].split(f, factor=96)
-    s[AS].bind(fi, "core.x")                                    # core.x: 96 lanes
-    s[C].tensorize(i, "mma")
+    s = core_x_tiled_gemm(A, B, C, 96)                          # core.x: 96 lanes
     render(dt.lower(s, [A, B, C]), "cuda", arch="sm_80")        # 96 = 3 warps of 32
     with pytest.raises(dt.ScheduleError, match="stage 'C': MFMA tiles need wavefronts of 64 consecutive "
                                                "threads, but other stages of the kernel make core.x 96 wide"):
         dt.build(s, [A, B, C], target="hip", arch="gfx90a", name="mfma_96")
+    (k,) = C.op.reduce_axis
     s = dt.create_schedule(C)
     i, j = C.op.axis
     io, ii = s[C].split(i, factor=32)

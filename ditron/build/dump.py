@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 
+from ..errors import DitronError
+
 ENV = "DITRON_DUMP_SOURCES"
 _counts = {}
 
@@ -18,9 +20,17 @@ _counts = {}
 def record(module, rank=None):
     """Record ``module.source`` (built on ``rank`` of a distributed program, else None) when
     ``DITRON_DUMP_SOURCES`` names a folder."""
-    out = os.environ.get(ENV)
+    out = os.path.expanduser(os.environ.get(ENV, ""))
     if not out:
         return
+    try:
+        _write(out, module, rank)
+    except OSError as e:
+        raise DitronError(f"{ENV}={out!r}: cannot record the source of '{module.name}' there "
+                          f"({e.strerror or e}); set it to a writable folder, or unset it") from None
+
+
+def _write(out, module, rank):
     test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
     _counts[test] = _counts.get(test, 0) + 1        # n-th build of this test in this process
     text = module.source.encode()

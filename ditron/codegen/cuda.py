@@ -176,12 +176,9 @@ class CUDARenderer(GPURenderer):
         forms queued on ``stream`` (``ce_*``, csrc/ditron/shmem_cuda.h)."""
         if self.comm_mode != "host":
             return super().comm_lines(s, d)
+        if not isinstance(s, ir.WaitSignal):
+            return [self.transfer_line(s, d, "ce", ", stream")]
         p = "  " * d
-        if isinstance(s, ir.Put):
-            fn = "ce_" + ("get" if isinstance(s, ir.Get) else "put")
-            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)}, stream);"]
-        if isinstance(s, ir.Signal):
-            return [f"{p}ditron::ce_signal({self._signal_args(s)}, {self.expr(s.pe)}, stream);"]
         flag, value, where = self._wait_args(s)
         # a stream wait; debug builds launch a one-thread kernel that times out instead
         waiter = self._debug_waiter(s.tensor)

@@ -415,14 +415,19 @@ class GPURenderer(CStyleRenderer):
     def comm_lines(self, s, d):
         """Block-wide shmem puts / gets, fenced signals and waits (``ditron/shmem_<target>.h``:
         ``shmem_*``, one set of names over NVSHMEM and rocSHMEM)."""
-        p = "  " * d
-        if isinstance(s, ir.Put):
-            fn = "shmem_" + ("get" if isinstance(s, ir.Get) else "put")
-            return [f"{p}ditron::{fn}({self._transfer_args(s)}, {self.expr(s.pe)});"]
-        if isinstance(s, ir.Signal):
-            return [f"{p}ditron::shmem_signal({self._signal_args(s)}, {self.expr(s.pe)});"]
+        if not isinstance(s, ir.WaitSignal):
+            return [self.transfer_line(s, d, "shmem")]
         flag, value, where = self._wait_args(s)
-        return [f"{p}ditron::shmem_wait({flag}, {value}, \"{s.tensor}\", {where});"]
+        return [f"{'  ' * d}ditron::shmem_wait({flag}, {value}, \"{s.tensor}\", {where});"]
+
+    def transfer_line(self, s, d, family, tail=""):
+        """The call of a Put / Get / Signal ``s``: ``ditron::<family>_put|get|signal(..., pe<tail>)``
+        (family "shmem": from a kernel; "ce": queued on the stream by the host, tail ", stream")."""
+        if isinstance(s, ir.Signal):
+            call, args = "signal", self._signal_args(s)
+        else:
+            call, args = "get" if isinstance(s, ir.Get) else "put", self._transfer_args(s)
+        return f"{'  ' * d}ditron::{family}_{call}({args}, {self.expr(s.pe)}{tail});"
 
     def for_lines(self, s, d):
         spread = s.annotations.get("spread")

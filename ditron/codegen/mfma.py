@@ -19,7 +19,7 @@ fragment are consecutive in k, so an operand stored K-contiguous (A as (M, K), B
 as (N, K)) is one aligned 8-byte load per lane; any other layout loads the 4
 elements one by one.
 
-Supported archs: :data:`MFMA_ARCHS`. gfx941 / gfx942 (MI300) need the compiler of
+Supported archs: :data:`ditron.target.MFMA_ARCH_DTYPES`. gfx941 / gfx942 (MI300) need the compiler of
 ROCm >= 5.7 (LLVM 17); Debian's clang 15 (hipcc 5.2) rejects them as targets, so
 only gfx90a / gfx940 compiles are checked in CI. The device helpers (vector types,
 one wrapper per dtype around the builtin) are in ``csrc/ditron/hip.h``.
@@ -32,7 +32,6 @@ PIECE = 16      # the instruction is 16 x 16 x 16, on a wavefront of 64 lanes
 
 # arch -> operand dtypes that have a 16x16x16 MFMA with fp32 accumulation on it, and the
 # builtin per dtype: facts lowering checks tiles against (ditron.lower.legality)
-MFMA_ARCHS = facts.MFMA_ARCHS
 BUILTIN = facts.MFMA_BUILTIN
 VECTOR = {"float16": "ditron::mfma_f16x4", "bfloat16": "ditron::mfma_bf16x4"}   # csrc/ditron/hip.h
 

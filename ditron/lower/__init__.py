@@ -149,6 +149,8 @@ class Facts:
     communication stage; ``tile_head`` / ``tile_tail`` the statements that ``s.overlap``
     puts at the top / end of each tile of ``(stage, axis)``; ``closing[stage]`` the
     communication stage whose closing region follows the overlapped consumer ``stage``.
+    ``used_names`` is the program's name registry: the buffers ``build_nests`` makes are
+    named apart from every name in it (and join it).
     """
     sch: Schedule
     name: str

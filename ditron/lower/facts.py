@@ -8,15 +8,12 @@ the IR (and of a :class:`ditron.target.Target`); nothing here raises.
 """
 from ..te import expr as E
 from ..te.dtype import itemsize
-from ..target import MFMA_ARCH_DTYPES
 from . import arith, ir
 
 SHARED_ALIGN = 16           # bytes: each shared buffer of a block starts at a multiple of this
 WGMMA_RING_ALIGN = 1024     # bytes: each operand ring of a wgmma kernel (128-byte swizzle atoms)
 WGMMA_DTYPES = ("float16", "bfloat16")      # operand dtypes of wgmma (and of its TMA loads)
 
-# AMD matrix cores per arch: a hardware fact, kept with the other target facts.
-MFMA_ARCHS = MFMA_ARCH_DTYPES
 # The builtin each dtype's 16x16x16 MFMA is (what errors name and the HIP renderer writes).
 MFMA_BUILTIN = {"float16": "__builtin_amdgcn_mfma_f32_16x16x16f16",
                 "bfloat16": "__builtin_amdgcn_mfma_f32_16x16x16bf16_1k"}

@@ -74,7 +74,7 @@ CORE0 = {lvl: E.Var(f"is_core0_{lvl[-1]}", "bool") for lvl in ("core.x", "core.y
 # node: a pass overrides only the nodes it changes, and ``dataclasses.replace``
 # keeps every other field of a rebuilt node.
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Stmt:
     """Base class. ``exprs()`` / ``stmts()`` list the children for generic passes."""
     _stmt_fields: ClassVar[tuple] = ()
@@ -123,7 +123,7 @@ class Stmt:
         return stmt_str(self)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Seq(Stmt):
     """Statements in order (nested sequences are flattened, None entries dropped)."""
     body: list
@@ -139,7 +139,7 @@ class Seq(Stmt):
         self.body = flat
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class For(Stmt):
     """``for var in [0, extent)``.
 
@@ -161,7 +161,7 @@ class For(Stmt):
         self.annotations = dict(self.annotations or {})
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class IfThenElse(Stmt):
     cond: E.Expr
     then: Stmt
@@ -170,7 +170,7 @@ class IfThenElse(Stmt):
     _expr_fields: ClassVar[tuple] = ("cond",)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Store(Stmt):
     """``buffer[indices] = value``."""
     buffer: Buffer
@@ -182,30 +182,30 @@ class Store(Stmt):
         self.indices = tuple(self.indices)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Barrier(Stmt):
     """All cores of a block wait here (``__syncthreads``); shared writes become visible."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class AsyncCopy(Stmt):
     """Marks ``body`` (a copy nest global -> shared) as asynchronous (cp.async on sm_80+)."""
     body: Stmt
     _stmt_fields: ClassVar[tuple] = ("body",)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class CommitGroup(Stmt):
     """Close the current group of asynchronous copies."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class WaitGroup(Stmt):
     """Wait until at most ``pending`` groups of asynchronous copies are in flight."""
     pending: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class MmaTile(Stmt):
     """One warp's share of a tensorized tile: ``frag += a @ b`` over a ``(m, n, k)`` tile.
 
@@ -299,7 +299,7 @@ def mma_acc_coords(lane, mi, ni, q, intrinsic="mma"):
     return row, col
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Put(Stmt):
     """Copy ``count`` elements from ``src`` (at element ``src_offset``) into rank ``pe``'s copy
     of the symmetric buffer ``dst`` (at ``dst_offset``): ``nvshmem_putmem`` on a GPU."""
@@ -312,13 +312,13 @@ class Put(Stmt):
     _expr_fields: ClassVar[tuple] = ("dst_offset", "src_offset", "count", "pe")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Get(Put):
     """Copy ``count`` elements of rank ``pe``'s copy of the symmetric buffer ``src`` (at
     ``src_offset``) into this rank's ``dst`` (at ``dst_offset``): ``nvshmem_getmem``."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Signal(Stmt):
     """Set ``flag[index]`` on rank ``pe`` to the call's epoch (``add``: add 1 to it), ordered
     after this rank's earlier puts to ``pe`` (a fence, then ``nvshmemx_signal_op``)."""
@@ -329,7 +329,7 @@ class Signal(Stmt):
     _expr_fields: ClassVar[tuple] = ("index", "pe")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class WaitSignal(Stmt):
     """Wait until this rank's ``flag[index]`` reaches ``scale`` times the call's epoch: chunk
     ``index`` of tensor ``tensor`` has arrived (``scale`` > 1 for counting flags, which get
@@ -343,7 +343,7 @@ class WaitSignal(Stmt):
     _expr_fields: ClassVar[tuple] = ("index",)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Comment(Stmt):
     text: str
 
@@ -361,7 +361,7 @@ class CommInfo:
     join: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Kernel(Stmt):
     """One launch: ``grid`` is a list of ``(var, extent, tag)`` device-level axes.
 
@@ -415,8 +415,17 @@ class PrimFunc:
         # [(condition, message)], a ValueError naming the message when one fails
         self.preconditions = []
         self.checked_extents = []      # loop extents those conditions keep within 32 bits
-        # the buffers some statement stores into (argument pointers of the others are const)
-        self.written = frozenset(st.buffer for st in walk_stmts(body) if isinstance(st, Store))
+        self._written = (None, frozenset())
+
+    @property
+    def written(self):
+        """The buffers some statement stores into (argument pointers of the others are const);
+        computed once per body."""
+        body, found = self._written
+        if body is not self.body:
+            found = frozenset(s.buffer for s in walk_stmts(self.body) if isinstance(s, Store))
+            self._written = (self.body, found)
+        return found
 
     @property
     def kernels(self):

@@ -13,6 +13,7 @@ renderer meets the facts, so a program with several problems reports the first o
 """
 from ..errors import ScheduleError
 from ..te import expr as E
+from ..target import MFMA_ARCH_DTYPES
 from . import arith, facts
 from .mma import LANES, UNIT
 
@@ -105,14 +106,14 @@ def _check_mfma(s, stage, arch):
         raise ScheduleError(f"{where}: the tile was lowered for NVIDIA's {s.intrinsic!r} layout; "
                             "target 'hip' needs it lowered for MFMA: dt.lower(..., target='hip') "
                             "(dt.build does this). 'wgmma' has no AMD counterpart: use 'mma'")
-    valid = facts.MFMA_ARCHS.get(arch)
+    valid = MFMA_ARCH_DTYPES.get(arch)
     if valid is None:
         raise ScheduleError(f"{where}: {arch} has no MFMA matrix cores that ditron maps "
-                            f"tensorize 'mma' onto; valid archs: {', '.join(facts.MFMA_ARCHS)} "
+                            f"tensorize 'mma' onto; valid archs: {', '.join(MFMA_ARCH_DTYPES)} "
                             "(gfx941 / gfx942 need ROCm >= 5.7's compiler). Remove the tensorize "
                             "to run the tile as per-lane loops")
     if s.a.dtype not in valid:
-        have = [a for a, d in facts.MFMA_ARCHS.items() if s.a.dtype in d]
+        have = [a for a, d in MFMA_ARCH_DTYPES.items() if s.a.dtype in d]
         raise ScheduleError(f"{where}: {arch} has no {s.a.dtype} 16x16x16 MFMA "
                             f"({facts.MFMA_BUILTIN[s.a.dtype]} needs {', '.join(have)}); on {arch} use "
                             f"{' / '.join(valid)} operands, or build for one of {', '.join(have)}")
