@@ -89,7 +89,7 @@ def _compiler(target, compiler):
 
 
 def _compile(func, target, name, world_size, compiler):
-    from .codegen import render
+    from .codegen import render_program
     from .build import compile_library, Module
     if compiler == "auto":
         from .build.nvrtc import nvrtc_available
@@ -104,9 +104,9 @@ def _compile(func, target, name, world_size, compiler):
                 raise
         else:
             return NvrtcModule(signature, source, compile_cubin(device, name, target.arch), target.arch, plan)
-    source, signature = render(func, target, world_size=world_size)
-    lib = compile_library(source, signature, target)
-    if signature.comm:
+    out = render_program(func, target, world_size=world_size)
+    lib = compile_library(out.source, out.signature, target)
+    if out.signature.comm:
         from .runtime.module import DistributedModule
-        return DistributedModule(signature, source, lib, target.arch)
-    return Module(signature, source, lib, target.arch)
+        return DistributedModule(out.signature, out.source, lib, target.arch, out.plan)
+    return Module(out.signature, out.source, lib, target.arch, out.plan)

@@ -67,6 +67,17 @@ def two_stage_program(dim_dtype):
     return s, [A, T, U]
 
 
+def rowmax_program():
+    """B[i] = max over a symbolic k of A[i, :]: its call needs k >= 1 (a precondition)."""
+    k = dt.var("k")
+    A = dt.placeholder((4, k), "float32", name="A")
+    r = dt.reduce_axis((0, k), name="r")
+    B = dt.compute((4,), lambda i: dt.max(A[i, r], axis=r), name="B")
+    s = dt.create_schedule(B)
+    s[B].bind(B.op.axis[0], "core.x")
+    return s, [A, B]
+
+
 @pytest.mark.parametrize("dim_dtype", ["int32", "int64"])
 def test_launches_pass_grid_block_stream_and_parameters_in_kernel_order(driver, dim_dtype):
     s, args = two_stage_program(dim_dtype)
@@ -75,8 +86,8 @@ def test_launches_pass_grid_block_stream_and_parameters_in_kernel_order(driver, 
     big = (1 << 33) + 5 if dim_dtype == "int64" else 1000
     mod._run((0xA000, 0xB000, 0xC000), (big,), 0x77)
     got = launches(driver)
-    assert [driver.fake_name(i).decode() for i in range(2)] == [ln["name"] for ln in mod.plan["launches"]]
-    assert [ln["stage"] for ln in mod.plan["launches"]] == ["T", "U"]
+    assert [driver.fake_name(i).decode() for i in range(2)] == [ln.kernel for ln in mod.plan.launches()]
+    assert [ln.stage for ln in mod.plan.launches()] == ["T", "U"]
     assert [g["fn"] for g in got] == [0x1000, 0x1001]
     blocks = -(-big // 64)
     for g in got:
@@ -98,7 +109,7 @@ def test_launch_blocking_syncs_and_names_the_faulting_kernel(driver, monkeypatch
     mod._run((1, 2, 3), (128,), 0)
     assert driver.fake_launches() == 2 and driver.fake_syncs() == 2
     driver.fake_reset(4, 700)
-    first = mod.plan["launches"][0]["name"]
+    first = mod.plan.launches()[0].kernel
     with pytest.raises(RuntimeError, match=rf"kernel 'launch_fault': kernel {first} \(stage T\): an "
                                            "illegal memory access was encountered"):
         mod._run((1, 2, 3), (128,), 0)
@@ -109,3 +120,17 @@ def test_missing_driver_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(nvrtc, "_DRIVER", None)
     with pytest.raises(RuntimeError, match=r"the CUDA driver \(/nonexistent/libcuda.so.1\) cannot be loaded"):
         nvrtc._driver()
+
+
+def test_the_loader_checks_preconditions_before_launching(driver):
+    """The launch plan's precondition (a max over a symbolic reduce range needs an element)
+    runs in the NVRTC loader, as the nvcc path's host code runs it: nothing is launched."""
+    s, args = rowmax_program()
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="rowmax_nvrtc", compiler="nvrtc")
+    driver.fake_reset(4, 0)
+    with pytest.raises(ValueError, match="kernel 'rowmax_nvrtc': stage 'B': max over reduce axis 'r'.*at "
+                                         "least one element"):
+        mod._run((0xA000, 0xB000), (0,), 0)
+    assert driver.fake_launches() == 0
+    mod._run((0xA000, 0xB000), (3,), 0)
+    assert driver.fake_launches() == 1

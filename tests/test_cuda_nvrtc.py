@@ -6,6 +6,7 @@ import torch
 
 import ditron as dt
 from ditron.build.nvrtc import find_nvrtc
+from ditron.codegen import launch_plan as lp
 from ditron import schedules
 from test_cuda_target import CASES, check_gpu_against_cpu, check_graph_replay
 
@@ -19,7 +20,7 @@ def test_every_case_compiles_with_nvrtc(case, arch):
     s, args = CASES[case]()
     mod = dt.build(s, args, target="cuda", arch=arch, name=case, compiler="nvrtc")
     assert mod.lib_path.endswith(".cubin")
-    assert mod.plan["launches"] and all(len(ln["grid"]) == 3 for ln in mod.plan["launches"])
+    assert mod.plan.launches() and all(len(ln.grid) == 3 for ln in mod.plan.launches())
 
 
 @needs_nvrtc
@@ -27,16 +28,18 @@ def test_plan_evaluates_grids_over_symbolic_dims_and_sizes_temporaries():
     import test_cuda_target
     s, args = test_cuda_target.gemm_symbolic_m()
     mod = dt.build(s, args, target="cuda", arch="sm_80", name="sym", compiler="nvrtc")
-    (name, stage, grid, block, smem), = mod._launches
-    assert grid({"M": 37}) == (3, 1, 1) and block == (48, 1, 1) and stage == "C"
+    launch, = mod.plan.launches()
+    assert lp.evaluator(launch.grid)({"M": 37}) == (3, 1, 1) and launch.block == (48, 1, 1)
+    assert launch.stage == "C"
     A = dt.placeholder((10, 12), "float32", name="A")
     T = dt.compute((12, 10), lambda i, j: A[j, i], name="T")
     U = dt.compute((12, 10), lambda i, j: T[i, j] * 2, name="U")
     mod = dt.build(dt.create_schedule(U), [A, U], target="cuda", arch="sm_80", name="tmp",
                    compiler="nvrtc")
-    assert [ln["stage"] for ln in mod.plan["launches"]] == ["T", "U"]
-    (tname, tdtype, tsize), = mod._temps
-    assert tdtype == "float32" and tsize({}) == (120,)
+    assert [ln.stage for ln in mod.plan.launches()] == ["T", "U"]
+    alloc, = [s for s in mod.plan.steps if isinstance(s, lp.Allocate)]
+    assert alloc.dtype == "float32" and lp.evaluator([alloc.count])({}) == (120,)
+    assert isinstance(mod.plan.steps[-1], lp.Free) and mod.plan.steps[-1].buffer == alloc.buffer
 
 
 @needs_nvrtc

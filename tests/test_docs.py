@@ -14,7 +14,9 @@ def _met_classes():
     classes = {o for o in vars(dt).values() if inspect.isclass(o)}
     classes |= {type(A), type(A.op), type(B.op), type(B.op.axis[0]), type(s), type(s[B])}
     for name, cls in (("ditron.build.module", "Module"), ("ditron.runtime.module", "DistributedModule"),
-                      ("ditron.target", "Target"), ("ditron.build.nvrtc", "NvrtcModule")):
+                      ("ditron.target", "Target"), ("ditron.build.nvrtc", "NvrtcModule"),
+                      ("ditron.codegen.launch_plan", "LaunchPlan"), ("ditron.codegen.launch_plan", "Step"),
+                      ("ditron.codegen", "Rendered")):
         classes.add(getattr(importlib.import_module(name), cls))
     return classes
 

@@ -113,6 +113,9 @@ def test_cuda_export_builds_a_fatbin_for_each_arch(tmp_path):
     mod.export(str(out), archs=["sm_80", "sm_90a"])
     cm = (out / "CMakeLists.txt").read_text()
     assert "code=sm_80" in cm and "code=sm_90a" in cm and "LANGUAGES CXX CUDA" in cm
+    # the README says what a call does: the module's launch plan
+    readme = (out / "README.md").read_text()
+    assert "launch twice_B_k0 (stage B): grid (4, 1, 1), block (64, 1, 1), 0 bytes" in readme
     build = tmp_path / "build"
     subprocess.run(["cmake", "-S", str(out), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={nvcc}",
                     f"-DPython3_EXECUTABLE={sys.executable}"], check=True, capture_output=True)

@@ -24,7 +24,9 @@ def export(module, out_dir, archs=None):
     """Write a standalone CMake project for ``module`` to ``out_dir``.
 
     The project holds the generated source, a header declaring the C entry points,
-    the helper headers it includes, a pybind11 binding and a README;
+    the helper headers it includes, a pybind11 binding and a README (for GPU kernels it
+    lists the launch plan: temporaries, kernels with their grids, blocks and shared
+    memory, in order);
     ``cmake -S out_dir -B build && cmake --build build`` builds the shared library
     ``lib<name>_kernel`` and the Python module ``<name>`` without ditron.
     CUDA kernels build with CMake's CUDA language, HIP kernels with its HIP
@@ -91,7 +93,8 @@ def export(module, out_dir, archs=None):
     ctx = dict(name=sig.name, version=__version__, target=sig.target, args=args,
                language=_CMAKE_LANGUAGE.get(sig.target),
                scalar_vars=list(sig.scalar_vars), source_file=source_file, archs=archs,
-               device_memory=target.is_gpu, device_hint=_DEVICE_HINT.get(sig.target, ""))
+               device_memory=target.is_gpu, device_hint=_DEVICE_HINT.get(sig.target, ""),
+               plan=module.plan.describe() if getattr(module, "plan", None) is not None else "")
     env = _env()
     for tpl, out in (("export/kernel.h.j2", f"{sig.name}.h"), ("export/binding.cpp.j2", f"{sig.name}_py.cpp"),
                      ("export/CMakeLists.txt.j2", "CMakeLists.txt"), ("export/README.md.j2", "README.md")):

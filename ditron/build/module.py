@@ -84,6 +84,10 @@ class Module:
     signature : KernelSignature
     lib_path : str
         The compiled shared library.
+    plan : LaunchPlan or None
+        GPU targets: the host side of the program, step by step
+        (:mod:`ditron.codegen.launch_plan`): what the source's host code does. None for
+        the CPU target.
 
     Examples
     --------
@@ -95,9 +99,9 @@ class Module:
     [1.0, 1.0, 1.0, 1.0]
     """
 
-    def __init__(self, signature, source, lib_path, arch=None):
+    def __init__(self, signature, source, lib_path, arch=None, plan=None):
         import torch
-        self._init_checks(signature, source, lib_path, arch)
+        self._init_checks(signature, source, lib_path, arch, plan)
         self._kernel = _C.Kernel(lib_path)
         var_index = {v: n for n, v in enumerate(signature.scalar_vars)}
         shapes = [[d if isinstance(d, int) else -(var_index[d] + 1) for d in a.shape] for a in signature.args]
@@ -109,9 +113,10 @@ class Module:
         # GPU launches need the current stream, looked up in Python.
         self._launch = None if self._gpu else self._kernel.launch
 
-    def _init_checks(self, signature, source, lib_path, arch):
+    def _init_checks(self, signature, source, lib_path, arch, plan=None):
         import torch
         self.signature, self.source, self.lib_path, self.arch = signature, source, lib_path, arch
+        self.plan = plan
         dtypes = _torch_dtypes()
         self._dtypes = [dtypes[a.dtype] for a in signature.args]
         self._gpu = make_target(signature.target, arch).is_gpu
@@ -121,7 +126,7 @@ class Module:
     def __reduce__(self):
         # A module travels as what it was built from (the library stays in the cache):
         # pickle, copy, or pass it to dt.distributed.launch ranks on the same machine.
-        return (type(self), (self.signature, self.source, self.lib_path, self.arch))
+        return (type(self), (self.signature, self.source, self.lib_path, self.arch, self.plan))
 
     @property
     def name(self):

@@ -19,7 +19,7 @@ import shutil
 import time
 
 from ..errors import CompileError, DitronError
-from ..te import expr as E
+from ..codegen import launch_plan as lp
 from .. import _C
 from . import cache
 from .compile import _compile_error, _keep_failed
@@ -225,38 +225,46 @@ def _driver():
 
 
 # ---------------------------------------------------------------------------
-# grid sizes over the symbolic dims
+# the launch plan, executed
 
-def _py(e):
-    """Python text of an integer expression over the symbolic dims (floor // and %, as ditron)."""
-    if isinstance(e, E.Const):
-        return repr(int(e.value))
-    if isinstance(e, E.Var):
-        return f"s[{e.name!r}]"
-    if isinstance(e, E.Binary) and e.op in ("+", "-", "*", "//", "%"):
-        return f"({_py(e.a)} {e.op} {_py(e.b)})"
-    if isinstance(e, E.Binary) and e.op in ("min", "max"):
-        return f"{e.op}({_py(e.a)}, {_py(e.b)})"
-    if isinstance(e, E.Cast):
-        return _py(e.value)
-    raise DitronError(f"grid size {e!r} cannot be evaluated at launch; build with compiler='nvcc'")
-
-
-def _evaluator(exprs):
-    return eval("lambda s: (" + ", ".join(_py(e) for e in exprs) + ",)")  # noqa: S307 (own text)
+def _runnable(plan, name):
+    """The plan's steps as ``(kind, ...)`` tuples with their expressions compiled
+    (:func:`ditron.codegen.launch_plan.evaluator`); what the nvcc path's host code does."""
+    scalar_names = {cname for cname, _ in plan.scalars}
+    out = []
+    for step in plan.steps:
+        if isinstance(step, lp.Comment):
+            continue
+        if isinstance(step, lp.Allocate):
+            out.append(("allocate", step.buffer, step.dtype, lp.evaluator([step.count])))
+        elif isinstance(step, lp.Free):
+            out.append(("free", step.buffer))
+        elif isinstance(step, lp.Precondition):
+            out.append(("require", lp.evaluator([step.cond]), step.message))
+        elif isinstance(step, lp.CheckAlignment):
+            out.append(("align", step.argument, step.bytes))
+        elif isinstance(step, lp.Launch) and not step.setup and not step.side:
+            ptrs = [a for a in step.args if a not in scalar_names]
+            scalars = [a for a in step.args if a in scalar_names]
+            if list(step.args) != ptrs + scalars:
+                raise DitronError(f"internal: kernel '{name}': {step.kernel} takes scalars before pointers")
+            out.append(("launch", step.kernel, step.stage, lp.evaluator(step.grid), tuple(step.block), step.smem,
+                        tuple(ptrs), tuple(scalars)))
+        else:
+            raise DitronError(f"internal: kernel '{name}': the NVRTC loader cannot run the step "
+                              f"{step.describe()}; build it with compiler='nvcc'")
+    return out
 
 
 class NvrtcModule(Module):
-    """A CUDA module built by NVRTC: same calling convention and checks as :class:`Module`."""
+    """A CUDA module built by NVRTC: same calling convention and checks as :class:`Module`;
+    its host side is the launch plan (``plan``), executed here."""
 
     compiler = "nvrtc"
 
     def __init__(self, signature, source, cubin_path, arch, plan):
-        self._init_checks(signature, source, cubin_path, arch)
-        self.plan = plan
-        self._launches = [(ln["name"], ln["stage"], _evaluator(ln["grid"]), ln["block"], ln["smem"])
-                          for ln in plan["launches"]]
-        self._temps = [(name, dtype, _evaluator([size])) for name, dtype, size in plan["temps"]]
+        self._init_checks(signature, source, cubin_path, arch, plan)
+        self._steps = _runnable(plan, signature.name)
         self._functions = None
 
     def __call__(self, *args):
@@ -275,38 +283,56 @@ class NvrtcModule(Module):
             image = ctypes.create_string_buffer(f.read())     # the driver copies it
         mod = ctypes.c_void_p()
         drv.check(drv.lib.cuModuleLoadData(ctypes.byref(mod), image), f"loading kernel '{self.name}'")
-        functions = []
-        for name, stage, grid, block, smem in self._launches:
+        functions = {}
+        for launch in self.plan.launches():
             fn = ctypes.c_void_p()
-            drv.check(drv.lib.cuModuleGetFunction(ctypes.byref(fn), mod, name.encode()),
-                      f"kernel '{self.name}': function {name}")
-            if smem > 48 * 1024:     # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-                drv.check(drv.lib.cuFuncSetAttribute(fn, 8, smem), f"shared memory opt-in for {name}")
-            functions.append((fn.value, name, stage, grid, block, smem))
+            drv.check(drv.lib.cuModuleGetFunction(ctypes.byref(fn), mod, launch.kernel.encode()),
+                      f"kernel '{self.name}': function {launch.kernel}")
+            if launch.smem > 48 * 1024:     # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+                drv.check(drv.lib.cuFuncSetAttribute(fn, 8, launch.smem), f"shared memory opt-in for {launch.kernel}")
+            functions[launch.kernel] = fn.value
         self._functions = functions
-        self._wide = tuple(t == "int64" for t in self.plan["scalar_dtypes"])
+        self._wide = {cname: v.dtype == "int64" for cname, v in self.plan.scalars}
 
     def _run(self, ptrs, scalars, stream):
+        """Execute the plan for one call: ``ptrs`` (the arguments' addresses) and ``scalars``
+        (the symbolic dims), on ``stream``."""
         if self._functions is None:
             self._load()
         launcher = _driver().launcher
-        sizes = dict(zip(self.signature.scalar_vars, scalars))
-        temps = ()
-        if self._temps:
-            import torch
-            temps = [torch.empty(int(size(sizes)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
-                     for _, dtype, size in self._temps]
-            ptrs = tuple(ptrs) + tuple(t.data_ptr() for t in temps)
+        sizes = {v.name: x for (_, v), x in zip(self.plan.scalars, scalars)}
+        values = dict(zip(self.plan.pointers, ptrs))
+        values.update((cname, x) for (cname, _), x in zip(self.plan.scalars, scalars))
+        temps = {}
         blocking = os.environ.get("DITRON_LAUNCH_BLOCKING", "") not in ("", "0")
-        for fn, name, stage, grid, block, smem in self._functions:
-            dims = grid(sizes)
-            if min(dims) <= 0:
-                continue
-            try:
-                launcher.launch(fn, dims, block, smem, stream, ptrs, scalars, self._wide, blocking)
-            except RuntimeError as e:
-                what = "kernel" if blocking else "launch of"
-                raise RuntimeError(f"kernel '{self.name}': {what} {name} (stage {stage}): {e}") from None
-        # The temporaries may be freed now: torch's allocator orders their reuse after the
-        # work already queued on this (the current) stream.
-        del temps
+        for step in self._steps:
+            kind = step[0]
+            if kind == "launch":
+                _, name, stage, grid, block, smem, ptr_args, scalar_args = step
+                dims = grid(sizes)
+                if min(dims) <= 0:
+                    continue
+                try:
+                    launcher.launch(self._functions[name], dims, block, smem, stream,
+                                    tuple(values[a] for a in ptr_args), tuple(values[a] for a in scalar_args),
+                                    tuple(self._wide[a] for a in scalar_args), blocking)
+                except RuntimeError as e:
+                    what = "kernel" if blocking else "launch of"
+                    raise RuntimeError(f"kernel '{self.name}': {what} {name} (stage {stage}): {e}") from None
+            elif kind == "allocate":
+                import torch
+                _, buf, dtype, count = step
+                t = torch.empty(int(count(sizes)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
+                temps[buf] = t
+                values[buf] = t.data_ptr()
+            elif kind == "require":
+                if not step[1](sizes)[0]:
+                    raise ValueError(f"kernel '{self.name}': {step[2]}")
+            elif kind == "align":
+                if values[step[1]] % step[2]:
+                    raise ValueError(f"kernel '{self.name}': argument {step[1]} must be {step[2]}-byte aligned "
+                                     "(vector accesses)")
+            elif kind == "free":
+                # torch's allocator orders the memory's reuse after the work already queued
+                # on this (the current) stream
+                del temps[step[1]]

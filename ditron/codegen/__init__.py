@@ -1,6 +1,7 @@
 """IR -> source text. One renderer per target, driven by Jinja2 templates."""
 import functools
 import os
+from dataclasses import dataclass
 
 import jinja2
 
@@ -10,6 +11,7 @@ from ..version import __version__
 from ..lower import ir
 from ..lower.legality import check_target
 from ..te import expr as E
+from . import launch_plan as lp
 from .signature import ArgSpec, KernelSignature
 
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
@@ -22,8 +24,8 @@ def _env():
 
 
 class NvrtcUnsupported(DitronError):
-    """The program cannot be built by NVRTC (its host code is more than kernel launches,
-    or it needs TMA descriptors); the default compiler then falls back to nvcc."""
+    """The program cannot be built by NVRTC (its launch plan has steps that need compiled
+    host code, e.g. TMA descriptors); the default compiler then falls back to nvcc."""
 
 
 # Target name -> (module, renderer class): one renderer module per target.
@@ -94,53 +96,66 @@ def check_lowered_for(func, target):
                              "(ditron.target.make_target; dt.build does this)") from None
 
 
-def render(func, target, arch=None, world_size=1):
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered program: its ``source`` (the file to compile), ``signature``
+    (:class:`KernelSignature`) and, for GPU targets, ``plan``: the host side as a
+    :class:`ditron.codegen.launch_plan.LaunchPlan`, from which the source's host code was
+    written (None for the CPU target, whose kernels run inline)."""
+    source: str
+    signature: KernelSignature
+    plan: object = None
+
+
+def render_program(func, target, arch=None, world_size=1):
     """Render a lowered function for ``target`` (a :class:`ditron.target.Target`, or a
-    target name with ``arch``, as tests write it); returns ``(source, KernelSignature)``.
-    :class:`TargetMismatch` if ``func`` was lowered for another target that this one
-    refuses (:func:`check_lowered_for`)."""
+    target name with ``arch``); returns a :class:`Rendered`. :class:`TargetMismatch` if
+    ``func`` was lowered for another target that this one refuses (:func:`check_lowered_for`)."""
     target = make_target(target, arch)
     check_lowered_for(func, target)
     r = _renderer(target.name)(func, target)
     source = _source(r, func)
-    return source, signature_of(func, target.name, world_size, alignment=getattr(r, "alignment", None))
+    return Rendered(source, signature_of(func, target.name, world_size, alignment=getattr(r, "alignment", None)),
+                    getattr(r, "plan", None))
+
+
+def render(func, target, arch=None, world_size=1):
+    """:func:`render_program`'s ``(source, signature)``."""
+    out = render_program(func, target, arch, world_size)
+    return out.source, out.signature
+
+
+# What the NVRTC path's loader (ditron.build.nvrtc.NvrtcModule) can do itself; other
+# steps need the compiled host code, and the program builds with nvcc.
+NVRTC_STEPS = (lp.Comment, lp.Allocate, lp.Free, lp.Precondition, lp.CheckAlignment, lp.Launch)
 
 
 def render_nvrtc(func, target):
     """Render for an NVRTC build: ``(source, signature, device_source, plan)``.
 
-    ``plan`` says what the generated host code would do, so that a loader can do
-    it without compiled host code: ``{"launches": [{"name", "stage", "grid" (3
-    exprs over the symbolic dims), "block", "smem"}], "temps": [(name, dtype,
-    size expr)], "scalar_dtypes": [...]}``; kernels take the arguments, then the
-    temporaries, then the symbolic dims. Programs whose host part is more
-    than a sequence of kernel launches (or that need TMA descriptors) raise
+    ``plan`` is the :class:`~ditron.codegen.launch_plan.LaunchPlan` that the source's host
+    code was written from; the NVRTC loader executes it instead (temporaries, argument
+    checks, launches; kernels take the arguments, then the temporaries, then the symbolic
+    dims). Programs whose plan has steps the loader cannot run (host loops, TMA maps, side
+    streams, copy-engine transfers, the division-by-zero flag) raise
     :class:`NvrtcUnsupported`; they build with nvcc.
     """
-    from .cuda import CUDARenderer, device_source
+    from .cuda import device_source
     target = make_target(target)
-    check_lowered_for(func, target)
     if func.world is not None:
+        check_lowered_for(func, target)
         raise NvrtcUnsupported(f"'{func.name}': communicating kernels are device-linked against "
                                "NVSHMEM (-rdc=true); build it with compiler='nvcc'")
-    for s in (func.body.body if isinstance(func.body, ir.Seq) else [func.body]):
-        if not isinstance(s, (ir.Kernel, ir.Comment)):
-            raise NvrtcUnsupported(f"'{func.name}': its host code is more than a sequence of kernel launches "
-                              f"({type(s).__name__} outside a kernel); build it with compiler='nvcc'")
-    if any(isinstance(s, ir.MmaTile) and s.intrinsic == "wgmma" for s in ir.walk_stmts(func.body)):
-        raise NvrtcUnsupported(f"'{func.name}': wgmma kernels need TMA descriptors made by host code; "
-                          "build it with compiler='nvcc'")
-    r = CUDARenderer(func, target)
-    source = _source(r, func)
-    if func.preconditions:
-        raise NvrtcUnsupported(f"'{func.name}': its host code checks the symbolic dims before launching "
-                               f"({func.preconditions[0][1]}); build it with compiler='nvcc'")
-    if r.div_sites:
-        raise NvrtcUnsupported(f"'{func.name}': integer divisions by values that may be 0 are checked, and "
-                               "the host code reads the check's flag after the call; build it with "
-                               "compiler='nvcc'")
-    plan = {"launches": r.launches,
-            "temps": [(b.name, b.dtype, r.flat_size_expr(b)) for b in func.temps],
-            "scalar_dtypes": [v.dtype for v in func.scalar_vars]}
-    signature = signature_of(func, target.name, alignment=r.alignment)
-    return source, signature, device_source(source), plan
+    out = render_program(func, target)
+    for step in out.plan.walk():
+        if isinstance(step, lp.MakeTmaMap):
+            raise NvrtcUnsupported(f"'{func.name}': wgmma kernels need TMA descriptors made by host code; "
+                                   "build it with compiler='nvcc'")
+        if isinstance(step, lp.CheckDivisions):
+            raise NvrtcUnsupported(f"'{func.name}': integer divisions by values that may be 0 are checked, "
+                                   "and the host code reads the check's flag after the call; build it with "
+                                   "compiler='nvcc'")
+        if not isinstance(step, NVRTC_STEPS) or getattr(step, "side", False):
+            raise NvrtcUnsupported(f"'{func.name}': its host code is more than kernel launches ({step.describe()}); "
+                                   "build it with compiler='nvcc'")
+    return out.source, out.signature, device_source(out.source), out.plan

@@ -318,8 +318,10 @@ class CStyleRenderer:
 
     def precondition_lines(self):
         """Checks of the call's symbolic dims beyond their shapes (PrimFunc.preconditions)."""
-        return [f"  if (!{self.expr(cond)}) throw ditron::BadArgument({c_strings([msg])});"
-                for cond, msg in self.func.preconditions]
+        return [self.precondition_line(cond, msg, 1) for cond, msg in self.func.preconditions]
+
+    def precondition_line(self, cond, message, d):
+        return f"{'  ' * d}if (!{self.expr(cond)}) throw ditron::BadArgument({c_strings([message])});"
 
     def params(self, written):
         out = []

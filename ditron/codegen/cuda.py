@@ -13,7 +13,8 @@ from ..te import expr as E
 from ..te.dtype import itemsize
 from ..lower import ir, arith, facts
 from .gpu import ElementLoads, FragmentLoad, GPURenderer
-from .wgmma import WgmmaKernel
+from . import launch_plan as lp
+from .wgmma import TMA_TYPES, WgmmaKernel
 
 HOST_MARKER = "// ---- host code (nvcc only) ----"
 
@@ -30,6 +31,10 @@ def _host_issuable(stmt):
         for e in s.exprs():
             E.walk(e, lambda x: loads.append(x) if isinstance(x, ir.BufferLoad) else None)
     return not loads
+
+
+def _stmts(s):
+    return s.body if isinstance(s, ir.Seq) else [s]
 
 
 def device_source(source):
@@ -113,11 +118,6 @@ class CUDARenderer(GPURenderer):
     def wait_text(self, n):
         return f"ditron::cp_async_wait<{n}>();"
 
-    def lines(self, s, d):
-        if self.comm_mode == "host" and isinstance(s, ir.Seq):
-            return self.host_seq_lines(s, d)
-        return super().lines(s, d)
-
     # ------------------------------------------------------------------ tensor cores
     # ``ldmatrix`` (or per-lane loads) + ``mma.sync.m16n8k16`` over one warp tile, in the
     # skeleton of GPURenderer.mma_lines. Operand fragments follow the PTX ISA layouts of
@@ -161,42 +161,22 @@ class CUDARenderer(GPURenderer):
         return out
 
     # ------------------------------------------------------------------ Hopper wgmma
-    def whole_kernel_lines(self, k, d, fname, tiles):
+    def whole_kernel_steps(self, k, fname, tiles):
         """A kernel whose stage is tensorized with wgmma: :class:`ditron.codegen.wgmma.WgmmaKernel`."""
         if not facts.is_wgmma_kernel(tiles):
             return None
         kern = WgmmaKernel(self, k, tiles[0])
         self.kernel_defs.append("\n".join(kern.device(fname)))
         self.includes.add("ditron/hopper.h")
-        return kern.host(fname, d)
+        return [kern.launch(fname)]
+
+    def host_MakeTmaMap(self, step, d):
+        return [f"{'  ' * d}const CUtensorMap {step.name} = ditron::make_tma_2d({step.tensor}, "
+                f"{TMA_TYPES[step.dtype]}, {self.expr(step.rows)}, {self.expr(step.cols)}, {step.box[0]}, "
+                f"{step.box[1]}, \"argument {step.tensor}\");"]
 
     # ------------------------------------------------------------------ NVSHMEM from the host
-    def comm_lines(self, s, d):
-        """In a comm kernel the GPU renderer's block-wide ``shmem_*`` calls; in host mode their
-        forms queued on ``stream`` (``ce_*``, csrc/ditron/shmem_cuda.h)."""
-        if self.comm_mode != "host":
-            return super().comm_lines(s, d)
-        if not isinstance(s, ir.WaitSignal):
-            return [self.transfer_line(s, d, "ce", ", stream")]
-        p = "  " * d
-        flag, value, where = self._wait_args(s)
-        # a stream wait; debug builds launch a one-thread kernel that times out instead
-        waiter = self._debug_waiter(s.tensor)
-        return ["#ifdef DITRON_DEBUG_WAITS",
-                f"{p}{waiter}<<<1, 1, 0, stream>>>({flag}, {value}, {where});",
-                f"{p}check({self.rt}GetLastError(), \"launch of {waiter}\");",
-                "#else",
-                f"{p}ditron::ce_wait({flag}, {value}, stream);",
-                "#endif"]
-
-    def copy_engine_region(self, k, d, fname, blocks, side):
-        p = "  " * d
-        return ([f"{p}{{  // {k.name}: copy-engine transfers queued by the host"
-                 + (" on a side stream, overlapped" if side else "")]
-                + [f"{p}  {line}" for line in side] + self.copy_engine_lines(k, d + 1, fname, blocks)
-                + [f"{p}}}"])
-
-    def copy_engine_lines(self, k, d, fname, blocks):
+    def copy_engine_steps(self, k, fname, blocks):
         """``copy='ce'``: the host queues the region's transfers on the stream
         (``nvshmemx_*_on_stream``: the copy engines move the data, and waits are stream
         waits, so no SM copies or spins); the parts that compute (sums, copies out of the
@@ -205,27 +185,64 @@ class CUDARenderer(GPURenderer):
         out, kernels = [], 0
         for host, group in itertools.groupby(stmts, key=_host_issuable):
             if host:
-                with self._in_comm("host"):
-                    out += self.lines(ir.Seq(list(group)), d)
+                out += self.queued_steps(list(group))
             else:
-                out += self.comm_launch_lines(k.name, ir.Seq(list(group)), d, f"{fname}_{kernels}", blocks)
+                out.append(self.comm_launch_step(k.name, ir.Seq(list(group)), f"{fname}_{kernels}", blocks))
                 kernels += 1
         return out
 
-    def host_seq_lines(self, s, d):
-        """A sequence queued by the host, where a put followed by a signal to the same rank
-        becomes one put-with-signal."""
-        out, body, i = [], s.body, 0
-        while i < len(body):
-            a, b = body[i], body[i + 1] if i + 1 < len(body) else None
+    def queued_steps(self, stmts):
+        """The host steps of statements the host queues on the stream (``_host_issuable``),
+        where a put followed by a signal to the same rank becomes one put-with-signal."""
+        out, i = [], 0
+        while i < len(stmts):
+            a, b = stmts[i], stmts[i + 1] if i + 1 < len(stmts) else None
             if type(a) is ir.Put and isinstance(b, ir.Signal) and self.expr(a.pe) == self.expr(b.pe):
-                out.append(f"{'  ' * d}ditron::ce_put_signal({self._transfer_args(a)}, {self._signal_args(b)}, "
-                           f"{self.expr(b.pe)}, stream);")
+                out.append(lp.HostPutSignal(a, b))
                 i += 2
+                continue
+            if isinstance(a, ir.Seq):
+                out += self.queued_steps(a.body)
+            elif isinstance(a, ir.For):
+                self.declare(a.var)
+                out.append(lp.Loop(a.var, a.extent, tuple(self.queued_steps(_stmts(a.body))), a.kind))
+            elif isinstance(a, ir.IfThenElse):
+                out.append(lp.If(a.cond, tuple(self.queued_steps(_stmts(a.then))),
+                                 None if a.else_ is None else tuple(self.queued_steps(_stmts(a.else_)))))
+            elif isinstance(a, ir.Comment):
+                out.append(lp.Comment(a.text))
+            elif isinstance(a, ir.WaitSignal):
+                out.append(lp.HostWait(a, self._debug_waiter(a.tensor)))
             else:
-                out += self.lines(a, d)
-                i += 1
+                out.append(lp.HostTransfer(a))
+            i += 1
         return out
+
+    def host_CopyEngineRegion(self, step, d):
+        p = "  " * d
+        return ([f"{p}{{  // {step.stage}: copy-engine transfers queued by the host"
+                 + (" on a side stream, overlapped" if step.side else "")]
+                + ([f"{p}  {line}" for line in self.side_stream_lines()] if step.side else [])
+                + self.host_lines(step.body, d + 1) + [f"{p}}}"])
+
+    def host_HostTransfer(self, step, d):
+        return [self.transfer_line(step.op, d, "ce", ", stream")]
+
+    def host_HostPutSignal(self, step, d):
+        a, b = step.put, step.signal
+        return [f"{'  ' * d}ditron::ce_put_signal({self._transfer_args(a)}, {self._signal_args(b)}, "
+                f"{self.expr(b.pe)}, stream);"]
+
+    def host_HostWait(self, step, d):
+        # a stream wait; debug builds launch a one-thread kernel that times out instead
+        p = "  " * d
+        flag, value, where = self._wait_args(step.wait)
+        return ["#ifdef DITRON_DEBUG_WAITS",
+                f"{p}{step.debug_kernel}<<<1, 1, 0, stream>>>({flag}, {value}, {where});",
+                f"{p}check({self.rt}GetLastError(), \"launch of {step.debug_kernel}\");",
+                "#else",
+                f"{p}ditron::ce_wait({flag}, {value}, stream);",
+                "#endif"]
 
     def _debug_waiter(self, tensor):
         """A one-thread kernel waiting (with the debug timeout) for a flag of ``tensor``."""

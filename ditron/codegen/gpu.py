@@ -18,10 +18,12 @@ kernels are laid out from here.
 import contextlib
 from dataclasses import dataclass
 
+from ..errors import DitronError
 from ..lower import arith, facts, ir
 from ..lower.mma import LANES
 from ..te import expr as E
 from ..te.dtype import itemsize
+from . import launch_plan as lp
 from .cstyle import CStyleRenderer, c_strings
 
 BLOCK_IDX = {"device.x": "blockIdx.x", "device.y": "blockIdx.y", "device.z": "blockIdx.z"}
@@ -72,10 +74,10 @@ class GPURenderer(CStyleRenderer):
         self.alignment = {}      # global buffer -> bytes its base must be aligned to
         self.helper_defs = {}    # name -> device function text, emitted before the kernels
         self.includes = set()
-        self.launches = []       # what the host code launches, in order (for NVRTC builds)
-        # how Put / Signal / WaitSignal render: None outside communication regions,
-        # "device" inside a comm kernel (spread loops), "host" when queued on the stream
-        self.comm_mode = None
+        self.plan = None         # the host side (launch_plan.LaunchPlan), made by render_body
+        # inside a communication kernel, spread loops go over its blocks / threads (host-queued
+        # transfers are host steps: launch_plan)
+        self.in_comm_kernel = False
         if func.world:
             self.includes.add(self.shmem_header)
 
@@ -92,22 +94,20 @@ class GPURenderer(CStyleRenderer):
         """How host runtime calls name a ``__device__`` variable."""
         return name
 
-    def div_check_lines(self):
-        if not self.div_sites:
-            return []
-        sym, rt = self.symbol("ditron_div_error"), self.rt
-        return [f"  static const char* const div_sites[] = {{{c_strings(self.div_sites)}}};",
-                "  {  // an integer division by zero inside a kernel: reported after the call",
-                "    int site = 0;",
-                f"    check({rt}MemcpyFromSymbolAsync(&site, {sym}, sizeof(int), 0, {rt}MemcpyDeviceToHost, "
+    def host_CheckDivisions(self, step, d):
+        sym, rt, p = self.symbol("ditron_div_error"), self.rt, "  " * d
+        return [f"{p}static const char* const div_sites[] = {{{c_strings(step.sites)}}};",
+                f"{p}{{  // an integer division by zero inside a kernel: reported after the call",
+                f"{p}  int site = 0;",
+                f"{p}  check({rt}MemcpyFromSymbolAsync(&site, {sym}, sizeof(int), 0, {rt}MemcpyDeviceToHost, "
                 "stream), \"reading the division-by-zero flag\");",
-                f"    check({rt}StreamSynchronize(stream), \"kernels of {self.func.name}\");",
-                "    if (site) {",
-                "      const int zero = 0;",
-                f"      check({rt}MemcpyToSymbol({sym}, &zero, sizeof(int)), \"resetting the division-by-zero flag\");",
-                "      throw ditron::DivisionByZero(div_sites[site - 1]);",
-                "    }",
-                "  }"]
+                f"{p}  check({rt}StreamSynchronize(stream), \"kernels of {self.func.name}\");",
+                f"{p}  if (site) {{",
+                f"{p}    const int zero = 0;",
+                f"{p}    check({rt}MemcpyToSymbol({sym}, &zero, sizeof(int)), \"resetting the division-by-zero flag\");",
+                f"{p}    throw ditron::DivisionByZero(div_sites[site - 1]);",
+                f"{p}  }}",
+                f"{p}}}"]
 
     def async_copies(self):
         """Whether pipelined global -> shared copies are asynchronous (then
@@ -328,15 +328,17 @@ class GPURenderer(CStyleRenderer):
     def _plain_for_lines(self, s, d):
         return self._vector_or_plain(s, d)
 
-    def whole_kernel_lines(self, k, d, fname, tiles):
+    def whole_kernel_steps(self, k, fname, tiles):
         """A kernel rendered whole rather than statement by statement (CUDA: Hopper wgmma
-        kernels); None (here): the ordinary kernel."""
+        kernels): defines it and returns its host steps; None (here): the ordinary kernel."""
 
-    def kernel_lines(self, k, d):
+    def kernel_steps(self, k):
+        """Define the kernel of ``k`` (a :class:`ditron.lower.ir.Kernel` region) and return the
+        host steps that run it."""
         fname = f"{self.func.name}_{k.name}_k{len(self.kernel_defs)}"
         if k.comm is not None:
-            return self.comm_kernel_lines(k, d, fname)
-        whole = self.whole_kernel_lines(k, d, fname, facts.kernel_tiles(k))
+            return self.comm_kernel_steps(k, fname)
+        whole = self.whole_kernel_steps(k, fname, facts.kernel_tiles(k))
         if whole is not None:
             return whole
         nthreads = facts.block_threads(k)
@@ -364,33 +366,47 @@ class GPURenderer(CStyleRenderer):
         out.append("}")
         self.kernel_defs.append("\n".join(out))
         block = tuple(k.threads[f"core.{a}"][1] if f"core.{a}" in k.threads else 1 for a in "xyz")
-        return self.launch_lines(k, d, fname, block, smem if dynamic else 0, self.kernel_args())
+        return [self.launch_step(k, fname, block, smem if dynamic else 0, self.kernel_arg_names())]
 
-    def launch_lines(self, k, d, fname, block, smem, args, setup=(), comment=""):
-        """Host code launching ``fname`` over the kernel's grid (recorded in ``launches`` for
-        NVRTC builds): shared-memory opt-in above 48 KB, empty grids skipped, launch errors
-        (and with DITRON_LAUNCH_BLOCKING=1 faults) reported with the kernel and stage."""
-        p = "  " * d
+    def launch_step(self, k, fname, block, smem, args, setup=(), side=False, note=""):
+        """The :class:`~ditron.codegen.launch_plan.Launch` of ``fname`` over the grid of
+        region ``k``."""
         grid = {tag: ext for _, ext, tag in k.grid}
-        grid = [grid.get(f"device.{a}", E.Const(1, "int32")) for a in "xyz"]
-        self.launches.append({"name": fname, "stage": k.name, "grid": grid, "block": block, "smem": smem})
-        host = [f"{p}{{  // launch {fname}{comment}"] + [f"{p}  {line}" for line in setup]
-        if smem > self.target.static_shared_bytes:
-            host.append(f"{p}  check({self.rt}FuncSetAttribute(reinterpret_cast<const void*>({fname}), "
-                        f"{self.rt}FuncAttributeMaxDynamicSharedMemorySize, {smem}), \"shared memory opt-in for {k.name}\");")
-        shown = list(block)
+        grid = tuple(grid.get(f"device.{a}", E.Const(1, "int32")) for a in "xyz")
+        return lp.Launch(fname, k.name, grid, tuple(block), smem, tuple(args), tuple(setup), side, note)
+
+    def host_Launch(self, step, d):
+        """Host code launching a kernel: shared-memory opt-in above 48 KB, empty grids skipped,
+        launch errors (and with DITRON_LAUNCH_BLOCKING=1 faults) reported with the kernel and
+        stage."""
+        p, fname, rt = "  " * d, step.kernel, self.rt
+        note = step.note + (" (on a side stream, overlapped)" if step.side else "")
+        host = [f"{p}{{  // launch {fname}{note}"]
+        if step.side:
+            host += [f"{p}  {line}" for line in self.side_stream_lines()]
+        host += self.host_lines(step.setup, d + 1)
+        if step.smem > self.target.static_shared_bytes:
+            host.append(f"{p}  check({rt}FuncSetAttribute(reinterpret_cast<const void*>({fname}), "
+                        f"{rt}FuncAttributeMaxDynamicSharedMemorySize, {step.smem}), \"shared memory opt-in for "
+                        f"{step.stage}\");")
+        shown = list(step.block)
         while len(shown) > 1 and shown[-1] == 1:      # dim3 fills in the trailing 1s
             shown.pop()
-        host.append(f"{p}  const dim3 grid({', '.join(self.expr(e) for e in grid)}), "
+        host.append(f"{p}  const dim3 grid({', '.join(self.expr(e) for e in step.grid)}), "
                     f"block({', '.join(str(b) for b in shown)});")
         host.append(f"{p}  if (grid.x > 0 && grid.y > 0 && grid.z > 0) {{")
-        host.append(f"{p}    {fname}<<<grid, block, {smem}, stream>>>({args});")
-        host.append(f"{p}    check({self.rt}GetLastError(), \"launch of {fname} (stage {k.name})\");")
-        host.append(f"{p}    if (ditron::sync_after_launch()) check({self.rt}StreamSynchronize(stream), "
-                    f"\"kernel {fname} (stage {k.name})\");")
+        host.append(f"{p}    {fname}<<<grid, block, {step.smem}, stream>>>({', '.join(step.args)});")
+        host.append(f"{p}    check({rt}GetLastError(), \"launch of {fname} (stage {step.stage})\");")
+        host.append(f"{p}    if (ditron::sync_after_launch()) check({rt}StreamSynchronize(stream), "
+                    f"\"kernel {fname} (stage {step.stage})\");")
         host.append(f"{p}  }}")
         host.append(f"{p}}}")
         return host
+
+    def side_stream_lines(self):
+        """Declarations that put the rest of a C++ scope on the side stream."""
+        return [f"{self.rt}Stream_t main_stream = stream;",
+                f"{self.rt}Stream_t stream = ditron::side_stream(main_stream);"]
 
     def kernel_params(self):
         out = []
@@ -405,11 +421,12 @@ class GPURenderer(CStyleRenderer):
             out.append(f"int64_t {TIMEOUT}")
         return ", ".join(out)
 
-    def kernel_args(self):
-        return ", ".join([b.name for b in list(self.func.params) + list(self.func.temps)]
-                         + [b.name for b, _ in self.func.symmetric]
-                         + [self.var_name(v) for v in self.scalar_params()]
-                         + ([TIMEOUT] if self.func.world else []))
+    def kernel_arg_names(self):
+        """What every kernel is passed, in :meth:`kernel_params` order."""
+        return ([b.name for b in list(self.func.params) + list(self.func.temps)]
+                + [b.name for b, _ in self.func.symmetric]
+                + [self.var_name(v) for v in self.scalar_params()]
+                + ([TIMEOUT] if self.func.world else []))
 
     # ------------------------------------------------------------------ communication (shmem)
     def comm_lines(self, s, d):
@@ -431,7 +448,7 @@ class GPURenderer(CStyleRenderer):
 
     def for_lines(self, s, d):
         spread = s.annotations.get("spread")
-        if spread is None or self.comm_mode != "device":
+        if spread is None or not self.in_comm_kernel:
             return self._plain_for_lines(s, d)
         # comm regions: pieces go to blocks, elements to the block's or the grid's threads
         first, stride = {"blocks": ("blockIdx.x", "gridDim.x"),
@@ -443,45 +460,45 @@ class GPURenderer(CStyleRenderer):
                 + self.lines(s.body, d + 1) + [f"{p}}}"])
 
     @contextlib.contextmanager
-    def _in_comm(self, mode):
-        self.comm_mode = mode
+    def _in_comm_kernel(self):
+        self.in_comm_kernel = True
         try:
             yield
         finally:
-            self.comm_mode = None
+            self.in_comm_kernel = False
 
-    def comm_kernel_lines(self, k, d, fname):
+    def comm_kernel_steps(self, k, fname):
         """A communication region. ``copy='sm'``: one kernel of ``sms`` blocks (default 32:
         co-resident on every GPU ditron targets, since their waits need each other) of 128
-        threads. ``copy='ce'``: see :meth:`copy_engine_region` (CUDA only)."""
+        threads. ``copy='ce'``: see :meth:`copy_engine_steps` (CUDA only). ``side``: beside
+        the overlapped consumer, on the side stream; ``join``: the close, after joining it."""
         blocks = k.comm.sms or COMM_BLOCKS
-        side = ([f"{self.rt}Stream_t main_stream = stream;",
-                 f"{self.rt}Stream_t stream = ditron::side_stream(main_stream);"]
-                if k.comm.side else [])       # beside the overlapped consumer, joined at the close
         if k.comm.copy == "ce":
-            lines = self.copy_engine_region(k, d, fname, blocks, side)
+            steps = [lp.CopyEngineRegion(k.name, tuple(self.copy_engine_steps(k, fname, blocks)), k.comm.side)]
         else:
-            lines = self.comm_launch_lines(k.name, k.body, d, fname, blocks, side)
+            steps = [self.comm_launch_step(k.name, k.body, fname, blocks, k.comm.side)]
         if k.comm.join:
-            lines = [f"{'  ' * d}ditron::join_side_stream(stream);"] + lines
-        return lines
+            steps = [lp.JoinSideStream()] + steps
+        return steps
 
-    def copy_engine_region(self, k, d, fname, blocks, side):
+    def copy_engine_steps(self, k, fname, blocks):
         """``copy='ce'``: transfers queued by the host for the copy engines (lowering refuses
         it where the shmem library has no such path, ditron.lower.legality)."""
         raise NotImplementedError(f"target {self.target.name!r} has no copy-engine transfers")
 
-    def comm_launch_lines(self, name, body, d, fname, blocks, setup=()):
+    def comm_launch_step(self, name, body, fname, blocks, side=False):
         """Define ``fname``, a kernel of ``blocks`` x 128 threads running ``body`` (spread
-        loops over its blocks / threads), and launch it."""
-        with self._in_comm("device"):
+        loops over its blocks / threads), and return its launch."""
+        with self._in_comm_kernel():
             lines = self.lines(body, 1)
         self.kernel_defs.append("\n".join(
             [f"extern \"C\" __global__ void __launch_bounds__({COMM_THREADS}) {fname}({self.kernel_params()}) {{"]
             + lines + ["}"]))
         grid_k = ir.Kernel(name, [(E.Var("b", "int32"), E.Const(blocks, "int32"), "device.x")], body)
-        return self.launch_lines(grid_k, d, fname, (COMM_THREADS, 1, 1), 0, self.kernel_args(), setup,
-                                 " (on a side stream, overlapped)" if setup else "")
+        return self.launch_step(grid_k, fname, (COMM_THREADS, 1, 1), 0, self.kernel_arg_names(), side=side)
+
+    def host_JoinSideStream(self, step, d):
+        return [f"{'  ' * d}ditron::join_side_stream(stream);"]
 
     def _wait_args(self, s):
         """``(flag, value, where)`` of a wait: the flag's address, the value to reach, and what
@@ -499,27 +516,101 @@ class GPURenderer(CStyleRenderer):
         value = "1, true" if s.add else f"{self.var_name(self.func.world.epoch)}, false"
         return f"{s.flag.name} + {self.expr(s.index)}, {value}"
 
+    # ------------------------------------------------------------------ the host side
     def render_body(self):
+        """Define the kernels, record the host side as a launch plan (``self.plan``), and
+        return the host code written from that plan."""
         self.written = self.func.written
-        out = []
-        for b in self.func.temps:
-            t = self.ctype(b.dtype)
-            out.append(f"  {t}* {b.name} = nullptr;")
-            out.append(f"  check({self.rt}MallocAsync(reinterpret_cast<void**>(&{b.name}), "
-                       f"sizeof({t}) * (size_t)({self.flat_size(b)}), stream), \"allocating {b.name}\");")
-        if self.func.world:
-            out.append(f"  const int64_t {TIMEOUT} = {self.WORLD}[2];   // the world descriptor is host memory")
-        out += self.precondition_lines()
-        out += self.lines(self.func.body, 1)
-        for b in self.func.temps:
-            out.append(f"  check({self.rt}FreeAsync({b.name}, stream), \"freeing {b.name}\");")
-        out += self.div_check_lines()
+        self.plan = self.launch_plan()
+        return "\n".join(self.host_lines(self.plan.steps, 1))
+
+    def launch_plan(self):
+        """The program's :class:`~ditron.codegen.launch_plan.LaunchPlan` (defining its kernels
+        on the way)."""
+        func = self.func
+        steps = [lp.Allocate(b.name, b.dtype, self.flat_size_expr(b)) for b in func.temps]
+        if func.world:
+            steps.append(lp.ReadTimeout(TIMEOUT))
+        steps += [lp.Precondition(cond, msg) for cond, msg in func.preconditions]
+        steps += self.host_steps(func.body)
+        steps += [lp.Free(b.name) for b in func.temps]
+        if self.div_sites:
+            steps.append(lp.CheckDivisions(tuple(self.div_sites)))
         # Vector accesses assume aligned bases; the Python loader checks this before the
         # call, this guards exported builds called from elsewhere.
-        checks = [f"  if (reinterpret_cast<uintptr_t>({b.name}) % {n}) throw std::invalid_argument("
-                  f"\"argument {b.name} must be {n}-byte aligned (vector accesses)\");"
-                  for b, n in self.alignment.items() if b in self.func.params]
-        return "\n".join(checks + out)
+        checks = [lp.CheckAlignment(b.name, n) for b, n in self.alignment.items() if b in func.params]
+        return lp.LaunchPlan(func.name, tuple(checks + steps),
+                             tuple(b.name for b in func.params) + tuple(b.name for b, _ in func.symmetric),
+                             tuple((self.var_name(v), v) for v in self.scalar_params()))
+
+    def host_steps(self, s):
+        """The host steps of host-level statement ``s``: kernel regions, comments, and the
+        loops and conditions around them."""
+        if isinstance(s, ir.Seq):
+            return [step for c in s.body for step in self.host_steps(c)]
+        if isinstance(s, ir.Kernel):
+            return self.kernel_steps(s)
+        if isinstance(s, ir.Comment):
+            return [lp.Comment(s.text)]
+        if isinstance(s, ir.For):
+            self.declare(s.var)
+            return [lp.Loop(s.var, s.extent, tuple(self.host_steps(s.body)), s.kind)]
+        if isinstance(s, ir.IfThenElse):
+            return [lp.If(s.cond, tuple(self.host_steps(s.then)),
+                          None if s.else_ is None else tuple(self.host_steps(s.else_)))]
+        raise DitronError(f"internal: '{self.func.name}' has a {type(s).__name__} outside its kernels, "
+                          "which the host cannot run")
+
+    def host_lines(self, steps, d):
+        """Host code of ``steps`` at indent depth ``d`` (``host_<Step>`` per step type)."""
+        out = []
+        for step in steps:
+            render = getattr(self, f"host_{type(step).__name__}", None)
+            if render is None:
+                raise DitronError(f"internal: target {self.target.name!r} cannot write the host step "
+                                  f"{type(step).__name__}")
+            out += render(step, d)
+        return out
+
+    def host_CheckAlignment(self, step, d):
+        return [f"{'  ' * d}if (reinterpret_cast<uintptr_t>({step.argument}) % {step.bytes}) throw "
+                f"std::invalid_argument(\"argument {step.argument} must be {step.bytes}-byte aligned (vector "
+                "accesses)\");"]
+
+    def host_Allocate(self, step, d):
+        p, t = "  " * d, self.ctype(step.dtype)
+        return [f"{p}{t}* {step.buffer} = nullptr;",
+                f"{p}check({self.rt}MallocAsync(reinterpret_cast<void**>(&{step.buffer}), "
+                f"sizeof({t}) * (size_t)({self.expr(step.count)}), stream), \"allocating {step.buffer}\");"]
+
+    def host_Free(self, step, d):
+        return [f"{'  ' * d}check({self.rt}FreeAsync({step.buffer}, stream), \"freeing {step.buffer}\");"]
+
+    def host_ReadTimeout(self, step, d):
+        return [f"{'  ' * d}const int64_t {step.name} = {self.WORLD}[2];   // the world descriptor is host memory"]
+
+    def host_Precondition(self, step, d):
+        return [self.precondition_line(step.cond, step.message, d)]
+
+    def host_Comment(self, step, d):
+        return [f"{'  ' * d}// {step.text}"]
+
+    def host_Loop(self, step, d):
+        p, name = "  " * d, self.var_name(step.var)
+        out = []
+        if step.kind == "unroll" and isinstance(step.extent, E.Const):
+            out.append(p + self.unroll_pragma.format(n=step.extent.value))
+        elif step.kind == "vectorize":
+            out.append(p + self.vectorize_pragma)
+        return (out + [f"{p}for (int32_t {name} = 0; {name} < {self.expr(step.extent)}; ++{name}) {{"]
+                + self.host_lines(step.body, d + 1) + [f"{p}}}"])
+
+    def host_If(self, step, d):
+        p = "  " * d
+        out = [f"{p}if ({self.expr(step.cond)}) {{"] + self.host_lines(step.then, d + 1)
+        if step.else_ is not None:
+            out += [f"{p}}} else {{"] + self.host_lines(step.else_, d + 1)
+        return out + [f"{p}}}"]
 
     def template_args(self):
         return {"kernels": "\n\n".join(list(self.helper_defs.values()) + self.kernel_defs),

@@ -22,6 +22,7 @@ the operand addresses for each (m, k) offset (``MmaTile.a``/``b``), the K loop.
 from ..lower import ir, arith, facts
 from ..te import expr as E
 from ..te.dtype import itemsize
+from . import launch_plan as lp
 from .gpu import BLOCK_IDX, THREAD_IDX
 
 TMA_TYPES = {"float16": "CU_TENSOR_MAP_DATA_TYPE_FLOAT16", "bfloat16": "CU_TENSOR_MAP_DATA_TYPE_BFLOAT16"}
@@ -126,17 +127,15 @@ class WgmmaKernel:
         return out
 
     # ------------------------------------------------------------------ host
-    def host(self, fname, d):
-        """The launch, after making the operands' TMA descriptors."""
+    def launch(self, fname):
+        """The launch step, after making the operands' TMA descriptors."""
         r = self.r
         setup = []
         for op, name in zip(self.ops, ("tma_a", "tma_b")):
             g = op.tensor
             r._need_align(g, 16)
-            rows, cols = (r.expr(x) for x in g.shape)
-            setup.append(f"const CUtensorMap {name} = ditron::make_tma_2d({g.name}, {TMA_TYPES[g.dtype]}, "
-                         f"{rows}, {cols}, {op.box[0]}, {op.box[1]}, \"argument {g.name}\");")
-        return r.launch_lines(self.k, d, fname, (128, self.consumers + 1, 1), self.smem,
-                              f"tma_a, tma_b, {r.kernel_args()}", setup,
-                              f" (wgmma, TMA, {self.stages}-slot ring, {self.consumers} consumer "
-                              "warpgroups + 1 producer)")
+            setup.append(lp.MakeTmaMap(name, g.name, g.dtype, g.shape[0], g.shape[1], tuple(op.box)))
+        return r.launch_step(self.k, fname, (128, self.consumers + 1, 1), self.smem,
+                             ["tma_a", "tma_b"] + r.kernel_arg_names(), setup,
+                             note=f" (wgmma, TMA, {self.stages}-slot ring, {self.consumers} consumer "
+                             "warpgroups + 1 producer)")

@@ -13,8 +13,8 @@ from ..target import make_target
 
 class DistributedModule(Module):
 
-    def __init__(self, signature, source, lib_path, arch=None):
-        super().__init__(signature, source, lib_path, arch)
+    def __init__(self, signature, source, lib_path, arch=None, plan=None):
+        super().__init__(signature, source, lib_path, arch, plan)
         self._launch = None          # the C fast path knows nothing of the hidden arguments
         self._buffers = None
         self._world_ref = None
