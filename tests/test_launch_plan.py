@@ -184,3 +184,9 @@ def test_a_precondition_no_longer_keeps_a_program_from_nvrtc():
     pre, = [st for st in plan.steps if isinstance(st, lp.Precondition)]
     assert lp.evaluator([pre.cond])({"k": 0}) == (False,) and lp.evaluator([pre.cond])({"k": 1}) == (True,)
     assert "needs at least one element" in pre.message
+
+
+def test_the_module_examples_are_true():
+    import doctest
+    result = doctest.testmod(lp)
+    assert result.attempted >= 10 and result.failed == 0

@@ -228,28 +228,39 @@ def _driver():
 # the launch plan, executed
 
 def _runnable(plan, name):
-    """The plan's steps as ``(kind, ...)`` tuples with their expressions compiled
-    (:func:`ditron.codegen.launch_plan.evaluator`); what the nvcc path's host code does."""
-    scalar_names = {cname for cname, _ in plan.scalars}
+    """The plan's steps as ``(kind, ...)`` tuples, ready for one call: expressions compiled
+    (:func:`ditron.codegen.launch_plan.evaluator`, over the call's scalars by position) and
+    names resolved to positions in the call's pointers (the arguments, then temporaries in
+    allocation order) and scalars; what the nvcc path's host code does."""
+    scalar_index = {cname: i for i, (cname, _) in enumerate(plan.scalars)}
+    wide = {cname: v.dtype == "int64" for cname, v in plan.scalars}
+    var_names = [v.name for _, v in plan.scalars]
+    slots = {a: i for i, a in enumerate(plan.pointers)}
+    every_scalar = tuple(range(len(plan.scalars)))
     out = []
     for step in plan.steps:
         if isinstance(step, lp.Comment):
             continue
         if isinstance(step, lp.Allocate):
-            out.append(("allocate", step.buffer, step.dtype, lp.evaluator([step.count])))
+            slots[step.buffer] = len(slots)
+            out.append(("allocate", step.buffer, step.dtype, lp.evaluator([step.count], var_names)))
         elif isinstance(step, lp.Free):
             out.append(("free", step.buffer))
         elif isinstance(step, lp.Precondition):
-            out.append(("require", lp.evaluator([step.cond]), step.message))
+            out.append(("require", lp.evaluator([step.cond], var_names), step.message))
         elif isinstance(step, lp.CheckAlignment):
-            out.append(("align", step.argument, step.bytes))
+            out.append(("align", slots[step.argument], step.argument, step.bytes))
         elif isinstance(step, lp.Launch) and not step.setup and not step.side:
-            ptrs = [a for a in step.args if a not in scalar_names]
-            scalars = [a for a in step.args if a in scalar_names]
+            ptrs = [a for a in step.args if a not in scalar_index]
+            scalars = [a for a in step.args if a in scalar_index]
             if list(step.args) != ptrs + scalars:
                 raise DitronError(f"internal: kernel '{name}': {step.kernel} takes scalars before pointers")
-            out.append(("launch", step.kernel, step.stage, lp.evaluator(step.grid), tuple(step.block), step.smem,
-                        tuple(ptrs), tuple(scalars)))
+            ptr_at = tuple(slots[a] for a in ptrs)
+            scalar_at = tuple(scalar_index[a] for a in scalars)
+            # None: the call's pointers (or scalars) as they are, the common case
+            out.append(("launch", step.kernel, step.stage, lp.evaluator(step.grid, var_names), tuple(step.block),
+                        step.smem, None if ptr_at == tuple(range(len(slots))) else ptr_at,
+                        None if scalar_at == every_scalar else scalar_at, tuple(wide[a] for a in scalars)))
         else:
             raise DitronError(f"internal: kernel '{name}': the NVRTC loader cannot run the step "
                               f"{step.describe()}; build it with compiler='nvcc'")
@@ -292,7 +303,6 @@ class NvrtcModule(Module):
                 drv.check(drv.lib.cuFuncSetAttribute(fn, 8, launch.smem), f"shared memory opt-in for {launch.kernel}")
             functions[launch.kernel] = fn.value
         self._functions = functions
-        self._wide = {cname: v.dtype == "int64" for cname, v in self.plan.scalars}
 
     def _run(self, ptrs, scalars, stream):
         """Execute the plan for one call: ``ptrs`` (the arguments' addresses) and ``scalars``
@@ -300,37 +310,36 @@ class NvrtcModule(Module):
         if self._functions is None:
             self._load()
         launcher = _driver().launcher
-        sizes = {v.name: x for (_, v), x in zip(self.plan.scalars, scalars)}
-        values = dict(zip(self.plan.pointers, ptrs))
-        values.update((cname, x) for (cname, _), x in zip(self.plan.scalars, scalars))
+        ptrs, scalars = tuple(ptrs), tuple(scalars)
         temps = {}
         blocking = os.environ.get("DITRON_LAUNCH_BLOCKING", "") not in ("", "0")
         for step in self._steps:
             kind = step[0]
             if kind == "launch":
-                _, name, stage, grid, block, smem, ptr_args, scalar_args = step
-                dims = grid(sizes)
+                _, name, stage, grid, block, smem, ptr_at, scalar_at, wide = step
+                dims = grid(scalars)
                 if min(dims) <= 0:
                     continue
                 try:
                     launcher.launch(self._functions[name], dims, block, smem, stream,
-                                    tuple(values[a] for a in ptr_args), tuple(values[a] for a in scalar_args),
-                                    tuple(self._wide[a] for a in scalar_args), blocking)
+                                    ptrs if ptr_at is None else tuple(ptrs[i] for i in ptr_at),
+                                    scalars if scalar_at is None else tuple(scalars[i] for i in scalar_at),
+                                    wide, blocking)
                 except RuntimeError as e:
                     what = "kernel" if blocking else "launch of"
                     raise RuntimeError(f"kernel '{self.name}': {what} {name} (stage {stage}): {e}") from None
             elif kind == "allocate":
                 import torch
                 _, buf, dtype, count = step
-                t = torch.empty(int(count(sizes)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
+                t = torch.empty(int(count(scalars)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
                 temps[buf] = t
-                values[buf] = t.data_ptr()
+                ptrs += (t.data_ptr(),)
             elif kind == "require":
-                if not step[1](sizes)[0]:
+                if not step[1](scalars)[0]:
                     raise ValueError(f"kernel '{self.name}': {step[2]}")
             elif kind == "align":
-                if values[step[1]] % step[2]:
-                    raise ValueError(f"kernel '{self.name}': argument {step[1]} must be {step[2]}-byte aligned "
+                if ptrs[step[1]] % step[3]:
+                    raise ValueError(f"kernel '{self.name}': argument {step[2]} must be {step[3]}-byte aligned "
                                      "(vector accesses)")
             elif kind == "free":
                 # torch's allocator orders the memory's reuse after the work already queued

@@ -321,38 +321,52 @@ def _text(e):
 # ---------------------------------------------------------------------------
 # evaluating the plan's expressions
 
-def _py(e):
+def _py(e, at):
     """Python text of an integer / boolean expression over named values (floor ``//`` and
-    ``%``, as ditron's integer division)."""
+    ``%``, as ditron's integer division); ``at(name)`` is the text reading a variable."""
     if isinstance(e, E.Const):
         return repr(int(e.value)) if e.dtype != "bool" else repr(bool(e.value))
     if isinstance(e, E.Var):
-        return f"s[{e.name!r}]"
+        return at(e.name)
     if isinstance(e, E.Binary) and e.op in ("+", "-", "*", "//", "%"):
-        return f"({_py(e.a)} {e.op} {_py(e.b)})"
+        return f"({_py(e.a, at)} {e.op} {_py(e.b, at)})"
     if isinstance(e, E.Binary) and e.op in ("min", "max"):
-        return f"{e.op}({_py(e.a)}, {_py(e.b)})"
+        return f"{e.op}({_py(e.a, at)}, {_py(e.b, at)})"
     if isinstance(e, E.Compare):
-        return f"({_py(e.a)} {e.op} {_py(e.b)})"
+        return f"({_py(e.a, at)} {e.op} {_py(e.b, at)})"
     if isinstance(e, E.Logical):
-        return f"({_py(e.a)} {'and' if e.op == '&&' else 'or'} {_py(e.b)})"
+        return f"({_py(e.a, at)} {'and' if e.op == '&&' else 'or'} {_py(e.b, at)})"
     if isinstance(e, E.Not):
-        return f"(not {_py(e.a)})"
+        return f"(not {_py(e.a, at)})"
     if isinstance(e, E.Cast) and e.dtype in ("int32", "int64", "bool"):
-        return _py(e.value)
+        return _py(e.value, at)
     raise DitronError(f"the host expression {_text(e)!r} cannot be evaluated from Python (only integer "
                       "arithmetic, min / max and comparisons of the symbolic dims); build it with "
                       "compiler='nvcc'")
 
 
-def evaluator(exprs):
+def evaluator(exprs, names=None):
     """One function ``f(values) -> tuple``: the values of ``exprs`` given ``values``, a dict
-    from variable name to int. Integer division and modulo floor (as ditron's); a zero
-    divisor raises ZeroDivisionError.
+    from variable name to int (or, with ``names``, a sequence of ints in that order of
+    variable names: what a launch path calls per call, without building a dict). Integer
+    division and modulo floor (as ditron's); a zero divisor raises ZeroDivisionError.
 
     >>> from ditron.te import expr as E
     >>> n = E.Var("n", "int32")
     >>> evaluator([(n + 63) // 64, E.Const(1, "int32")])({"n": 65})
     (2, 1)
+    >>> evaluator([n * 2], names=["n"])((7,))
+    (14,)
     """
-    return eval("lambda s: (" + "".join(_py(e) + ", " for e in exprs) + ")")  # noqa: S307 (own text)
+    if names is None:
+        def at(name):
+            return f"s[{name!r}]"
+    else:
+        index = {name: i for i, name in enumerate(names)}
+
+        def at(name):
+            if name not in index:
+                raise DitronError(f"internal: the host expression reads {name!r}, which is none of "
+                                  f"{list(names)}")
+            return f"s[{index[name]}]"
+    return eval("lambda s: (" + "".join(_py(e, at) + ", " for e in exprs) + ")")  # noqa: S307 (own text)
