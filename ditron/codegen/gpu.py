@@ -1,13 +1,15 @@
 """What the GPU targets share: CUDA and HIP kernels differ in dialect, not in structure.
 
-Both targets render each Kernel region as one ``__global__`` function launched by the
-host entry: device-level axes are ``blockIdx``, core-level axes ``threadIdx``, shared
-buffers ``__shared__`` (dynamic shared memory, with the opt-in attribute, above 48 KB),
-local buffers registers, barriers ``__syncthreads()``; vectorized loops become vector
-loads and stores; communication regions are kernels of block-wide shmem puts, fenced
-signals and waits (``ditron/shmem_<target>.h`` gives both libraries one set of names);
-matrix tiles share one skeleton (:meth:`GPURenderer.mma_lines`) whose instruction parts
-each target supplies. :class:`ditron.codegen.cuda.CUDARenderer` and
+Both targets render each Kernel region as one ``__global__`` function and record how the
+host runs it as steps of a launch plan (:mod:`ditron.codegen.launch_plan`), from which
+the host entry is then written (``host_<Step>`` methods). Device-level axes are
+``blockIdx``, core-level axes ``threadIdx``, shared buffers ``__shared__`` (dynamic
+shared memory, with the opt-in attribute, above 48 KB), local buffers registers,
+barriers ``__syncthreads()``; vectorized loops become vector loads and stores;
+communication regions are kernels of block-wide shmem puts, fenced signals and waits
+(``ditron/shmem_<target>.h`` gives both libraries one set of names); matrix tiles share
+one skeleton (:meth:`GPURenderer.mma_lines`) whose instruction parts each target
+supplies. :class:`ditron.codegen.cuda.CUDARenderer` and
 :class:`ditron.codegen.hip.HIPRenderer` add only their own (cp.async, copy-engine
 transfers, wgmma, mma.sync; MFMA).
 
