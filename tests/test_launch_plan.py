@@ -8,7 +8,6 @@ import pytest
 
 import ditron as dt
 from ditron import driver, schedules
-from ditron.build import nvrtc
 from ditron.codegen import _source, launch_plan as lp, render_program
 from ditron.codegen.cuda import CUDARenderer, HOST_MARKER
 from ditron.ops import collectives, gemm
@@ -168,11 +167,14 @@ def test_expressions_evaluate_as_ditron_computes_them():
         lp.evaluator([E.Call("exp", [E.Cast("float32", n)], "float32")])
 
 
-def test_the_nvrtc_loader_refuses_steps_it_cannot_run():
+def test_the_python_loader_refuses_steps_it_cannot_run():
+    from ditron.build.plan_runner import PlanRunner
     for step in (lp.JoinSideStream(), lp.Loop(E.Var("p", "int32"), E.Const(2, "int32"), ()),
                  lp.Launch("k", "S", (E.Const(1, "int32"),) * 3, (1, 1, 1), 0, (), side=True)):
-        with pytest.raises(dt.DitronError, match="NVRTC loader cannot run the step .*compiler='nvcc'"):
-            nvrtc._runnable(lp.LaunchPlan("p", (step,), (), ()), "p")
+        plan = lp.LaunchPlan("p", (step,), (), ())
+        assert lp.unrunnable_step(plan) is step
+        with pytest.raises(dt.DitronError, match="the loader cannot run the step"):
+            PlanRunner(plan, "p")
 
 
 def test_a_precondition_no_longer_keeps_a_program_from_nvrtc():

@@ -18,14 +18,14 @@ import os
 import shutil
 import time
 
-from ..errors import CompileError, DitronError
-from ..codegen import launch_plan as lp
+from ..errors import CompileError
 from .. import _C
 from . import cache
 from .compile import _compile_error, _keep_failed
 from ..version import __version__
 from .module import Module, _torch_dtypes
 from .paths import csrc_dir, package_fingerprint
+from .plan_runner import PlanRunner
 
 log = logging.getLogger("ditron.build")
 
@@ -224,49 +224,6 @@ def _driver():
     return _DRIVER
 
 
-# ---------------------------------------------------------------------------
-# the launch plan, executed
-
-def _runnable(plan, name):
-    """The plan's steps as ``(kind, ...)`` tuples, ready for one call: expressions compiled
-    (:func:`ditron.codegen.launch_plan.evaluator`, over the call's scalars by position) and
-    names resolved to positions in the call's pointers (the arguments, then temporaries in
-    allocation order) and scalars; what the nvcc path's host code does."""
-    scalar_index = {cname: i for i, (cname, _) in enumerate(plan.scalars)}
-    wide = {cname: v.dtype == "int64" for cname, v in plan.scalars}
-    var_names = [v.name for _, v in plan.scalars]
-    slots = {a: i for i, a in enumerate(plan.pointers)}
-    every_scalar = tuple(range(len(plan.scalars)))
-    out = []
-    for step in plan.steps:
-        if isinstance(step, lp.Comment):
-            continue
-        if isinstance(step, lp.Allocate):
-            slots[step.buffer] = len(slots)
-            out.append(("allocate", step.buffer, step.dtype, lp.evaluator([step.count], var_names)))
-        elif isinstance(step, lp.Free):
-            out.append(("free", step.buffer))
-        elif isinstance(step, lp.Precondition):
-            out.append(("require", lp.evaluator([step.cond], var_names), step.message))
-        elif isinstance(step, lp.CheckAlignment):
-            out.append(("align", slots[step.argument], step.argument, step.bytes))
-        elif isinstance(step, lp.Launch) and not step.setup and not step.side:
-            ptrs = [a for a in step.args if a not in scalar_index]
-            scalars = [a for a in step.args if a in scalar_index]
-            if list(step.args) != ptrs + scalars:
-                raise DitronError(f"internal: kernel '{name}': {step.kernel} takes scalars before pointers")
-            ptr_at = tuple(slots[a] for a in ptrs)
-            scalar_at = tuple(scalar_index[a] for a in scalars)
-            # None: the call's pointers (or scalars) as they are, the common case
-            out.append(("launch", step.kernel, step.stage, lp.evaluator(step.grid, var_names), tuple(step.block),
-                        step.smem, None if ptr_at == tuple(range(len(slots))) else ptr_at,
-                        None if scalar_at == every_scalar else scalar_at, tuple(wide[a] for a in scalars)))
-        else:
-            raise DitronError(f"internal: kernel '{name}': the NVRTC loader cannot run the step "
-                              f"{step.describe()}; build it with compiler='nvcc'")
-    return out
-
-
 class NvrtcModule(Module):
     """A CUDA module built by NVRTC: same calling convention and checks as :class:`Module`;
     its host side is the launch plan (``plan``), executed here."""
@@ -275,7 +232,7 @@ class NvrtcModule(Module):
 
     def __init__(self, signature, source, cubin_path, arch, plan):
         self._init_checks(signature, source, cubin_path, arch, plan)
-        self._steps = _runnable(plan, signature.name)
+        self._runner = PlanRunner(plan, signature.name)
         self._functions = None
 
     def __call__(self, *args):
@@ -309,39 +266,19 @@ class NvrtcModule(Module):
         (the symbolic dims), on ``stream``."""
         if self._functions is None:
             self._load()
-        launcher = _driver().launcher
-        ptrs, scalars = tuple(ptrs), tuple(scalars)
-        temps = {}
+        launcher, functions = _driver().launcher, self._functions
         blocking = os.environ.get("DITRON_LAUNCH_BLOCKING", "") not in ("", "0")
-        for step in self._steps:
-            kind = step[0]
-            if kind == "launch":
-                _, name, stage, grid, block, smem, ptr_at, scalar_at, wide = step
-                dims = grid(scalars)
-                if min(dims) <= 0:
-                    continue
-                try:
-                    launcher.launch(self._functions[name], dims, block, smem, stream,
-                                    ptrs if ptr_at is None else tuple(ptrs[i] for i in ptr_at),
-                                    scalars if scalar_at is None else tuple(scalars[i] for i in scalar_at),
-                                    wide, blocking)
-                except RuntimeError as e:
-                    what = "kernel" if blocking else "launch of"
-                    raise RuntimeError(f"kernel '{self.name}': {what} {name} (stage {stage}): {e}") from None
-            elif kind == "allocate":
-                import torch
-                _, buf, dtype, count = step
-                t = torch.empty(int(count(scalars)[0]), dtype=_torch_dtypes()[dtype], device="cuda")
-                temps[buf] = t
-                ptrs += (t.data_ptr(),)
-            elif kind == "require":
-                if not step[1](scalars)[0]:
-                    raise ValueError(f"kernel '{self.name}': {step[2]}")
-            elif kind == "align":
-                if ptrs[step[1]] % step[3]:
-                    raise ValueError(f"kernel '{self.name}': argument {step[2]} must be {step[3]}-byte aligned "
-                                     "(vector accesses)")
-            elif kind == "free":
-                # torch's allocator orders the memory's reuse after the work already queued
-                # on this (the current) stream
-                del temps[step[1]]
+
+        def launch(kernel, stage, dims, block, smem, ptrs, scalars, wide):
+            try:
+                launcher.launch(functions[kernel], dims, block, smem, stream, ptrs, scalars, wide, blocking)
+            except RuntimeError as e:
+                what = "kernel" if blocking else "launch of"
+                raise RuntimeError(f"kernel '{self.name}': {what} {kernel} (stage {stage}): {e}") from None
+
+        self._runner.run(ptrs, scalars, launch, _allocate_on_gpu)
+
+
+def _allocate_on_gpu(dtype, count):
+    import torch
+    return torch.empty(count, dtype=_torch_dtypes()[dtype], device="cuda")

@@ -125,11 +125,6 @@ def render(func, target, arch=None, world_size=1):
     return out.source, out.signature
 
 
-# What the NVRTC path's loader (ditron.build.nvrtc.NvrtcModule) can do itself; other
-# steps need the compiled host code, and the program builds with nvcc.
-NVRTC_STEPS = (lp.Comment, lp.Allocate, lp.Free, lp.Precondition, lp.CheckAlignment, lp.Launch)
-
-
 def render_nvrtc(func, target):
     """Render for an NVRTC build: ``(source, signature, device_source, plan)``.
 
@@ -155,7 +150,8 @@ def render_nvrtc(func, target):
             raise NvrtcUnsupported(f"'{func.name}': integer divisions by values that may be 0 are checked, "
                                    "and the host code reads the check's flag after the call; build it with "
                                    "compiler='nvcc'")
-        if not isinstance(step, NVRTC_STEPS) or getattr(step, "side", False):
-            raise NvrtcUnsupported(f"'{func.name}': its host code is more than kernel launches ({step.describe()}); "
-                                   "build it with compiler='nvcc'")
+    bad = lp.unrunnable_step(out.plan)
+    if bad is not None:
+        raise NvrtcUnsupported(f"'{func.name}': its host code is more than kernel launches ({bad.describe()}); "
+                               "build it with compiler='nvcc'")
     return out.source, out.signature, device_source(out.source), out.plan

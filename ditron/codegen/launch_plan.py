@@ -304,6 +304,20 @@ class LaunchPlan:
         return self.describe()
 
 
+# What a Python loader (ditron.build.plan_runner.PlanRunner) runs; loaders refuse plans with
+# other steps (the NVRTC path falls back on nvcc).
+RUNNABLE = (Comment, Allocate, Free, Precondition, CheckAlignment, Launch, CheckDivisions)
+
+
+def unrunnable_step(plan):
+    """The first step of ``plan`` a PlanRunner cannot run (host loops, TMA maps, side
+    streams, copy-engine transfers), or None."""
+    for step in plan.walk():
+        if not isinstance(step, RUNNABLE) or getattr(step, "side", False) or getattr(step, "setup", ()):
+            return step
+    return None
+
+
 def _text(e):
     """``e`` as plain infix text: integer casts and literal types left out (for people)."""
     from ..te.printer import expr_str

@@ -1,0 +1,346 @@
+// The emulated GPU: what ditron/cuda.h gives kernels, for the host C++ compiler, so that the
+// device part of a generated CUDA file runs unchanged on the CPU (ditron/build/emulate.py
+// puts this folder before csrc/ on the include path).
+//
+// Execution model. A launch runs its blocks one after another; the threads of a block are
+// fibers on one OS thread, each running the kernel function with its own threadIdx.
+// A fiber runs until it reaches a synchronization point (__syncthreads, the end of the
+// kernel), then the next runnable fiber runs: deterministic, in thread order, or in an
+// order drawn from DITRON_EMULATE_SEED. What the real hardware leaves undefined is made
+// visible: shared memory holds NaN bytes (0xff) when a block starts; an asynchronous copy
+// poisons its destination when issued and lands at the cp.async.wait_group that must
+// wait for it (or never, if none does); a barrier that some thread of the block leaves
+// unreached is an error, as is an instruction the emulator does not model. Errors end the
+// launch with a message (ditron_emu_error), never a hang.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ditron/half_types.h"
+
+// ---- the CUDA language, for the host compiler
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __grid_constant__
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+// Static shared arrays are static locals in one section, which every block start fills
+// with NaN bytes (blocks run one at a time, so one copy serves them all).
+#define __shared__ __attribute__((section("ditron_emu_shared"))) static
+
+namespace ditron {
+namespace emu {
+
+struct uint3_ { unsigned x, y, z; };
+
+[[noreturn]] void fail(const std::string& what);
+
+struct Fiber {
+  void* sp = nullptr;              // saved stack pointer while switched out
+  std::unique_ptr<unsigned char[]> stack;   // (uninitialized: a fiber writes before it reads)
+  uint3_ tid{0, 0, 0};
+  int linear = 0;                  // thread number within the block
+  enum State { READY, AT_BARRIER, DONE } state = READY;
+  long barriers = 0;               // __syncthreads reached so far
+  // cp.async: copies issued and not landed, by group (the last group is open)
+  struct Copy { void* dst; std::vector<unsigned char> data; };
+  std::vector<std::vector<Copy>> groups{1};
+};
+
+struct Launch {
+  void (*body)(void**) = nullptr;  // the kernel, called with its parameters
+  void** params = nullptr;
+  uint3_ grid{1, 1, 1}, block{1, 1, 1}, block_idx{0, 0, 0};
+  std::unique_ptr<unsigned char[]> dynamic_storage;
+  unsigned char* dynamic_shared = nullptr;   // SHARED_ALIGN-aligned, in dynamic_storage
+  size_t dynamic_bytes = 0;
+  std::vector<Fiber> fibers;
+  Fiber* current = nullptr;
+  void* scheduler_sp = nullptr;
+  std::string error;
+  std::mt19937_64 order;
+  bool shuffled = false;
+};
+
+inline Launch& state() {
+  static Launch l;
+  return l;
+}
+
+}  // namespace emu
+}  // namespace ditron
+
+// The fiber switch (x86-64 System V): save the callee-saved registers on this stack, store
+// the stack pointer in *from, load `to` and restore its registers.
+#if !defined(__x86_64__)
+#error "the emulated GPU switches fibers with x86-64 code; this machine is not x86-64"
+#endif
+extern "C" void ditron_emu_switch(void** from, void* to);
+__asm__(R"(
+.text
+.globl ditron_emu_switch
+.type ditron_emu_switch,@function
+ditron_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size ditron_emu_switch, .-ditron_emu_switch
+)");
+
+extern "C" unsigned char __start_ditron_emu_shared[] __attribute__((weak));
+extern "C" unsigned char __stop_ditron_emu_shared[] __attribute__((weak));
+
+namespace ditron {
+namespace emu {
+
+constexpr unsigned char POISON = 0xff;   // NaN as float, half and bfloat16
+constexpr size_t STACK_BYTES = 128 * 1024;
+constexpr size_t SHARED_ALIGN = 1024;    // the widest alignment kernels ask of dynamic shared memory
+
+inline std::string thread_name(const Fiber& f) {
+  const Launch& l = state();
+  return "thread (" + std::to_string(f.tid.x) + ", " + std::to_string(f.tid.y) + ", " +
+         std::to_string(f.tid.z) + ") of block (" + std::to_string(l.block_idx.x) + ", " +
+         std::to_string(l.block_idx.y) + ", " + std::to_string(l.block_idx.z) + ")";
+}
+
+// An error inside a fiber: recorded, and the launch ends (the fiber is abandoned; kernel
+// frames hold no objects that need destroying).
+[[noreturn]] inline void fail(const std::string& what) {
+  Launch& l = state();
+  if (l.error.empty()) l.error = l.current ? thread_name(*l.current) + ": " + what : what;
+  if (l.current) {
+    Fiber* f = l.current;
+    f->state = Fiber::DONE;
+    ditron_emu_switch(&f->sp, l.scheduler_sp);
+  }
+  std::fprintf(stderr, "ditron emulator: %s\n", l.error.c_str());
+  std::abort();
+}
+
+inline Fiber& self() {
+  Launch& l = state();
+  if (!l.current) fail("a device function was called outside a kernel");
+  return *l.current;
+}
+
+inline void yield_to_scheduler() {
+  Fiber& f = self();
+  ditron_emu_switch(&f.sp, state().scheduler_sp);
+}
+
+extern "C" inline void ditron_emu_fiber_entry() {
+  Launch& l = state();
+  l.body(l.params);
+  l.current->state = Fiber::DONE;
+  ditron_emu_switch(&l.current->sp, l.scheduler_sp);
+}
+
+inline void start_fiber(Fiber& f) {
+  if (!f.stack) f.stack.reset(new unsigned char[STACK_BYTES]);
+  uintptr_t top = reinterpret_cast<uintptr_t>(f.stack.get() + STACK_BYTES) & ~uintptr_t(15);
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;                                            // the entry's return address
+  *--sp = reinterpret_cast<void*>(&ditron_emu_fiber_entry);    // where the first switch returns
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;                // rbp rbx r12 r13 r14 r15
+  f.sp = sp;
+  f.state = Fiber::READY;
+  f.barriers = 0;
+  f.groups.assign(1, {});
+}
+
+inline void poison_shared() {
+  if (__start_ditron_emu_shared != nullptr && __stop_ditron_emu_shared > __start_ditron_emu_shared)
+    std::memset(__start_ditron_emu_shared, POISON, __stop_ditron_emu_shared - __start_ditron_emu_shared);
+  Launch& l = state();
+  if (l.dynamic_bytes) std::memset(l.dynamic_shared, POISON, l.dynamic_bytes);
+}
+
+// Run one block: every fiber to its next synchronization point, in turn, until all are done.
+inline bool run_block() {
+  Launch& l = state();
+  poison_shared();
+  for (Fiber& f : l.fibers) start_fiber(f);
+  std::vector<Fiber*> ready;
+  for (;;) {
+    ready.clear();
+    for (Fiber& f : l.fibers)
+      if (f.state == Fiber::READY) ready.push_back(&f);
+    if (ready.empty()) {
+      const Fiber* waiting = nullptr;
+      const Fiber* done = nullptr;
+      for (const Fiber& f : l.fibers) (f.state == Fiber::AT_BARRIER ? waiting : done) = &f;
+      if (!waiting) return true;                               // every thread finished
+      if (done) {
+        l.error = thread_name(*waiting) + " waits at __syncthreads (its barrier number " +
+                  std::to_string(waiting->barriers) + ") that " + thread_name(*done) +
+                  " never reaches: it finished the kernel (a barrier must be reached by every "
+                  "thread of the block)";
+        return false;
+      }
+      for (Fiber& f : l.fibers) f.state = Fiber::READY;       // everyone arrived: release
+      continue;
+    }
+    if (l.shuffled) std::shuffle(ready.begin(), ready.end(), l.order);
+    for (Fiber* f : ready) {
+      l.current = f;
+      ditron_emu_switch(&l.scheduler_sp, f->sp);
+      l.current = nullptr;
+      if (!l.error.empty()) return false;
+    }
+  }
+}
+
+// The kernel table of a generated file (written by ditron/build/emulate.py after the kernels).
+struct Kernel { const char* name; void (*body)(void**); };
+
+template <class... P, size_t... I>
+void call_with(void (*fn)(P...), void** params, std::index_sequence<I...>) {
+  fn(*static_cast<std::remove_cv_t<std::remove_reference_t<P>>*>(params[I])...);
+}
+template <class... P> void call(void (*fn)(P...), void** params) {
+  call_with(fn, params, std::index_sequence_for<P...>{});
+}
+
+inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, unsigned smem, void** params) {
+  Launch& l = state();
+  l.body = k.body;
+  l.params = params;
+  l.grid = {grid[0], grid[1], grid[2]};
+  l.block = {block[0], block[1], block[2]};
+  l.error.clear();
+  l.dynamic_storage.reset(new unsigned char[smem + SHARED_ALIGN]);
+  l.dynamic_shared = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(l.dynamic_storage.get()) + SHARED_ALIGN - 1) & ~uintptr_t(SHARED_ALIGN - 1));
+  l.dynamic_bytes = smem;
+  const char* seed = std::getenv("DITRON_EMULATE_SEED");
+  l.shuffled = seed && *seed;
+  if (l.shuffled) l.order.seed(std::strtoull(seed, nullptr, 10));
+  const unsigned n = block[0] * block[1] * block[2];
+  if (n == 0 || n > 1024) {
+    l.error = std::string("kernel ") + k.name + ": a block of " + std::to_string(n) + " threads (1 to 1024)";
+    return 1;
+  }
+  l.fibers.resize(n);
+  for (unsigned i = 0; i < n; ++i) {
+    Fiber& f = l.fibers[i];
+    f.linear = static_cast<int>(i);
+    f.tid = {i % block[0], (i / block[0]) % block[1], i / (block[0] * block[1])};
+  }
+  for (unsigned z = 0; z < grid[2]; ++z)
+    for (unsigned y = 0; y < grid[1]; ++y)
+      for (unsigned x = 0; x < grid[0]; ++x) {
+        l.block_idx = {x, y, z};
+        if (!run_block()) {
+          l.error = std::string("kernel ") + k.name + ": " + l.error;
+          return 1;
+        }
+      }
+  return 0;
+}
+
+// ---- what kernels call
+inline void syncthreads() {
+  Fiber& f = self();
+  f.state = Fiber::AT_BARRIER;
+  ++f.barriers;
+  yield_to_scheduler();
+}
+
+inline unsigned char* dynamic_shared(size_t align) {
+  if (align > SHARED_ALIGN) fail("dynamic shared memory aligned to " + std::to_string(align) + " bytes");
+  return state().dynamic_shared;
+}
+
+inline void async_copy(void* dst, const void* src, size_t bytes) {
+  Fiber& f = self();
+  Fiber::Copy c{dst, std::vector<unsigned char>(bytes)};
+  std::memcpy(c.data.data(), src, bytes);        // the source is read when issued
+  std::memset(dst, POISON, bytes);               // the destination is undefined until it lands
+  f.groups.back().push_back(std::move(c));
+}
+
+inline void async_commit() { self().groups.emplace_back(); }
+
+// cp.async.wait_group n: every committed group but the newest n has landed.
+inline void async_wait(int pending) {
+  Fiber& f = self();
+  const int committed = static_cast<int>(f.groups.size()) - 1;
+  for (int g = 0; g < committed - pending; ++g) {
+    for (Fiber::Copy& c : f.groups[g]) std::memcpy(c.dst, c.data.data(), c.data.size());
+  }
+  if (committed > pending) f.groups.erase(f.groups.begin(), f.groups.begin() + (committed - pending));
+}
+
+}  // namespace emu
+
+inline float to_float(half h) { return static_cast<float>(h); }
+inline float to_float(bfloat16 h) { return static_cast<float>(h); }
+
+}  // namespace ditron
+
+#define threadIdx (::ditron::emu::self().tid)
+#define blockIdx (::ditron::emu::state().block_idx)
+#define blockDim (::ditron::emu::state().block)
+#define gridDim (::ditron::emu::state().grid)
+inline void __syncthreads() { ::ditron::emu::syncthreads(); }
+inline int atomicExch(int* p, int v) { const int old = *p; *p = v; return old; }
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+
+#include "ditron/gpu_common.h"
+
+// Dynamic shared memory is the launch's buffer, poisoned like the static arrays.
+#undef DITRON_DYNAMIC_SHARED
+#define DITRON_DYNAMIC_SHARED(align, name) unsigned char* name = ::ditron::emu::dynamic_shared(align)
+
+namespace ditron {
+
+// DITRON_EMU_ARCH: the build's arch number (80 for sm_80); below sm_80 these are plain
+// copies, as in ditron/cuda.h.
+#ifndef DITRON_EMU_ARCH
+#error "compile the emulated GPU with -DDITRON_EMU_ARCH=<sm number>"
+#endif
+inline void cp_async4(void* smem, const void* gmem) {
+  if (DITRON_EMU_ARCH >= 80) emu::async_copy(smem, gmem, 4);
+  else std::memcpy(smem, gmem, 4);
+}
+template <int N> inline void cp_async(void* smem, const void* gmem) {
+  static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
+  if (reinterpret_cast<uintptr_t>(smem) % N || reinterpret_cast<uintptr_t>(gmem) % N)
+    emu::fail("cp.async of " + std::to_string(N) + " bytes from a misaligned address");
+  if (DITRON_EMU_ARCH >= 80) emu::async_copy(smem, gmem, N);
+  else std::memcpy(smem, gmem, N);
+}
+inline void cp_async_commit() { if (DITRON_EMU_ARCH >= 80) emu::async_commit(); }
+template <int N> inline void cp_async_wait() { if (DITRON_EMU_ARCH >= 80) emu::async_wait(N); }
+
+}  // namespace ditron
+
+// The generated file's entry points: DITRON_EMU_KERNELS(k0, k1, ...) after its kernels.
+#define DITRON_EMU_KERNEL(fn) ::ditron::emu::Kernel{#fn, [](void** p) { ::ditron::emu::call(fn, p); }}
