@@ -6,7 +6,7 @@ Describe *what* to compute with tensor expressions (:func:`placeholder`,
 """
 from .version import __version__  # noqa: F401
 
-from .errors import DitronError, ScheduleError, CompileError, LoweringError, BoundsError
+from .errors import DitronError, ScheduleError, CompileError, LoweringError, BoundsError, EmulationError
 from .te.comm import all_gather, reduce_scatter, all_reduce, all_to_all
 from .te import (var, const, placeholder, compute, reduce_axis, sum, max, min,  # noqa: A004
                  if_then_else, exp, log, sqrt, rsqrt, tanh, sigmoid, abs, Shard, Tensor)

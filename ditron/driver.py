@@ -4,7 +4,8 @@ import os
 from .target import TARGETS, default_cuda_arch, make_target  # noqa: F401  (TARGETS, default_cuda_arch: public here)
 
 
-def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compiler=None, inplace=None):
+def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compiler=None, inplace=None,
+          emulate=None):
     """Compile a schedule into a callable module.
 
     Parameters
@@ -34,6 +35,11 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         memory with another argument raises ValueError naming both. Accepted only for
         outputs computed element by element from the same element of the input (see
         ditron.lower.inplace); anything else is a LoweringError.
+    emulate : bool, optional
+        ``target="cuda"`` only: run the program's exact device code on the CPU, on the
+        emulated GPU (:mod:`ditron.build.emulate`): the module takes CPU tensors and
+        ``mod.source`` is the same text as without emulation. Default:
+        ``$DITRON_EMULATE`` (set to anything but 0, it emulates every CUDA build).
 
     Returns
     -------
@@ -57,9 +63,15 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
     target = make_target(target, arch)        # the one validation of target and arch
     compiler = _compiler(target, compiler)
+    emulated = _emulated(target, emulate)
     func = lower(sch, args, name=name, world_size=world_size, target=target, inplace=inplace)
     try:
-        module = _compile(func, target, name, world_size, compiler)
+        if emulated:
+            from .build.emulate import build_emulated
+            from .codegen import render_program
+            module = build_emulated(render_program(func, target, world_size=world_size), target, name)
+        else:
+            module = _compile(func, target, name, world_size, compiler)
     except RecursionError:
         from .errors import nested_too_deeply
         raise nested_too_deeply(name, "rendering") from None
@@ -69,6 +81,20 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         world = current()
         record(module, world.rank if world is not None else None)
     return module
+
+
+def _emulated(target, emulate):
+    """Whether this build runs on the emulated GPU: ``emulate``, else ``$DITRON_EMULATE``
+    (which leaves targets without an emulator alone)."""
+    from .build.emulate import emulation_requested
+    if not emulation_requested(emulate):
+        return False
+    if target.emulator is None:
+        if emulate:
+            raise ValueError(f"emulate=True: target {target} has no emulated GPU; the emulator runs "
+                             "target='cuda' programs")
+        return False
+    return True
 
 
 # Compilers a target can be built with when it has a choice; the first is the default.

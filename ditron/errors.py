@@ -51,6 +51,13 @@ class BoundsError(LoweringError, IndexError):
     """
 
 
+class EmulationError(DitronError):
+    """The emulated GPU (``dt.build(..., emulate=True)``) found a bug in a kernel (a barrier
+    not every thread reaches, a misaligned asynchronous copy, ...) or met something it
+    does not model (an instruction, a host step); the message names the kernel, the block
+    and thread, and what it was."""
+
+
 def nested_too_deeply(name, doing):
     """What a RecursionError in ``doing`` (lowering, rendering) of program ``name`` becomes."""
     return LoweringError(f"'{name}': an expression is nested too deeply for {doing} (thousands of "

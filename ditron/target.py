@@ -83,6 +83,9 @@ class Target:
         heap between processes), ``"nvshmem"`` or ``"rocshmem"``.
     source_ext : str
         File extension of its generated sources.
+    emulator : str or None
+        What runs its device code on the CPU with ``dt.build(..., emulate=True)``
+        (:mod:`ditron.build.emulate`): ``"cuda-emulator"`` for CUDA; None where there is none.
 
     Examples
     --------
@@ -104,6 +107,7 @@ class Target:
     vendor: str = "cpu"
     shmem: str = "cpu"
     source_ext: str = ".cpp"
+    emulator: str = None
 
     @property
     def is_gpu(self):
@@ -174,7 +178,7 @@ def _cuda(arch):
     # Tile legality per arch (mma.sync needs sm_80, wgmma sm_90a) is checked where a tile
     # is lowered, with the stage in the message.
     return Target("cuda", arch, 32, 1024, CUDA_SHARED.get(arch, STATIC_SHARED), STATIC_SHARED, 255, GRID,
-                  {"mma": MMA_SYNC, "wgmma": WGMMA}, "nvcc", "nvidia", "nvshmem", ".cu")
+                  {"mma": MMA_SYNC, "wgmma": WGMMA}, "nvcc", "nvidia", "nvshmem", ".cu", "cuda-emulator")
 
 
 def _hip(arch):

@@ -16,7 +16,7 @@ def _met_classes():
     for name, cls in (("ditron.build.module", "Module"), ("ditron.runtime.module", "DistributedModule"),
                       ("ditron.target", "Target"), ("ditron.build.nvrtc", "NvrtcModule"),
                       ("ditron.codegen.launch_plan", "LaunchPlan"), ("ditron.codegen.launch_plan", "Step"),
-                      ("ditron.codegen", "Rendered")):
+                      ("ditron.codegen", "Rendered"), ("ditron.build.emulate", "EmulatedModule")):
         classes.add(getattr(importlib.import_module(name), cls))
     return classes
 

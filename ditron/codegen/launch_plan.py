@@ -313,7 +313,9 @@ def unrunnable_step(plan):
     """The first step of ``plan`` a PlanRunner cannot run (host loops, TMA maps, side
     streams, copy-engine transfers), or None."""
     for step in plan.walk():
-        if not isinstance(step, RUNNABLE) or getattr(step, "side", False) or getattr(step, "setup", ()):
+        if isinstance(step, Launch) and step.setup:
+            return step.setup[0]
+        if not isinstance(step, RUNNABLE) or getattr(step, "side", False):
             return step
     return None
 

@@ -13,6 +13,7 @@
 // unreached is an error, as is an instruction the emulator does not model. Errors end the
 // launch with a message (ditron_emu_error), never a hang.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -38,6 +39,9 @@
 // Static shared arrays are static locals in one section, which every block start fills
 // with NaN bytes (blocks run one at a time, so one copy serves them all).
 #define __shared__ __attribute__((section("ditron_emu_shared"))) static
+// CUDA's vector types, with their alignment (vector loads and stores use them)
+struct alignas(8) uint2 { unsigned x, y; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
 
 namespace ditron {
 namespace emu {
@@ -51,11 +55,21 @@ struct Fiber {
   std::unique_ptr<unsigned char[]> stack;   // (uninitialized: a fiber writes before it reads)
   uint3_ tid{0, 0, 0};
   int linear = 0;                  // thread number within the block
-  enum State { READY, AT_BARRIER, DONE } state = READY;
+  enum State { READY, AT_BARRIER, AT_WARP, DONE } state = READY;
   long barriers = 0;               // __syncthreads reached so far
   // cp.async: copies issued and not landed, by group (the last group is open)
   struct Copy { void* dst; std::vector<unsigned char> data; };
   std::vector<std::vector<Copy>> groups{1};
+};
+
+// Lanes of a warp meeting at a warp-wide instruction (ldmatrix, mma.sync): each arriving
+// lane leaves its operands; the last one runs the instruction for all of them.
+using Collective = void (*)(void* const* lane_args, int lanes);
+struct WarpMeeting {
+  Collective run = nullptr;
+  const char* what = nullptr;
+  int arrived = 0;
+  void* args[32] = {};
 };
 
 struct Launch {
@@ -66,6 +80,7 @@ struct Launch {
   unsigned char* dynamic_shared = nullptr;   // SHARED_ALIGN-aligned, in dynamic_storage
   size_t dynamic_bytes = 0;
   std::vector<Fiber> fibers;
+  std::vector<WarpMeeting> warps;
   Fiber* current = nullptr;
   void* scheduler_sp = nullptr;
   std::string error;
@@ -190,6 +205,14 @@ inline bool run_block() {
     for (Fiber& f : l.fibers)
       if (f.state == Fiber::READY) ready.push_back(&f);
     if (ready.empty()) {
+      for (const Fiber& f : l.fibers) {
+        if (f.state != Fiber::AT_WARP) continue;
+        const WarpMeeting& m = l.warps[f.linear / 32];
+        l.error = thread_name(f) + " waits in " + m.what + " (a warp-wide instruction) for lanes of its warp "
+                  "that never reach it: only " + std::to_string(m.arrived) + " of its lanes did (the others "
+                  "finished or wait at a barrier)";
+        return false;
+      }
       const Fiber* waiting = nullptr;
       const Fiber* done = nullptr;
       for (const Fiber& f : l.fibers) (f.state == Fiber::AT_BARRIER ? waiting : done) = &f;
@@ -245,6 +268,7 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
     return 1;
   }
   l.fibers.resize(n);
+  l.warps.assign((n + 31) / 32, WarpMeeting{});
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = l.fibers[i];
     f.linear = static_cast<int>(i);
@@ -295,6 +319,110 @@ inline void async_wait(int pending) {
   if (committed > pending) f.groups.erase(f.groups.begin(), f.groups.begin() + (committed - pending));
 }
 
+// A warp-wide instruction: every lane of the warp (all of its threads that exist) must reach
+// it; the last to arrive runs it for all, with each lane's `arg`.
+inline void warp_collective(const char* what, Collective run, void* arg) {
+  Launch& l = state();
+  Fiber& f = self();
+  const int w = f.linear / 32, lane = f.linear % 32;
+  const int lanes = std::min<int>(32, static_cast<int>(l.fibers.size()) - w * 32);
+  WarpMeeting& m = l.warps[w];
+  if (m.arrived == 0) {
+    m.run = run;
+    m.what = what;
+  } else if (m.run != run) {
+    fail(std::string("the lanes of warp ") + std::to_string(w) + " meet at different warp-wide instructions: " +
+         m.what + " and " + what);
+  }
+  m.args[lane] = arg;
+  if (++m.arrived < lanes) {
+    f.state = Fiber::AT_WARP;
+    yield_to_scheduler();
+    return;
+  }
+  m.run(m.args, lanes);
+  m.arrived = 0;
+  for (int i = 0; i < lanes; ++i) {
+    Fiber& o = l.fibers[w * 32 + i];
+    if (o.state == Fiber::AT_WARP) o.state = Fiber::READY;
+  }
+}
+
+inline bool in_shared(const void* p, size_t bytes) {
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  const Launch& l = state();
+  if (l.dynamic_bytes && c >= l.dynamic_shared && c + bytes <= l.dynamic_shared + l.dynamic_bytes) return true;
+  return __start_ditron_emu_shared != nullptr && c >= __start_ditron_emu_shared &&
+         c + bytes <= __stop_ditron_emu_shared;
+}
+
+// ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16 (PTX ISA, "Warp-level matrix load
+// instruction: ldmatrix"): lane 8 * i + r gives the address of row r of matrix i (8 16-bit
+// elements, 16-byte aligned, in shared memory); register i of lane 4 * r + w holds elements
+// 2w, 2w + 1 of row r of matrix i, or, transposed, column r of rows 2w and 2w + 1.
+struct LdmatrixArg { uint32_t* r; const void* p; };
+template <int N, bool TRANS> void ldmatrix_all(void* const* args, int lanes) {
+  const char* what = TRANS ? "ldmatrix .trans" : "ldmatrix";
+  if (lanes < 32) fail(std::string(what) + " in a warp of " + std::to_string(lanes) + " threads (it needs 32)");
+  const uint16_t* rows[32];
+  for (int i = 0; i < 8 * N; ++i) {
+    const void* p = static_cast<const LdmatrixArg*>(args[i])->p;
+    if (!in_shared(p, 16)) fail(std::string(what) + ": lane " + std::to_string(i) + " gives an address outside shared memory");
+    if (reinterpret_cast<uintptr_t>(p) % 16) fail(std::string(what) + ": lane " + std::to_string(i) + " gives an address that is not 16-byte aligned");
+    rows[i] = static_cast<const uint16_t*>(p);
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    uint32_t* r = static_cast<const LdmatrixArg*>(args[lane])->r;
+    const int row = lane / 4, w = lane % 4;
+    for (int i = 0; i < N; ++i) {
+      const uint16_t* const* m = rows + 8 * i;
+      const uint32_t lo = TRANS ? m[2 * w][row] : m[row][2 * w];
+      const uint32_t hi = TRANS ? m[2 * w + 1][row] : m[row][2 * w + 1];
+      r[i] = lo | (hi << 16);
+    }
+  }
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 (PTX ISA, "Matrix
+// fragments for mma.m16n8k16"), with g = lane / 4, t = lane % 4: A (16 x 16) a0 = rows g,
+// cols 2t..2t+1; a1 = rows g + 8; a2 = cols + 8; a3 = both; B (16 x 8) b0 = rows 2t..2t+1,
+// col g; b1 = rows + 8; C / D (16 x 8) c0, c1 = row g, cols 2t, 2t + 1; c2, c3 = row g + 8.
+struct MmaArg { float* d; const uint32_t* a; const uint32_t* b; };
+template <class T> float half_of(uint32_t reg, int hi) {
+  T v;
+  const uint16_t bits = static_cast<uint16_t>(hi ? reg >> 16 : reg & 0xffffu);
+  std::memcpy(&v, &bits, 2);
+  return static_cast<float>(v);
+}
+template <class T> void mma_all(void* const* args, int lanes) {
+  if (lanes < 32) fail("mma.sync in a warp of " + std::to_string(lanes) + " threads (it needs 32)");
+  float A[16][16], B[16][8], C[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const MmaArg& x = *static_cast<const MmaArg*>(args[lane]);
+    const int g = lane / 4, t = lane % 4;
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = half_of<T>(x.a[0], h);
+      A[g + 8][2 * t + h] = half_of<T>(x.a[1], h);
+      A[g][2 * t + 8 + h] = half_of<T>(x.a[2], h);
+      A[g + 8][2 * t + 8 + h] = half_of<T>(x.a[3], h);
+      B[2 * t + h][g] = half_of<T>(x.b[0], h);
+      B[2 * t + 8 + h][g] = half_of<T>(x.b[1], h);
+      C[g][2 * t + h] = x.d[h];
+      C[g + 8][2 * t + h] = x.d[2 + h];
+    }
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    const MmaArg& x = *static_cast<const MmaArg*>(args[lane]);
+    const int g = lane / 4, t = lane % 4;
+    for (int e = 0; e < 4; ++e) {
+      const int row = g + 8 * (e / 2), col = 2 * t + e % 2;
+      float acc = C[row][col];
+      for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+      x.d[e] = acc;
+    }
+  }
+}
+
 }  // namespace emu
 
 inline float to_float(half h) { return static_cast<float>(h); }
@@ -339,6 +467,37 @@ template <int N> inline void cp_async(void* smem, const void* gmem) {
 }
 inline void cp_async_commit() { if (DITRON_EMU_ARCH >= 80) emu::async_commit(); }
 template <int N> inline void cp_async_wait() { if (DITRON_EMU_ARCH >= 80) emu::async_wait(N); }
+
+template <class T> inline uint32_t pack16x2(T lo, T hi) {
+  static_assert(sizeof(T) == 2, "pack16x2 packs 16-bit values");
+  uint16_t l, h;
+  std::memcpy(&l, &lo, 2);
+  std::memcpy(&h, &hi, 2);
+  return uint32_t(l) | (uint32_t(h) << 16);
+}
+
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  emu::LdmatrixArg a{r, p};
+  emu::warp_collective("ldmatrix.x4", emu::ldmatrix_all<4, false>, &a);
+}
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  emu::LdmatrixArg a{r, p};
+  emu::warp_collective("ldmatrix.x4.trans", emu::ldmatrix_all<4, true>, &a);
+}
+inline void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
+  emu::LdmatrixArg a{r, p};
+  emu::warp_collective("ldmatrix.x2", emu::ldmatrix_all<2, false>, &a);
+}
+inline void ldmatrix_x2_trans(uint32_t (&r)[2], const void* p) {
+  emu::LdmatrixArg a{r, p};
+  emu::warp_collective("ldmatrix.x2.trans", emu::ldmatrix_all<2, true>, &a);
+}
+template <class T> inline void mma_m16n8k16(float* d, const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  static_assert(std::is_same<T, half>::value || std::is_same<T, bfloat16>::value,
+                "mma.sync.m16n8k16 takes float16 or bfloat16 operands");
+  emu::MmaArg x{d, a, b};
+  emu::warp_collective("mma.sync.m16n8k16", emu::mma_all<T>, &x);
+}
 
 }  // namespace ditron
 

@@ -1,0 +1,194 @@
+"""The emulated GPU: the exact device code of a ``target="cuda"`` build, run on the CPU.
+
+``dt.build(s, args, target="cuda", arch=..., emulate=True)`` (or ``DITRON_EMULATE=1`` for
+every CUDA build) renders the program as for the GPU (``mod.source`` is the same text),
+compiles its device part (what NVRTC compiles) with the host C++ compiler against
+ditron's emulation of the CUDA device API (``csrc/ditron/emu/ditron/cuda.h``, found
+before the real ``ditron/cuda.h``), and runs the launch plan
+(:mod:`ditron.codegen.launch_plan`) with :class:`ditron.build.plan_runner.PlanRunner`:
+temporaries, checks and launches, as the compiled host code would. The module takes CPU
+tensors.
+
+How kernels run (see the header): blocks one after another, a block's threads as fibers
+that meet at ``__syncthreads``; shared memory poisoned with NaN bytes at each block start;
+``cp.async`` copies landing only at the wait that must wait for them. A kernel that
+breaks the rules raises :class:`ditron.EmulationError` naming the kernel, block and thread.
+``DITRON_EMULATE_SEED=<n>`` runs the threads between synchronization points in an order
+drawn from that seed instead of thread order.
+
+Warp-wide instructions (``ldmatrix``, ``mma.sync.m16n8k16``) run when every lane of the warp
+has reached them, per the PTX ISA's fragment tables. Not modelled yet (an EmulationError
+says so when a program needs it): wgmma, mbarriers and TMA, communication (NVSHMEM) and
+side streams, and the HIP target.
+
+Example
+-------
+>>> import ditron as dt, torch
+>>> A = dt.placeholder((100,), name="A")
+>>> B = dt.compute((100,), lambda i: A[i] * 2, name="B")
+>>> s = dt.create_schedule(B)
+>>> bo, bi = s[B].split(B.op.axis[0], factor=32)
+>>> _ = s[B].bind(bo, "device.x"), s[B].bind(bi, "core.x")
+>>> mod = dt.build(s, [A, B], target="cuda", arch="sm_80", name="twice_emu", emulate=True)
+>>> a, b = torch.arange(100.0), torch.empty(100)
+>>> mod(a, b); bool(torch.equal(b, a * 2))
+True
+"""
+import ctypes
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+
+from ..codegen import launch_plan as lp
+from ..codegen.cuda import device_source
+from ..errors import EmulationError
+from ..version import __version__
+from . import cache, toolchain
+from .compile import _compile_error, _keep_failed
+from .module import Module, _torch_dtypes
+from .paths import csrc_dir, package_fingerprint
+from .plan_runner import PlanRunner
+
+log = logging.getLogger("ditron.build")
+
+# Helpers of the real headers that the emulator does not model yet: a program calling
+# them is refused before anything is compiled.
+NOT_MODELLED = {"ditron::wgmma_": "wgmma.mma_async", "ditron::mbar_": "mbarrier", "ditron::tma_": "TMA copies",
+                "ditron::shmem_": "NVSHMEM device calls"}
+
+
+def emulation_requested(emulate):
+    """``emulate`` if given, else whether ``DITRON_EMULATE`` is set (to anything but 0)."""
+    if emulate is not None:
+        if not isinstance(emulate, bool):
+            raise TypeError(f"emulate must be True or False, got {emulate!r}")
+        return emulate
+    return os.environ.get("DITRON_EMULATE", "") not in ("", "0")
+
+
+def emu_dir():
+    """The folder whose ``ditron/cuda.h`` is the emulated one (first on the include path)."""
+    return os.path.join(csrc_dir(), "ditron", "emu")
+
+
+def emulated_source(source, plan):
+    """The file the emulator compiles: the device part of ``source`` and its kernel table,
+    with C entry points for the loader."""
+    device = device_source(source)
+    kernels = list(dict.fromkeys(ln.kernel for ln in plan.launches()))
+    divisions = any(isinstance(s, lp.CheckDivisions) for s in plan.walk())
+    out = [device, "// ---- the emulator's entry points (ditron/build/emulate.py) ----",
+           "static const ::ditron::emu::Kernel ditron_emu_kernels[] = {"
+           + ", ".join(f"DITRON_EMU_KERNEL({k})" for k in kernels) + "};",
+           "extern \"C\" int ditron_emu_launch(int kernel, const unsigned* grid, const unsigned* block, "
+           "unsigned smem, void** params) {",
+           "  return ::ditron::emu::launch(ditron_emu_kernels[kernel], grid, block, smem, params);",
+           "}",
+           "extern \"C\" const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }"]
+    if divisions:
+        out.append("extern \"C\" int ditron_emu_take_div_error() { const int v = ditron_div_error; "
+                   "ditron_div_error = 0; return v; }")
+    return "\n".join(out) + "\n", kernels
+
+
+def _flags(arch_number):
+    return ["-std=c++20", "-O1", "-fPIC", "-shared", "-fno-strict-aliasing", f"-DDITRON_EMU_ARCH={arch_number}",
+            f"-I{emu_dir()}", f"-I{csrc_dir()}"]
+
+
+def compile_emulated(source, name, target):
+    """Compile an :func:`emulated_source` for ``target`` (a CUDA Target) through the kernel
+    cache; returns the library's path. A rejected source is a CompileError, as on the GPU."""
+    compiler = toolchain.find_compiler("cpu")
+    flags = _flags(target.arch_number)
+    key = cache.key_of({"source": source, "target": "cuda-emulated", "arch": target.arch, "compiler": compiler,
+                        "compiler_version": toolchain.compiler_version(compiler), "flags": flags[:-2],
+                        "ditron": __version__, "package": package_fingerprint(), "machine": platform.machine()})
+    lib_name = f"lib{name}_emu_{key[:16]}.so"
+    hit, work = cache.workspace(key, lib_name, name)
+    if hit:
+        return hit
+    src = os.path.join(work, "kernel_emu.cpp")
+    with open(src, "w") as f:
+        f.write(source)
+    out = os.path.join(work, lib_name)
+    cmd = [compiler] + flags + [src, "-o", out]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0 or not os.path.isfile(out):
+        kept = _keep_failed(src, name, key, ".cpp")
+        shutil.rmtree(work, ignore_errors=True)
+        raise _compile_error(cmd, kept, source, proc.stdout + proc.stderr, name)
+    final = cache.finish(work, key, lib_name, {"name": name, "target": "cuda-emulated", "arch": target.arch,
+                                               "command": cmd, "seconds": seconds})
+    log.info("compiled kernel '%s' for the emulated %s in %.2f s: %s", name, target.arch, seconds, final)
+    return final
+
+
+def build_emulated(rendered, target, name):
+    """An :class:`EmulatedModule` of a program rendered for the CUDA ``target``; an
+    EmulationError for what the emulator does not model."""
+    sig, plan = rendered.signature, rendered.plan
+    if sig.comm:
+        raise EmulationError(f"kernel '{name}': communicating programs (NVSHMEM) are not emulated yet; "
+                             "run it on the CPU target (dt.distributed.launch(..., target='cpu'))")
+    bad = lp.unrunnable_step(plan)
+    if bad is not None:
+        raise EmulationError(f"kernel '{name}': the emulated GPU does not model the host step "
+                             f"'{bad.describe()}' yet")
+    device = device_source(rendered.source)
+    for helper, what in NOT_MODELLED.items():
+        if helper in device:
+            raise EmulationError(f"kernel '{name}': the emulated GPU does not model {what} ({helper}...) yet")
+    source, kernels = emulated_source(rendered.source, plan)
+    lib = compile_emulated(source, name, target)
+    return EmulatedModule(sig, rendered.source, lib, target.arch, plan)
+
+
+class EmulatedModule(Module):
+    """A CUDA module whose device code runs on the CPU (:mod:`ditron.build.emulate`): the
+    calling convention and checks of :class:`Module`, with CPU tensors."""
+
+    compiler = "emulator"
+
+    def __init__(self, signature, source, lib_path, arch, plan):
+        self._init_checks(signature, source, lib_path, arch, plan)
+        self._gpu = False            # arguments live in host memory
+        self._runner = PlanRunner(plan, signature.name)
+        self._kernels = {k: i for i, k in enumerate(dict.fromkeys(ln.kernel for ln in plan.launches()))}
+        self._lib = ctypes.CDLL(lib_path)
+        self._lib.ditron_emu_error.restype = ctypes.c_char_p
+        self._divisions = any(isinstance(s, lp.CheckDivisions) for s in plan.walk())
+
+    @property
+    def target(self):
+        """\"cuda\": the target the source was generated for (its device code runs emulated)."""
+        return self.signature.target
+
+    def __call__(self, *args):
+        ptrs, scalars, _ = self._check(args)
+        self._runner.run(ptrs, scalars, self._launch_kernel, _allocate_on_cpu,
+                         self._lib.ditron_emu_take_div_error if self._divisions else None)
+        self._written(args)
+
+    def __reduce__(self):
+        return (type(self), (self.signature, self.source, self.lib_path, self.arch, self.plan))
+
+    def _launch_kernel(self, kernel, stage, dims, block, smem, ptrs, scalars, wide):
+        values = [ctypes.c_void_p(p) for p in ptrs]
+        values += [(ctypes.c_int64 if w else ctypes.c_int32)(v) for v, w in zip(scalars, wide)]
+        params = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
+                                                           for v in values])
+        grid = (ctypes.c_uint * 3)(*dims)
+        threads = (ctypes.c_uint * 3)(*block)
+        if self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params):
+            raise EmulationError(f"kernel '{self.name}', stage {stage}: {self._lib.ditron_emu_error().decode()}")
+
+
+def _allocate_on_cpu(dtype, count):
+    import torch
+    return torch.empty(count, dtype=_torch_dtypes()[dtype])

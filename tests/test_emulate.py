@@ -1,0 +1,204 @@
+"""The emulated GPU (ditron/build/emulate.py, csrc/ditron/emu): the exact device code of CUDA
+builds run on the CPU. Every kernel of the CUDA compile matrix against the CPU target and
+torch, and mutated sources (a missing barrier, a wrong wait count, a wrong ldmatrix form, a
+misaligned copy, lanes that leave a warp-wide instruction) shown to be caught."""
+import dataclasses
+
+import pytest
+import torch
+
+import ditron as dt
+from ditron import schedules
+from ditron.build import toolchain
+from ditron.build.emulate import EmulatedModule, build_emulated
+from ditron.codegen import render_program
+from ditron.target import make_target
+from test_cuda_target import CASES, gemm_symbolic_m
+
+pytestmark = pytest.mark.skipif(not toolchain.has_compiler("cpu"), reason="needs a C++ compiler (apt-get install g++)")
+
+SM80 = make_target("cuda", "sm_80")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic(monkeypatch):
+    monkeypatch.delenv("DITRON_EMULATE_SEED", raising=False)
+    monkeypatch.delenv("DITRON_EMULATE", raising=False)
+
+
+def inputs(args, seed=0, m=37):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*[d if isinstance(d, int) else m for d in a.shape], generator=g).to(getattr(torch, a.dtype))
+            for a in args]
+
+
+def against_cpu(case, m=37, **kw):
+    """Run CASES[case] emulated and on the CPU target on the same inputs; the two outputs."""
+    s, args = CASES[case]()
+    emu = dt.build(s, args, target="cuda", arch="sm_80", name=case, emulate=True, **kw)
+    cpu = dt.build(s, args, target="cpu", name=case)
+    a, b = inputs(args, m=m), inputs(args, m=m)
+    emu(*a)
+    cpu(*b)
+    return a[-1].float(), b[-1].float()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_kernel_of_the_cuda_compile_matrix_runs_emulated(case):
+    got, want = against_cpu(case)
+    assert not torch.isnan(got).any()
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("m", [1, 37, 100])
+def test_symbolic_m_at_three_sizes(m):
+    s, args = gemm_symbolic_m()
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="sym_m", emulate=True)
+    A, B, C = inputs(args, m=m)
+    mod(A, B, C)
+    torch.testing.assert_close(C, A.float() @ B.float(), rtol=1e-3, atol=1e-3)
+
+
+def test_an_mma_gemm_matches_torch_and_its_source_is_the_gpu_source():
+    s, args = schedules.gemm_mma(256, 256, 256)
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="mma256", emulate=True)
+    assert isinstance(mod, EmulatedModule) and mod.compiler == "emulator" and mod.target == "cuda"
+    assert mod.source == render_program(dt.lower(s, args, name="mma256", target=SM80), SM80).source
+    assert "ditron::mma_m16n8k16<ditron::half>(" in mod.source and "ditron::ldmatrix_x4(" in mod.source
+    A, B, C = inputs(args)
+    mod(A, B, C)
+    torch.testing.assert_close(C, A.float() @ B.float(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", ["1", "2"])
+def test_seeded_thread_orders_compute_the_same(monkeypatch, seed):
+    monkeypatch.setenv("DITRON_EMULATE_SEED", seed)
+    got, want = against_cpu("gemm_threads_p3")
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+
+
+def test_ditron_emulate_makes_cuda_builds_emulated(monkeypatch):
+    s, args = schedules.elementwise_chain(300, gpu=True)
+    monkeypatch.setenv("DITRON_EMULATE", "1")
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="ew_env")
+    assert isinstance(mod, EmulatedModule)
+    assert dt.build(s, args, target="cpu", name="ew_env_cpu").compiler == "c++"     # other targets as they were
+    with pytest.raises(ValueError, match="target cpu has no emulated GPU"):
+        dt.build(s, args, target="cpu", name="ew_cpu", emulate=True)
+    with pytest.raises(TypeError, match="emulate must be True or False"):
+        dt.build(s, args, target="cuda", name="ew_bad", emulate="yes")
+
+
+def test_emulated_modules_take_cpu_tensors_and_check_them_as_modules_do():
+    s, args = schedules.elementwise_chain(300, gpu=True)
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="ew_checks", emulate=True)
+    ts = inputs(args)
+    with pytest.raises(ValueError, match="dim 0 must be 300"):
+        mod(*[t[:10] for t in ts])
+    mod(*ts)
+
+
+def test_a_division_by_zero_in_an_emulated_kernel_raises_zero_division_error():
+    A = dt.placeholder((64,), "int32", name="A")
+    D = dt.placeholder((64,), "int32", name="D")
+    B = dt.compute((64,), lambda i: A[i] // D[i], name="B")
+    s = dt.create_schedule(B)
+    bo, bi = s[B].split(B.op.axis[0], factor=32)
+    s[B].bind(bo, "device.x")
+    s[B].bind(bi, "core.x")
+    mod = dt.build(s, [A, D, B], target="cuda", arch="sm_80", name="div_emu", emulate=True)
+    a, d, b = torch.arange(64, dtype=torch.int32) - 7, torch.full((64,), 2, dtype=torch.int32), torch.empty(64, dtype=torch.int32)
+    mod(a, d, b)
+    assert torch.equal(b, torch.div(a, 2, rounding_mode="floor"))
+    d[9] = 0
+    with pytest.raises(ZeroDivisionError, match=r"kernel 'div_emu': integer division by zero in A\[.*\] // D\[.*\] computing 'B'"):
+        mod(a, d, b)
+    d[9] = 2
+    mod(a, d, b)          # the flag was reset
+    assert torch.equal(b, torch.div(a, 2, rounding_mode="floor"))
+
+
+def test_what_is_not_modelled_is_refused_by_name():
+    s, args = schedules.gemm_wgmma(256, 256, 128)
+    with pytest.raises(dt.EmulationError, match="does not model the host step 'make TMA map tma_a"):
+        dt.build(s, args, target="cuda", arch="sm_90a", name="wg_emu", emulate=True)
+
+
+# ---------------------------------------------------------------------------- mutations
+
+def mutated(make, old, new, name, count=1):
+    """The module of ``make()``'s program built emulated from its source with ``old``
+    replaced by ``new`` (``count`` times; the original must contain it)."""
+    s, args = make()
+    out = render_program(dt.lower(s, args, name=name, target=SM80), SM80)
+    assert old in out.source, old
+    mod = build_emulated(dataclasses.replace(out, source=out.source.replace(old, new, count)), SM80, name)
+    return mod, args
+
+
+def run_against_torch(mod, args):
+    ts = inputs(args)
+    mod(*ts)
+    return ts[-1].float(), ts[0].float() @ ts[1].float()
+
+
+def test_a_missing_barrier_gives_a_wrong_result():
+    mod, args = mutated(lambda: schedules.gemm_threads(64, 64, 64, stages=2), "__syncthreads();", "", "no_barrier", 2)
+    got, want = run_against_torch(mod, args)
+    assert not torch.allclose(got, want, rtol=1e-2, atol=1e-2)
+
+
+def test_an_early_cp_async_wait_count_reads_poisoned_shared_memory():
+    good, args = mutated(lambda: schedules.gemm_threads(128, 128, 128, stages=3), "cp_async_wait<2>",
+                         "cp_async_wait<2>", "wait_ok")
+    got, want = run_against_torch(good, args)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    bad, args = mutated(lambda: schedules.gemm_threads(128, 128, 128, stages=3), "cp_async_wait<2>",
+                        "cp_async_wait<3>", "wait_bad")
+    got, _ = run_against_torch(bad, args)
+    assert torch.isnan(got).any()
+
+
+def test_a_non_transposed_ldmatrix_gives_a_wrong_result():
+    make = lambda: schedules.gemm_mma(128, 128, 128, block=(64, 64))   # noqa: E731
+    s, args = make()
+    src = render_program(dt.lower(s, args, name="probe", target=SM80), SM80).source
+    form = "ditron::ldmatrix_x2_trans(" if "ditron::ldmatrix_x2_trans(" in src else "ditron::ldmatrix_x4_trans("
+    mod, args = mutated(make, form, form.replace("_trans", ""), "no_trans", 1)
+    got, want = run_against_torch(mod, args)
+    assert not torch.allclose(got, want, rtol=1e-2, atol=1e-2)
+
+
+def test_a_barrier_that_a_thread_skips_is_an_emulation_error():
+    make = lambda: schedules.gemm_threads(64, 64, 64, stages=2)     # noqa: E731
+    s, args = make()
+    src = render_program(dt.lower(s, args, name="probe", target=SM80), SM80).source
+    first = src.index("__syncthreads();")
+    mod, args = mutated(make, src[first:first + 16], "if (threadIdx.x == 3 && threadIdx.y == 0) return; "
+                        "__syncthreads();", "skip_barrier")
+    with pytest.raises(dt.EmulationError, match=r"kernel 'skip_barrier', stage C: .*thread \(\d+, \d+, 0\) of "
+                                                r"block \(0, 0, 0\) waits at __syncthreads .* thread \(3, 0, 0\) .* "
+                                                "never reaches: it finished the kernel"):
+        mod(*inputs(args))
+
+
+def test_lanes_that_leave_a_warp_wide_instruction_are_an_emulation_error():
+    mod, args = mutated(lambda: schedules.gemm_mma(128, 128, 128, block=(64, 64)), "ditron::ldmatrix_x4(",
+                        "if (threadIdx.x % 32 == 5) return; ditron::ldmatrix_x4(", "leave_warp")
+    with pytest.raises(dt.EmulationError, match="waits in ldmatrix.x4 .* for lanes of its warp that never "
+                                                "reach it: only 31 of its lanes did"):
+        mod(*inputs(args))
+
+
+def test_a_misaligned_async_copy_is_an_emulation_error():
+    mod, args = mutated(lambda: schedules.gemm_mma(128, 128, 128, block=(64, 64)), "ditron::cp_async<16>(",
+                        "ditron::cp_async<16>(4 + (char*)", "misaligned")
+    with pytest.raises(dt.EmulationError, match="cp.async of 16 bytes from a misaligned address"):
+        mod(*inputs(args))
+
+
+def test_the_module_example_is_true():
+    import doctest
+    from ditron.build import emulate
+    result = doctest.testmod(emulate)
+    assert result.attempted >= 5 and result.failed == 0
