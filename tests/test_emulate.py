@@ -17,7 +17,7 @@ from test_cuda_target import CASES, gemm_symbolic_m
 
 pytestmark = pytest.mark.skipif(not toolchain.has_compiler("cpu"), reason="needs a C++ compiler (apt-get install g++)")
 
-SM80 = make_target("cuda", "sm_80")
+SM80, SM90 = make_target("cuda", "sm_80"), make_target("cuda", "sm_90a")
 
 
 @pytest.fixture(autouse=True)
@@ -118,10 +118,25 @@ def test_a_division_by_zero_in_an_emulated_kernel_raises_zero_division_error():
     assert torch.equal(b, torch.div(a, 2, rounding_mode="floor"))
 
 
+@pytest.mark.parametrize("shape,kw", [((256, 256, 640), {}),
+                                      ((200, 136, 192), dict(block=(128, 128), consumers=1, stages=3,
+                                                             dtype="float16"))])
+def test_wgmma_gemms_run_emulated_and_match_torch(shape, kw):
+    """TMA boxes (zero filled past the tensor), mbarrier phases, 128-byte-swizzled operands
+    read through their descriptors, warpgroup MMAs; C = A @ B.T."""
+    s, args = schedules.gemm_wgmma(*shape, **kw)
+    mod = dt.build(s, args, target="cuda", arch="sm_90a", name="wg_emu", emulate=True)
+    A, B, C = inputs(args)
+    mod(A, B, C)
+    torch.testing.assert_close(C.float(), A.float() @ B.float().T, rtol=1e-2, atol=1e-2)
+
+
 def test_what_is_not_modelled_is_refused_by_name():
-    s, args = schedules.gemm_wgmma(256, 256, 128)
-    with pytest.raises(dt.EmulationError, match="does not model the host step 'make TMA map tma_a"):
-        dt.build(s, args, target="cuda", arch="sm_90a", name="wg_emu", emulate=True)
+    X = dt.placeholder((8,), "float32", name="X")
+    Y = dt.all_reduce(X, name="Y")
+    with pytest.raises(dt.EmulationError, match="communicating programs .* are not emulated yet"):
+        dt.build(dt.create_schedule(Y), [X, Y], target="cuda", arch="sm_90a", name="ar_emu", world_size=2,
+                 emulate=True)
 
 
 # ---------------------------------------------------------------------------- mutations
@@ -202,3 +217,33 @@ def test_the_module_example_is_true():
     from ditron.build import emulate
     result = doctest.testmod(emulate)
     assert result.attempted >= 5 and result.failed == 0
+
+
+WGMMA = lambda: schedules.gemm_wgmma(256, 256, 640)       # noqa: E731  (10 K steps in a 4-slot ring)
+
+
+@pytest.mark.parametrize("old,new,caught", [
+    ("ditron::wgmma_wait<1>();", "ditron::wgmma_wait<2>();", "nan"),
+    ("((k_o / 4) + 1) & 1);", "((k_o / 4)) & 1);", "mbarrier.arrive.expect_tx on a barrier whose phase has all"),
+    ("ditron::mbar_arrive(&empty[(k_o - 1) % 4]);", "ditron::mbar_arrive(&empty[k_o % 4]);", "deadlock: every thread"),
+    ("ditron::mbar_expect_tx(&full[slot], 49152);", "ditron::mbar_expect_tx(&full[slot], 49024);",
+     "TMA delivered 128 bytes more than expect_tx announced"),
+    ("ditron::mbar_expect_tx(&full[slot], 49152);", "ditron::mbar_expect_tx(&full[slot], 49280);",
+     r"waits for the mbarrier at shared offset \d+ to complete its phase of parity 0 \(0 arrivals and 128 bytes"),
+    ("ditron::wgmma_desc_k128(&B_shared[", "(1ull << 62) + ditron::wgmma_desc_k128(&B_shared[", "swizzle mode is 2"),
+    ("ditron::wgmma_desc_k128(&B_shared[", "(1ull << 32) + ditron::wgmma_desc_k128(&B_shared[",
+     "wgmma operand: shared-memory offset .* outside shared memory"),
+], ids=["wgmma_wait2", "producer_parity", "early_slot_release", "short_expect_tx", "long_expect_tx",
+        "descriptor_swizzle", "descriptor_sbo"])
+def test_broken_hopper_pipelines_are_caught(old, new, caught):
+    s, args = WGMMA()
+    out = render_program(dt.lower(s, args, name="wg_mut", target=SM90), SM90)
+    assert old in out.source, old
+    mod = build_emulated(dataclasses.replace(out, source=out.source.replace(old, new, 1)), SM90, "wg_mut")
+    ts = inputs(args)
+    if caught == "nan":
+        mod(*ts)
+        assert torch.isnan(ts[-1]).any()
+    else:
+        with pytest.raises(dt.EmulationError, match=caught):
+            mod(*ts)

@@ -17,9 +17,12 @@ breaks the rules raises :class:`ditron.EmulationError` naming the kernel, block 
 drawn from that seed instead of thread order.
 
 Warp-wide instructions (``ldmatrix``, ``mma.sync.m16n8k16``) run when every lane of the warp
-has reached them, per the PTX ISA's fragment tables. Not modelled yet (an EmulationError
-says so when a program needs it): wgmma, mbarriers and TMA, communication (NVSHMEM) and
-side streams, and the HIP target.
+has reached them, per the PTX ISA's fragment tables; Hopper kernels run with mbarrier
+phases and byte counts, TMA boxes (zero fill, 128-byte swizzle) landing when their barrier
+is waited on, and wgmma groups computed at the wait that needs them from operands decoded
+out of their descriptors (``csrc/ditron/emu/ditron/hopper.h``). Not modelled yet (an
+EmulationError says so when a program needs it): communication (NVSHMEM) and side
+streams, and the HIP target.
 
 Example
 -------
@@ -56,8 +59,7 @@ log = logging.getLogger("ditron.build")
 
 # Helpers of the real headers that the emulator does not model yet: a program calling
 # them is refused before anything is compiled.
-NOT_MODELLED = {"ditron::wgmma_": "wgmma.mma_async", "ditron::mbar_": "mbarrier", "ditron::tma_": "TMA copies",
-                "ditron::shmem_": "NVSHMEM device calls"}
+NOT_MODELLED = {"ditron::shmem_": "NVSHMEM device calls"}
 
 
 def emulation_requested(emulate):
@@ -88,6 +90,13 @@ def emulated_source(source, plan):
            "  return ::ditron::emu::launch(ditron_emu_kernels[kernel], grid, block, smem, params);",
            "}",
            "extern \"C\" const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }"]
+    if any(isinstance(s, lp.MakeTmaMap) for s in plan.walk()):
+        out.append("extern \"C\" int ditron_emu_make_tma_2d(const void* base, int type, uint64_t rows, uint64_t cols, "
+                   "uint32_t box_rows, uint32_t box_cols, CUtensorMap* out) {\n"
+                   "  std::string error;\n"
+                   "  if (::ditron::make_tma_2d_emulated(base, static_cast<CUtensorMapDataType>(type), rows, cols, "
+                   "box_rows, box_cols, out, &error)) { ::ditron::emu::state().error = error; return 1; }\n"
+                   "  return 0;\n}")
     if divisions:
         out.append("extern \"C\" int ditron_emu_take_div_error() { const int v = ditron_div_error; "
                    "ditron_div_error = 0; return v; }")
@@ -136,7 +145,7 @@ def build_emulated(rendered, target, name):
     if sig.comm:
         raise EmulationError(f"kernel '{name}': communicating programs (NVSHMEM) are not emulated yet; "
                              "run it on the CPU target (dt.distributed.launch(..., target='cpu'))")
-    bad = lp.unrunnable_step(plan)
+    bad = lp.unrunnable_step(plan, tma_maps=True)
     if bad is not None:
         raise EmulationError(f"kernel '{name}': the emulated GPU does not model the host step "
                              f"'{bad.describe()}' yet")
@@ -158,7 +167,7 @@ class EmulatedModule(Module):
     def __init__(self, signature, source, lib_path, arch, plan):
         self._init_checks(signature, source, lib_path, arch, plan)
         self._gpu = False            # arguments live in host memory
-        self._runner = PlanRunner(plan, signature.name)
+        self._runner = PlanRunner(plan, signature.name, tma_maps=True)
         self._kernels = {k: i for i, k in enumerate(dict.fromkeys(ln.kernel for ln in plan.launches()))}
         self._lib = ctypes.CDLL(lib_path)
         self._lib.ditron_emu_error.restype = ctypes.c_char_p
@@ -172,14 +181,24 @@ class EmulatedModule(Module):
     def __call__(self, *args):
         ptrs, scalars, _ = self._check(args)
         self._runner.run(ptrs, scalars, self._launch_kernel, _allocate_on_cpu,
-                         self._lib.ditron_emu_take_div_error if self._divisions else None)
+                         self._lib.ditron_emu_take_div_error if self._divisions else None, self._make_map)
         self._written(args)
 
     def __reduce__(self):
         return (type(self), (self.signature, self.source, self.lib_path, self.arch, self.plan))
 
-    def _launch_kernel(self, kernel, stage, dims, block, smem, ptrs, scalars, wide):
-        values = [ctypes.c_void_p(p) for p in ptrs]
+    def _make_map(self, step, address, rows, cols):
+        """The emulator's tensor map of a MakeTmaMap step (an opaque 64-byte-aligned block)."""
+        out = _TensorMap()
+        kind = {"float16": 6, "bfloat16": 9}[step.dtype]
+        if self._lib.ditron_emu_make_tma_2d(ctypes.c_void_p(address), kind, ctypes.c_uint64(rows),
+                                            ctypes.c_uint64(cols), ctypes.c_uint32(step.box[0]),
+                                            ctypes.c_uint32(step.box[1]), ctypes.byref(out)):
+            raise ValueError(f"kernel '{self.name}': argument {step.tensor}: {self._lib.ditron_emu_error().decode()}")
+        return out
+
+    def _launch_kernel(self, kernel, stage, dims, block, smem, ptrs, scalars, wide, maps):
+        values = list(maps) + [ctypes.c_void_p(p) for p in ptrs]
         values += [(ctypes.c_int64 if w else ctypes.c_int32)(v) for v, w in zip(scalars, wide)]
         params = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
                                                            for v in values])
@@ -187,6 +206,12 @@ class EmulatedModule(Module):
         threads = (ctypes.c_uint * 3)(*block)
         if self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params):
             raise EmulationError(f"kernel '{self.name}', stage {stage}: {self._lib.ditron_emu_error().decode()}")
+
+
+class _TensorMap(ctypes.Structure):
+    """Storage for the emulator's CUtensorMap (csrc/ditron/emu/ditron/hopper.h, 64 bytes; the
+    emulator copies kernel parameters out with memcpy, so its alignment here does not matter)."""
+    _fields_ = [("bytes", ctypes.c_uint64 * 8)]
 
 
 def _allocate_on_cpu(dtype, count):

@@ -11,16 +11,18 @@ class PlanRunner:
     names resolved to positions in the call's pointers (the arguments, then temporaries in
     allocation order) and scalars.
 
-    ``run(ptrs, scalars, launch, allocate, read_div_flag=None)`` executes it for one call:
-    ``launch(kernel, stage, grid, block, smem, ptrs, scalars, wide)`` launches a kernel (an
-    empty grid is skipped here), ``allocate(dtype, count)`` returns a tensor whose memory a
-    temporary uses (kept until its Free), and ``read_div_flag()`` returns and resets the
-    flag of checked integer divisions (plans with a CheckDivisions step need it).
+    ``run(ptrs, scalars, launch, allocate, read_div_flag=None, make_map=None)`` executes it
+    for one call: ``launch(kernel, stage, grid, block, smem, ptrs, scalars, wide, maps)``
+    launches a kernel (an empty grid is skipped here; ``maps`` are the TMA maps it takes
+    first), ``allocate(dtype, count)`` returns a tensor whose memory a temporary uses (kept
+    until its Free), ``read_div_flag()`` returns and resets the flag of checked integer
+    divisions (plans with a CheckDivisions step need it), and ``make_map(step, address,
+    rows, cols)`` makes the TMA map of a MakeTmaMap step (loaders built with ``tma_maps``).
     """
 
-    def __init__(self, plan, name):
+    def __init__(self, plan, name, tma_maps=False):
         self.plan, self.name = plan, name
-        bad = unrunnable_step(plan)
+        bad = unrunnable_step(plan, tma_maps)
         if bad is not None:
             raise DitronError(f"internal: kernel '{name}': the loader cannot run the step {bad.describe()}")
         scalar_index = {cname: i for i, (cname, _) in enumerate(plan.scalars)}
@@ -44,9 +46,13 @@ class PlanRunner:
             elif isinstance(step, lp.CheckDivisions):
                 steps.append(("divisions", step.sites))
             else:
-                ptrs = [a for a in step.args if a not in scalar_index]
-                scalars = [a for a in step.args if a in scalar_index]
-                if list(step.args) != ptrs + scalars:
+                maps = tuple((m, slots[m.tensor], lp.evaluator([m.rows, m.cols], var_names)) for m in step.setup)
+                if tuple(step.args[:len(maps)]) != tuple(m.name for m, _, _ in maps):
+                    raise DitronError(f"internal: kernel '{name}': {step.kernel} does not take its TMA maps first")
+                args = step.args[len(maps):]
+                ptrs = [a for a in args if a not in scalar_index]
+                scalars = [a for a in args if a in scalar_index]
+                if list(args) != ptrs + scalars:
                     raise DitronError(f"internal: kernel '{name}': {step.kernel} takes scalars before pointers")
                 ptr_at = tuple(slots[a] for a in ptrs)
                 scalar_at = tuple(scalar_index[a] for a in scalars)
@@ -54,21 +60,23 @@ class PlanRunner:
                 steps.append(("launch", step.kernel, step.stage, lp.evaluator(step.grid, var_names),
                               tuple(step.block), step.smem,
                               None if ptr_at == tuple(range(len(slots))) else ptr_at,
-                              None if scalar_at == every_scalar else scalar_at, tuple(wide[a] for a in scalars)))
+                              None if scalar_at == every_scalar else scalar_at, tuple(wide[a] for a in scalars),
+                              maps))
         self.steps = steps
 
-    def run(self, ptrs, scalars, launch, allocate, read_div_flag=None):
+    def run(self, ptrs, scalars, launch, allocate, read_div_flag=None, make_map=None):
         ptrs, scalars = tuple(ptrs), tuple(scalars)
         temps = {}
         for step in self.steps:
             kind = step[0]
             if kind == "launch":
-                _, kernel, stage, grid, block, smem, ptr_at, scalar_at, wide = step
+                _, kernel, stage, grid, block, smem, ptr_at, scalar_at, wide, maps = step
+                made = tuple(make_map(m, ptrs[at], *shape(scalars)) for m, at, shape in maps)
                 dims = grid(scalars)
                 if min(dims) <= 0:
                     continue
                 launch(kernel, stage, dims, block, smem, ptrs if ptr_at is None else tuple(ptrs[i] for i in ptr_at),
-                       scalars if scalar_at is None else tuple(scalars[i] for i in scalar_at), wide)
+                       scalars if scalar_at is None else tuple(scalars[i] for i in scalar_at), wide, made)
             elif kind == "allocate":
                 _, buf, dtype, count = step
                 t = temps[buf] = allocate(dtype, int(count(scalars)[0]))

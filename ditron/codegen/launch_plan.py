@@ -309,11 +309,13 @@ class LaunchPlan:
 RUNNABLE = (Comment, Allocate, Free, Precondition, CheckAlignment, Launch, CheckDivisions)
 
 
-def unrunnable_step(plan):
-    """The first step of ``plan`` a PlanRunner cannot run (host loops, TMA maps, side
-    streams, copy-engine transfers), or None."""
+def unrunnable_step(plan, tma_maps=False):
+    """The first step of ``plan`` a PlanRunner cannot run (host loops, side streams,
+    copy-engine transfers; TMA maps unless the loader makes them, ``tma_maps``), or None."""
     for step in plan.walk():
-        if isinstance(step, Launch) and step.setup:
+        if isinstance(step, MakeTmaMap) and tma_maps:
+            continue
+        if isinstance(step, Launch) and step.setup and not tma_maps:
             return step.setup[0]
         if not isinstance(step, RUNNABLE) or getattr(step, "side", False):
             return step

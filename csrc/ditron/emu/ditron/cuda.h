@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -55,7 +56,10 @@ struct Fiber {
   std::unique_ptr<unsigned char[]> stack;   // (uninitialized: a fiber writes before it reads)
   uint3_ tid{0, 0, 0};
   int linear = 0;                  // thread number within the block
-  enum State { READY, AT_BARRIER, AT_WARP, DONE } state = READY;
+  enum State { READY, AT_BARRIER, AT_WARP, WAITING, DONE } state = READY;
+  // WAITING: blocked until can_go() (an mbarrier phase); waits_for() says on what
+  std::function<bool()> can_go;
+  std::function<std::string()> waits_for;
   long barriers = 0;               // __syncthreads reached so far
   // cp.async: copies issued and not landed, by group (the last group is open)
   struct Copy { void* dst; std::vector<unsigned char> data; };
@@ -66,10 +70,11 @@ struct Fiber {
 // lane leaves its operands; the last one runs the instruction for all of them.
 using Collective = void (*)(void* const* lane_args, int lanes);
 struct WarpMeeting {
+  int size = 32;                   // 32: a warp; 128: a warpgroup
   Collective run = nullptr;
   const char* what = nullptr;
   int arrived = 0;
-  void* args[32] = {};
+  void* args[128] = {};
 };
 
 struct Launch {
@@ -80,7 +85,8 @@ struct Launch {
   unsigned char* dynamic_shared = nullptr;   // SHARED_ALIGN-aligned, in dynamic_storage
   size_t dynamic_bytes = 0;
   std::vector<Fiber> fibers;
-  std::vector<WarpMeeting> warps;
+  std::vector<WarpMeeting> warps, warpgroups;
+  std::vector<void (*)()> block_start;   // what other headers reset per block (mbarriers)
   Fiber* current = nullptr;
   void* scheduler_sp = nullptr;
   std::string error;
@@ -143,17 +149,17 @@ inline std::string thread_name(const Fiber& f) {
 }
 
 // An error inside a fiber: recorded, and the launch ends (the fiber is abandoned; kernel
-// frames hold no objects that need destroying).
+// frames hold no objects that need destroying). Outside a fiber (the scheduler checking a
+// wait): an exception that the launch turns into its error.
+struct Failure { std::string what; };
 [[noreturn]] inline void fail(const std::string& what) {
   Launch& l = state();
-  if (l.error.empty()) l.error = l.current ? thread_name(*l.current) + ": " + what : what;
-  if (l.current) {
-    Fiber* f = l.current;
-    f->state = Fiber::DONE;
-    ditron_emu_switch(&f->sp, l.scheduler_sp);
-  }
-  std::fprintf(stderr, "ditron emulator: %s\n", l.error.c_str());
-  std::abort();
+  if (!l.current) throw Failure{what};
+  if (l.error.empty()) l.error = thread_name(*l.current) + ": " + what;
+  Fiber* f = l.current;
+  f->state = Fiber::DONE;
+  ditron_emu_switch(&f->sp, l.scheduler_sp);
+  std::abort();     // (never resumed)
 }
 
 inline Fiber& self() {
@@ -198,19 +204,31 @@ inline void poison_shared() {
 inline bool run_block() {
   Launch& l = state();
   poison_shared();
+  for (void (*reset)() : l.block_start) reset();
   for (Fiber& f : l.fibers) start_fiber(f);
   std::vector<Fiber*> ready;
   for (;;) {
     ready.clear();
-    for (Fiber& f : l.fibers)
+    for (Fiber& f : l.fibers) {
+      if (f.state == Fiber::WAITING && f.can_go()) f.state = Fiber::READY;
       if (f.state == Fiber::READY) ready.push_back(&f);
+    }
     if (ready.empty()) {
       for (const Fiber& f : l.fibers) {
         if (f.state != Fiber::AT_WARP) continue;
-        const WarpMeeting& m = l.warps[f.linear / 32];
-        l.error = thread_name(f) + " waits in " + m.what + " (a warp-wide instruction) for lanes of its warp "
-                  "that never reach it: only " + std::to_string(m.arrived) + " of its lanes did (the others "
-                  "finished or wait at a barrier)";
+        const WarpMeeting* m = &l.warps[f.linear / 32];
+        if (m->arrived == 0) m = &l.warpgroups[f.linear / 128];
+        const char* unit = m->size == 32 ? "warp" : "warpgroup";
+        l.error = thread_name(f) + " waits in " + m->what + " (an instruction of the whole " + unit + ") for "
+                  "threads of its " + unit + " that never reach it: only " + std::to_string(m->arrived) +
+                  " of them did (the others finished or wait elsewhere)";
+        return false;
+      }
+      std::string waits;
+      for (const Fiber& f : l.fibers)
+        if (f.state == Fiber::WAITING) waits += (waits.empty() ? "" : "; ") + thread_name(f) + " waits for " + f.waits_for();
+      if (!waits.empty()) {
+        l.error = "deadlock: every thread of the block waits: " + waits;
         return false;
       }
       const Fiber* waiting = nullptr;
@@ -240,9 +258,16 @@ inline bool run_block() {
 // The kernel table of a generated file (written by ditron/build/emulate.py after the kernels).
 struct Kernel { const char* name; void (*body)(void**); };
 
+// Each parameter is copied out of the loader's memory (which need not be aligned for it,
+// as cuLaunchKernel's parameter pointers need not be).
+template <class T> T param(void* p) {
+  T v;
+  std::memcpy(static_cast<void*>(&v), p, sizeof(T));
+  return v;
+}
 template <class... P, size_t... I>
 void call_with(void (*fn)(P...), void** params, std::index_sequence<I...>) {
-  fn(*static_cast<std::remove_cv_t<std::remove_reference_t<P>>*>(params[I])...);
+  fn(param<std::remove_cv_t<std::remove_reference_t<P>>>(params[I])...);
 }
 template <class... P> void call(void (*fn)(P...), void** params) {
   call_with(fn, params, std::index_sequence_for<P...>{});
@@ -269,6 +294,8 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
   }
   l.fibers.resize(n);
   l.warps.assign((n + 31) / 32, WarpMeeting{});
+  l.warpgroups.assign((n + 127) / 128, WarpMeeting{});
+  for (WarpMeeting& m : l.warpgroups) m.size = 128;
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = l.fibers[i];
     f.linear = static_cast<int>(i);
@@ -278,7 +305,14 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
     for (unsigned y = 0; y < grid[1]; ++y)
       for (unsigned x = 0; x < grid[0]; ++x) {
         l.block_idx = {x, y, z};
-        if (!run_block()) {
+        bool ok;
+        try {
+          ok = run_block();
+        } catch (const Failure& e) {
+          l.error = "block (" + std::to_string(x) + ", " + std::to_string(y) + ", " + std::to_string(z) + "): " + e.what;
+          ok = false;
+        }
+        if (!ok) {
           l.error = std::string("kernel ") + k.name + ": " + l.error;
           return 1;
         }
@@ -319,20 +353,20 @@ inline void async_wait(int pending) {
   if (committed > pending) f.groups.erase(f.groups.begin(), f.groups.begin() + (committed - pending));
 }
 
-// A warp-wide instruction: every lane of the warp (all of its threads that exist) must reach
-// it; the last to arrive runs it for all, with each lane's `arg`.
-inline void warp_collective(const char* what, Collective run, void* arg) {
+// An instruction of a whole warp (``size`` 32) or warpgroup (128): every one of its threads
+// that exists must reach it; the last to arrive runs it for all, with each thread's `arg`.
+inline void group_collective(int size, const char* what, Collective run, void* arg) {
   Launch& l = state();
   Fiber& f = self();
-  const int w = f.linear / 32, lane = f.linear % 32;
-  const int lanes = std::min<int>(32, static_cast<int>(l.fibers.size()) - w * 32);
-  WarpMeeting& m = l.warps[w];
+  const int g = f.linear / size, lane = f.linear % size;
+  const int lanes = std::min<int>(size, static_cast<int>(l.fibers.size()) - g * size);
+  WarpMeeting& m = (size == 32 ? l.warps : l.warpgroups)[g];
   if (m.arrived == 0) {
     m.run = run;
     m.what = what;
   } else if (m.run != run) {
-    fail(std::string("the lanes of warp ") + std::to_string(w) + " meet at different warp-wide instructions: " +
-         m.what + " and " + what);
+    fail(std::string(size == 32 ? "the lanes of warp " : "the threads of warpgroup ") + std::to_string(g) +
+         " meet at different instructions: " + m.what + " and " + what);
   }
   m.args[lane] = arg;
   if (++m.arrived < lanes) {
@@ -340,12 +374,24 @@ inline void warp_collective(const char* what, Collective run, void* arg) {
     yield_to_scheduler();
     return;
   }
-  m.run(m.args, lanes);
   m.arrived = 0;
+  m.run(m.args, lanes);
   for (int i = 0; i < lanes; ++i) {
-    Fiber& o = l.fibers[w * 32 + i];
+    Fiber& o = l.fibers[g * size + i];
     if (o.state == Fiber::AT_WARP) o.state = Fiber::READY;
   }
+}
+
+inline void warp_collective(const char* what, Collective run, void* arg) { group_collective(32, what, run, arg); }
+
+// Block until ``can_go()``; ``waits_for()`` describes the wait if the block deadlocks.
+inline void wait_until(std::function<bool()> can_go, std::function<std::string()> waits_for) {
+  if (can_go()) return;
+  Fiber& f = self();
+  f.can_go = std::move(can_go);
+  f.waits_for = std::move(waits_for);
+  f.state = Fiber::WAITING;
+  yield_to_scheduler();
 }
 
 inline bool in_shared(const void* p, size_t bytes) {
