@@ -3,6 +3,7 @@ builds run on the CPU. Every kernel of the CUDA compile matrix against the CPU t
 torch, and mutated sources (a missing barrier, a wrong wait count, a wrong ldmatrix form, a
 misaligned copy, lanes that leave a warp-wide instruction) shown to be caught."""
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -247,3 +248,20 @@ def test_broken_hopper_pipelines_are_caught(old, new, caught):
     else:
         with pytest.raises(dt.EmulationError, match=caught):
             mod(*ts)
+
+
+def test_the_gpu_check_runs_on_the_emulator(tmp_path):
+    """bench/gpu_check.py --emulate: the script a session lent a GPU runs first works here."""
+    import json
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "bench", "gpu_check.py"), "--emulate",
+                        "--cases", "softmax,gemm_mma_unstaged,gemm_wgmma", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (path,) = tmp_path.glob("gpu_check_*.json")
+    res = json.loads(path.read_text())
+    assert res["emulated"] and res["commit"] and res["date"] and res["device"]
+    assert sorted(res["steps"]["numerics"]) == ["gemm_mma_unstaged", "gemm_wgmma", "softmax"]
+    assert all(c["ok"] for c in res["steps"]["numerics"].values())
