@@ -16,14 +16,21 @@ def _gpu_kind():
 
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests need a device: those also marked ``hip`` an AMD one (ROCm torch), the
-    others an NVIDIA one. So ``pytest -m gpu`` runs the right half on either machine."""
+    others an NVIDIA one. So ``pytest -m gpu`` runs the right half on either machine.
+    Without a GPU, ``DITRON_EMULATE=1`` runs the NVIDIA ones on the emulated GPU
+    (tests/devices.py), except those also marked ``device`` (they need a real one)."""
     kind = _gpu_kind()
+    emulated = kind is None and os.environ.get("DITRON_EMULATE", "") not in ("", "0")
     for item in items:
         if "gpu" not in item.keywords:
             continue
         wants = "hip" if "hip" in item.keywords else "cuda"
+        if emulated and wants == "cuda" and "device" not in item.keywords:
+            continue
         if kind is None:
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA/ROCm device"))
+            why = "needs a CUDA/ROCm device" + ("" if wants == "hip" or "device" in item.keywords else
+                                              " (or DITRON_EMULATE=1: the emulated GPU)")
+            item.add_marker(pytest.mark.skip(reason=why))
         elif kind != wants:
             item.add_marker(pytest.mark.skip(reason=f"needs a {'ROCm (AMD)' if wants == 'hip' else 'CUDA'} "
                                                     f"device; this machine's torch sees a {kind} one"))

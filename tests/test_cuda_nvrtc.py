@@ -82,6 +82,7 @@ def test_nvrtc_numerics_on_gpu(case):
 
 
 @pytest.mark.gpu
+@pytest.mark.device
 @needs_nvrtc
 def test_nvrtc_module_in_a_cuda_graph():
     check_graph_replay(compiler="nvrtc")

@@ -10,6 +10,7 @@ import ditron as dt
 from ditron.build import toolchain
 from ditron import schedules
 
+from devices import DEVICE, is_hopper, synchronize
 from test_legality import wide_block
 
 HAVE_NVCC = toolchain.has_compiler("cuda")
@@ -147,7 +148,7 @@ def _inputs(args):
     for t in args:
         dt_ = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[t.dtype]
         shape = [d if isinstance(d, int) else 37 for d in t.shape]
-        out.append(torch.randn(*shape, device="cuda").to(dt_))
+        out.append(torch.randn(*shape, device=DEVICE).to(dt_))
     return out
 
 
@@ -160,7 +161,7 @@ def check_gpu_against_cpu(case, target="cuda", **build_kw):
     tensors = _inputs(args)
     host = [t.cpu() for t in tensors]
     gpu(*tensors)
-    torch.cuda.synchronize()
+    synchronize()
     cpu(*host)
     torch.testing.assert_close(tensors[-1].cpu().float(), host[-1].float(), rtol=2e-3, atol=2e-3)
 
@@ -238,26 +239,23 @@ def test_tensor_core_instructions_survive_into_ptx(tmp_path):
             assert needle in text, (arch, needle)
 
 
-def _is_hopper():
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("M,N,K,kw", [(512, 512, 256, {}),
                                       (1000, 768, 512, dict(block=(128, 128), consumers=1, stages=3))])
 def test_wgmma_numerics_on_gpu(M, N, K, kw):
-    if not _is_hopper():
+    if not is_hopper():
         pytest.skip("wgmma needs an sm_90 GPU")
     s, args = schedules.gemm_wgmma(M, N, K, **kw)
     mod = dt.build(s, args, target="cuda", arch="sm_90a", name="wgmma_gpu")
-    a = torch.randn(M, K, device="cuda").bfloat16()
-    b = torch.randn(N, K, device="cuda").bfloat16()
-    c = torch.full((M, N), float("nan"), device="cuda")
+    a = torch.randn(M, K, device=DEVICE).bfloat16()
+    b = torch.randn(N, K, device=DEVICE).bfloat16()
+    c = torch.full((M, N), float("nan"), device=DEVICE)
     mod(a, b, c)
     torch.testing.assert_close(c, a.float() @ b.float().T, rtol=1e-3, atol=1e-2)
 
 
 @pytest.mark.gpu
+@pytest.mark.device
 def test_mma_cupy_input():
     cupy = pytest.importorskip("cupy", reason="needs CuPy (pip install cupy-cuda13x)")
     s, args = schedules.gemm_mma(256, 128, 64, block=(64, 64), stages=2)
@@ -288,5 +286,6 @@ def check_graph_replay(**build_kw):
 
 
 @pytest.mark.gpu
+@pytest.mark.device
 def test_cuda_graph_capture_and_replay():
     check_graph_replay()

@@ -11,7 +11,7 @@ import torch
 import ditron as dt
 from ditron.build import toolchain
 
-pytestmark = [pytest.mark.gpu, pytest.mark.distributed,
+pytestmark = [pytest.mark.gpu, pytest.mark.device, pytest.mark.distributed,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
               pytest.mark.skipif(toolchain.nvshmem_home() is None, reason="needs NVSHMEM (pip install nvidia-nvshmem-cu13; the test extra brings it)")]
 
