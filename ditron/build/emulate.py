@@ -12,7 +12,18 @@ tensors.
 How kernels run (see the header): blocks one after another, a block's threads as fibers
 that meet at ``__syncthreads``; shared memory poisoned with NaN bytes at each block start;
 ``cp.async`` copies landing only at the wait that must wait for them. A kernel that
-breaks the rules raises :class:`ditron.EmulationError` naming the kernel, block and thread.
+breaks the rules raises :class:`ditron.EmulationError` naming the kernel, block and thread
+and, where the access is the kernel's own, the line of ``mod.source``.
+
+The shared-memory sanitizer (on unless ``DITRON_EMULATE_SANITIZE=0``; it makes runs about
+10x slower): kernels are compiled with ``-fsanitize=thread`` for its instrumentation only,
+and the emulator's hooks see every load and store: two threads touching the same byte
+between the same two barriers, at least one writing, is a race; reading or overwriting
+bytes an asynchronous copy (cp.async, TMA) has not landed is an error. Decided: a read of
+bytes that nothing wrote is not an error (tiles read padding whose results are discarded;
+the NaN poison carries such values into the output instead); ordering through mbarriers is
+not a happens-before edge for plain stores (ditron's kernels pass data between threads
+through mbarriers only by TMA and wgmma, which are checked on their own).
 ``DITRON_EMULATE_SEED=<n>`` runs the threads between synchronization points in an order
 drawn from that seed instead of thread order.
 
@@ -38,9 +49,11 @@ Example
 True
 """
 import ctypes
+import functools
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -85,34 +98,46 @@ def emulated_source(source, plan):
     out = [device, "// ---- the emulator's entry points (ditron/build/emulate.py) ----",
            "static const ::ditron::emu::Kernel ditron_emu_kernels[] = {"
            + ", ".join(f"DITRON_EMU_KERNEL({k})" for k in kernels) + "};",
-           "extern \"C\" int ditron_emu_launch(int kernel, const unsigned* grid, const unsigned* block, "
+           "#define DITRON_EMU_EXPORT extern \"C\" __attribute__((visibility(\"default\")))",
+           "DITRON_EMU_EXPORT int ditron_emu_launch(int kernel, const unsigned* grid, const unsigned* block, "
            "unsigned smem, void** params) {",
            "  return ::ditron::emu::launch(ditron_emu_kernels[kernel], grid, block, smem, params);",
            "}",
-           "extern \"C\" const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }"]
+           "DITRON_EMU_EXPORT const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }"]
     if any(isinstance(s, lp.MakeTmaMap) for s in plan.walk()):
-        out.append("extern \"C\" int ditron_emu_make_tma_2d(const void* base, int type, uint64_t rows, uint64_t cols, "
+        out.append("DITRON_EMU_EXPORT int ditron_emu_make_tma_2d(const void* base, int type, uint64_t rows, uint64_t cols, "
                    "uint32_t box_rows, uint32_t box_cols, CUtensorMap* out) {\n"
                    "  std::string error;\n"
                    "  if (::ditron::make_tma_2d_emulated(base, static_cast<CUtensorMapDataType>(type), rows, cols, "
                    "box_rows, box_cols, out, &error)) { ::ditron::emu::state().error = error; return 1; }\n"
                    "  return 0;\n}")
     if divisions:
-        out.append("extern \"C\" int ditron_emu_take_div_error() { const int v = ditron_div_error; "
+        out.append("DITRON_EMU_EXPORT int ditron_emu_take_div_error() { const int v = ditron_div_error; "
                    "ditron_div_error = 0; return v; }")
     return "\n".join(out) + "\n", kernels
 
 
-def _flags(arch_number):
-    return ["-std=c++20", "-O1", "-fPIC", "-shared", "-fno-strict-aliasing", f"-DDITRON_EMU_ARCH={arch_number}",
-            f"-I{emu_dir()}", f"-I{csrc_dir()}"]
+def sanitizing():
+    """Whether kernels are compiled with the shared-memory sanitizer (default; the
+    environment's ``DITRON_EMULATE_SANITIZE=0`` turns it off, for speed)."""
+    return os.environ.get("DITRON_EMULATE_SANITIZE", "1") != "0"
+
+
+def _flags(arch_number, sanitize):
+    # -fsanitize=thread only instruments the kernels' memory accesses: no sanitizer runtime is
+    # linked, the hooks are the emulator's (csrc/ditron/emu/ditron/cuda.h). -g: error lines.
+    # Each library keeps its own emulator state: hidden symbols, and no GNU-unique statics
+    # (which the dynamic linker would share between every library of the process).
+    return (["-std=c++20", "-O1", "-g", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hidden",
+             "-fvisibility-inlines-hidden", "-fno-gnu-unique", f"-DDITRON_EMU_ARCH={arch_number}"]
+            + (["-fsanitize=thread"] if sanitize else []) + [f"-I{emu_dir()}", f"-I{csrc_dir()}"])
 
 
 def compile_emulated(source, name, target):
     """Compile an :func:`emulated_source` for ``target`` (a CUDA Target) through the kernel
     cache; returns the library's path. A rejected source is a CompileError, as on the GPU."""
     compiler = toolchain.find_compiler("cpu")
-    flags = _flags(target.arch_number)
+    flags = _flags(target.arch_number, sanitizing())
     key = cache.key_of({"source": source, "target": "cuda-emulated", "arch": target.arch, "compiler": compiler,
                         "compiler_version": toolchain.compiler_version(compiler), "flags": flags[:-2],
                         "ditron": __version__, "package": package_fingerprint(), "machine": platform.machine()})
@@ -124,9 +149,12 @@ def compile_emulated(source, name, target):
     with open(src, "w") as f:
         f.write(source)
     out = os.path.join(work, lib_name)
-    cmd = [compiler] + flags + [src, "-o", out]
+    obj = os.path.join(work, "kernel_emu.o")
+    cmd = [compiler] + flags + ["-c", src, "-o", obj]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == 0:
+        proc = subprocess.run([compiler, "-shared", obj, "-o", out], capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0 or not os.path.isfile(out):
         kept = _keep_failed(src, name, key, ".cpp")
@@ -205,13 +233,67 @@ class EmulatedModule(Module):
         grid = (ctypes.c_uint * 3)(*dims)
         threads = (ctypes.c_uint * 3)(*block)
         if self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params):
-            raise EmulationError(f"kernel '{self.name}', stage {stage}: {self._lib.ditron_emu_error().decode()}")
+            what = self.explain(self._lib.ditron_emu_error().decode())
+            raise EmulationError(f"kernel '{self.name}', stage {stage}: {what}")
+
+    def explain(self, message):
+        """The emulator's message with its ``{pc:...}`` and ``{shared:...}`` marks turned into
+        the source line and the shared array they name."""
+        def line(m):
+            where = _source_line(self.lib_path, int(m.group(1), 16) - 1)
+            if where is None:
+                return ""
+            lines = self.source.splitlines()
+            text = lines[where - 1].strip() if 0 < where <= len(lines) else ""
+            return f", at line {where} of mod.source: `{text}`"
+
+        def shared(m):
+            kind, off = m.group(1), int(m.group(2))
+            if kind == "dynamic":
+                return f"byte {off} of the dynamic shared memory"
+            for start, size, name in _shared_symbols(self.lib_path):
+                if start <= off < start + size:
+                    return f"byte {off - start} of the shared array {name.split('::')[-1]} (of {name.split('::')[0]})"
+            return f"byte {off} of static shared memory"
+        message = re.sub(r"\{shared:(dynamic|static):(\d+)\}", shared, message)
+        return re.sub(r" ?\{pc:0x([0-9a-f]+)\}", line, message)
 
 
 class _TensorMap(ctypes.Structure):
     """Storage for the emulator's CUtensorMap (csrc/ditron/emu/ditron/hopper.h, 64 bytes; the
     emulator copies kernel parameters out with memcpy, so its alignment here does not matter)."""
     _fields_ = [("bytes", ctypes.c_uint64 * 8)]
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_symbols(lib):
+    """``(offset in the static shared section, size, demangled name)`` of the shared arrays
+    of an emulated kernel library (its symbol table, through nm)."""
+    try:
+        out = subprocess.run(["nm", "-S", "-C", "--defined-only", lib], capture_output=True, text=True).stdout
+    except OSError:
+        return ()
+    start, syms = None, []
+    for ln in out.splitlines():
+        parts = ln.split(None, 3)
+        if len(parts) == 3 and parts[2] == "__start_ditron_emu_shared":
+            start = int(parts[0], 16)
+        elif len(parts) == 4 and parts[2] in "bBdD" and "::" in parts[3]:
+            syms.append((int(parts[0], 16), int(parts[1], 16), parts[3]))
+    if start is None:
+        return ()
+    return tuple((a - start, size, name) for a, size, name in syms if a >= start)
+
+
+@functools.lru_cache(maxsize=256)
+def _source_line(lib, offset):
+    """The line of the emulated source at code offset ``offset`` of ``lib`` (addr2line), or None."""
+    try:
+        out = subprocess.run(["addr2line", "-e", lib, hex(offset)], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    m = re.search(r"kernel_emu\.cpp:(\d+)", out)
+    return int(m.group(1)) if m else None
 
 
 def _allocate_on_cpu(dtype, count):

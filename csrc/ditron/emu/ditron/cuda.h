@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <functional>
 #include <memory>
 #include <random>
@@ -87,9 +88,12 @@ struct Launch {
   std::vector<Fiber> fibers;
   std::vector<WarpMeeting> warps, warpgroups;
   std::vector<void (*)()> block_start;   // what other headers reset per block (mbarriers)
+  unsigned epoch = 0;                    // barriers the block has passed (the race detector's clock)
+  int in_runtime = 0;                    // > 0: the emulator's own code runs (its accesses are not the kernel's)
   Fiber* current = nullptr;
   void* scheduler_sp = nullptr;
   std::string error;
+  void* last_pc = nullptr;               // where in the kernel the instruction being checked is
   std::mt19937_64 order;
   bool shuffled = false;
 };
@@ -152,10 +156,25 @@ inline std::string thread_name(const Fiber& f) {
 // frames hold no objects that need destroying). Outside a fiber (the scheduler checking a
 // wait): an exception that the launch turns into its error.
 struct Failure { std::string what; };
+inline std::string where_pc() {
+  // {pc:0x...} is turned into the source line by the loader (ditron/build/emulate.py)
+  Launch& l = state();
+  Dl_info info;
+  std::string out;
+  if (l.last_pc && dladdr(l.last_pc, &info) && info.dli_fbase) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, " {pc:0x%lx}",
+                  static_cast<unsigned long>(static_cast<char*>(l.last_pc) - static_cast<char*>(info.dli_fbase)));
+    out = buf;
+  }
+  l.last_pc = nullptr;
+  return out;
+}
+
 [[noreturn]] inline void fail(const std::string& what) {
   Launch& l = state();
   if (!l.current) throw Failure{what};
-  if (l.error.empty()) l.error = thread_name(*l.current) + ": " + what;
+  if (l.error.empty()) l.error = thread_name(*l.current) + ": " + what + where_pc();
   Fiber* f = l.current;
   f->state = Fiber::DONE;
   ditron_emu_switch(&f->sp, l.scheduler_sp);
@@ -204,6 +223,8 @@ inline void poison_shared() {
 inline bool run_block() {
   Launch& l = state();
   poison_shared();
+  l.epoch = 0;
+  l.in_runtime = 0;
   for (void (*reset)() : l.block_start) reset();
   for (Fiber& f : l.fibers) start_fiber(f);
   std::vector<Fiber*> ready;
@@ -243,6 +264,7 @@ inline bool run_block() {
         return false;
       }
       for (Fiber& f : l.fibers) f.state = Fiber::READY;       // everyone arrived: release
+      ++l.epoch;
       continue;
     }
     if (l.shuffled) std::shuffle(ready.begin(), ready.end(), l.order);
@@ -320,6 +342,130 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
   return 0;
 }
 
+// ---- the shared-memory sanitizer: per byte, who wrote it and who read it since the last
+// barrier, and whether an asynchronous copy into it has landed. Kernel code reports its
+// accesses through the compiler's thread-sanitizer hooks (below: the emulator compiles
+// kernels with -fsanitize=thread and supplies the hooks itself); the instructions the
+// emulator runs itself (ldmatrix, wgmma, TMA) check their bytes explicitly.
+constexpr unsigned char PENDING_CP_ASYNC = 1, PENDING_TMA = 2;
+struct ByteState {
+  int writer = -1;          // thread (linear id) of the last write, -1: none
+  unsigned write_epoch = 0;
+  int reader = -1;          // -1: none since the last barrier, -2: several threads
+  unsigned read_epoch = 0;
+  unsigned char pending = 0;
+  bool written = false;     // by some thread since the block started
+};
+struct Shadow {
+  std::vector<ByteState> bytes;     // over the shared window (dynamic, then static)
+  size_t dynamic_window = 0;
+};
+inline Shadow& shadow() {
+  static Shadow s;
+  return s;
+}
+
+// The shared window offset of p, or -1 outside shared memory.
+inline int64_t window_offset(const void* p) {
+  const Launch& l = state();
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  if (l.dynamic_bytes && c >= l.dynamic_shared && c < l.dynamic_shared + l.dynamic_bytes) return c - l.dynamic_shared;
+  if (__start_ditron_emu_shared != nullptr && c >= __start_ditron_emu_shared && c < __stop_ditron_emu_shared)
+    return int64_t(shadow().dynamic_window + (c - __start_ditron_emu_shared));
+  return -1;
+}
+
+inline void reset_shadow() {
+  const Launch& l = state();
+  Shadow& s = shadow();
+  s.dynamic_window = (l.dynamic_bytes + 1023) & ~size_t(1023);
+  const size_t stat = __start_ditron_emu_shared ? size_t(__stop_ditron_emu_shared - __start_ditron_emu_shared) : 0;
+  s.bytes.assign(s.dynamic_window + stat, ByteState{});
+}
+inline const bool shadow_registered = (state().block_start.push_back(&reset_shadow), true);
+
+inline void mark_pending(const void* p, size_t n, unsigned char how) {
+  const int64_t off = window_offset(p);
+  if (off < 0) return;
+  ByteState* b = shadow().bytes.data() + off;
+  for (size_t i = 0; i < n && size_t(off) + i < shadow().bytes.size(); ++i) {
+    b[i].pending = how;
+    if (!how) b[i].written = true;      // landed
+  }
+}
+
+inline std::string where_shared(int64_t off) {
+  // {shared:dynamic:N} / {shared:static:N} become the array and byte in the loader's message
+  // (ditron/build/emulate.py)
+  const size_t dyn = shadow().dynamic_window;
+  return size_t(off) < dyn ? "{shared:dynamic:" + std::to_string(off) + "}"
+                           : "{shared:static:" + std::to_string(size_t(off) - dyn) + "}";
+}
+
+// An operand read by the asynchronous proxy (wgmma): landed and written, no thread's access.
+inline void check_async_read(const void* p, size_t n, const char* what) {
+  const int64_t off = window_offset(p);
+  if (off < 0) return;
+  for (size_t i = 0; i < n && size_t(off) + i < shadow().bytes.size(); ++i) {
+    const ByteState& b = shadow().bytes[off + i];
+    if (b.pending)
+      fail(std::string(what) + " reads " + where_shared(off + i) + ", which a " +
+           (b.pending == PENDING_TMA ? "TMA copy" : "cp.async copy") + " has not landed yet");
+    if (!b.written) fail(std::string(what) + " reads " + where_shared(off + i) + ", which nothing has written");
+  }
+}
+
+inline std::string who(int linear) {
+  const Launch& l = state();
+  if (linear < 0 || linear >= static_cast<int>(l.fibers.size())) return "a thread";
+  const Fiber& f = l.fibers[linear];
+  return "thread (" + std::to_string(f.tid.x) + ", " + std::to_string(f.tid.y) + ", " + std::to_string(f.tid.z) + ")";
+}
+
+// One access of `n` bytes at p by thread `linear` (what: the instruction, for messages).
+inline void check_access(const void* p, size_t n, bool write, int linear, const char* what) {
+  const int64_t off = window_offset(p);
+  if (off < 0) return;
+  Shadow& s = shadow();
+  const unsigned epoch = state().epoch;
+  for (size_t i = 0; i < n; ++i) {
+    if (size_t(off) + i >= s.bytes.size()) break;
+    ByteState& b = s.bytes[off + i];
+    if (b.pending)
+      fail(std::string(what) + (write ? " writes " : " reads ") + where_shared(off + i) + ", which " +
+           (b.pending == PENDING_TMA ? "a TMA copy (cp.async.bulk.tensor)" : "a cp.async copy") +
+           " has not landed yet (" + (b.pending == PENDING_TMA ? "wait on its mbarrier first" :
+                                      "cp.async.wait_group must wait for its group first") + ")");
+    // (a read of bytes nothing wrote is not an error by itself: tiles read padding whose
+    // results are discarded; the NaN poison carries such values into the output instead)
+    if (b.writer >= 0 && b.writer != linear && b.write_epoch == epoch)
+      fail(std::string("shared-memory race: ") + what + (write ? " writes " : " reads ") + where_shared(off + i) +
+           ", which " + who(b.writer) + " wrote with no barrier between them");
+    if (write && b.read_epoch == epoch && b.reader != -1 && b.reader != linear)
+      fail(std::string("shared-memory race: ") + what + " writes " + where_shared(off + i) + ", which " +
+           (b.reader == -2 ? std::string("other threads") : who(b.reader)) + " read with no barrier between them");
+    if (write) {
+      b.writer = linear;
+      b.write_epoch = epoch;
+      b.written = true;
+    } else if (b.read_epoch != epoch || b.reader == -1) {
+      b.reader = linear;
+      b.read_epoch = epoch;
+    } else if (b.reader != linear) {
+      b.reader = -2;
+    }
+  }
+}
+
+// What kernels call directly is not inlined, so that its return address is the call's
+// place in the kernel (for the source line of an error).
+#define DITRON_EMU_API __attribute__((noinline))
+struct Here {         // the call's place in the kernel while the instruction runs
+  explicit Here(void* pc) { state().last_pc = pc; }
+  ~Here() { state().last_pc = nullptr; }
+};
+#define DITRON_EMU_HERE() ::ditron::emu::Here ditron_emu_here(__builtin_return_address(0))
+
 // ---- what kernels call
 inline void syncthreads() {
   Fiber& f = self();
@@ -333,11 +479,19 @@ inline unsigned char* dynamic_shared(size_t align) {
   return state().dynamic_shared;
 }
 
+// The emulator's own accesses of shared memory (landing copies) are not the kernel's.
+struct RuntimeScope {
+  RuntimeScope() { ++state().in_runtime; }
+  ~RuntimeScope() { --state().in_runtime; }
+};
+
 inline void async_copy(void* dst, const void* src, size_t bytes) {
   Fiber& f = self();
   Fiber::Copy c{dst, std::vector<unsigned char>(bytes)};
   std::memcpy(c.data.data(), src, bytes);        // the source is read when issued
+  check_access(dst, bytes, true, f.linear, "cp.async");   // written by this thread, visible once landed
   std::memset(dst, POISON, bytes);               // the destination is undefined until it lands
+  mark_pending(dst, bytes, PENDING_CP_ASYNC);
   f.groups.back().push_back(std::move(c));
 }
 
@@ -347,8 +501,12 @@ inline void async_commit() { self().groups.emplace_back(); }
 inline void async_wait(int pending) {
   Fiber& f = self();
   const int committed = static_cast<int>(f.groups.size()) - 1;
+  RuntimeScope scope;
   for (int g = 0; g < committed - pending; ++g) {
-    for (Fiber::Copy& c : f.groups[g]) std::memcpy(c.dst, c.data.data(), c.data.size());
+    for (Fiber::Copy& c : f.groups[g]) {
+      std::memcpy(c.dst, c.data.data(), c.data.size());
+      mark_pending(c.dst, c.data.size(), 0);
+    }
   }
   if (committed > pending) f.groups.erase(f.groups.begin(), f.groups.begin() + (committed - pending));
 }
@@ -375,7 +533,9 @@ inline void group_collective(int size, const char* what, Collective run, void* a
     return;
   }
   m.arrived = 0;
+  ++l.in_runtime;            // (the instruction checks the bytes it touches itself)
   m.run(m.args, lanes);
+  --l.in_runtime;
   for (int i = 0; i < lanes; ++i) {
     Fiber& o = l.fibers[g * size + i];
     if (o.state == Fiber::AT_WARP) o.state = Fiber::READY;
@@ -416,6 +576,7 @@ template <int N, bool TRANS> void ldmatrix_all(void* const* args, int lanes) {
     if (!in_shared(p, 16)) fail(std::string(what) + ": lane " + std::to_string(i) + " gives an address outside shared memory");
     if (reinterpret_cast<uintptr_t>(p) % 16) fail(std::string(what) + ": lane " + std::to_string(i) + " gives an address that is not 16-byte aligned");
     rows[i] = static_cast<const uint16_t*>(p);
+    check_access(p, 16, false, state().warps.empty() ? i : (self().linear / 32) * 32 + i, what);
   }
   for (int lane = 0; lane < 32; ++lane) {
     uint32_t* r = static_cast<const LdmatrixArg*>(args[lane])->r;
@@ -480,7 +641,9 @@ inline float to_float(bfloat16 h) { return static_cast<float>(h); }
 #define blockIdx (::ditron::emu::state().block_idx)
 #define blockDim (::ditron::emu::state().block)
 #define gridDim (::ditron::emu::state().grid)
-inline void __syncthreads() { ::ditron::emu::syncthreads(); }
+__attribute__((noinline)) inline void __syncthreads() {
+  ::ditron::emu::syncthreads();
+}
 inline int atomicExch(int* p, int v) { const int old = *p; *p = v; return old; }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
@@ -500,12 +663,14 @@ namespace ditron {
 #ifndef DITRON_EMU_ARCH
 #error "compile the emulated GPU with -DDITRON_EMU_ARCH=<sm number>"
 #endif
-inline void cp_async4(void* smem, const void* gmem) {
+DITRON_EMU_API inline void cp_async4(void* smem, const void* gmem) {
+  DITRON_EMU_HERE();
   if (DITRON_EMU_ARCH >= 80) emu::async_copy(smem, gmem, 4);
   else std::memcpy(smem, gmem, 4);
 }
-template <int N> inline void cp_async(void* smem, const void* gmem) {
+template <int N> DITRON_EMU_API inline void cp_async(void* smem, const void* gmem) {
   static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
+  DITRON_EMU_HERE();
   if (reinterpret_cast<uintptr_t>(smem) % N || reinterpret_cast<uintptr_t>(gmem) % N)
     emu::fail("cp.async of " + std::to_string(N) + " bytes from a misaligned address");
   if (DITRON_EMU_ARCH >= 80) emu::async_copy(smem, gmem, N);
@@ -522,19 +687,23 @@ template <class T> inline uint32_t pack16x2(T lo, T hi) {
   return uint32_t(l) | (uint32_t(h) << 16);
 }
 
-inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+DITRON_EMU_API inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  DITRON_EMU_HERE();
   emu::LdmatrixArg a{r, p};
   emu::warp_collective("ldmatrix.x4", emu::ldmatrix_all<4, false>, &a);
 }
-inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+DITRON_EMU_API inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  DITRON_EMU_HERE();
   emu::LdmatrixArg a{r, p};
   emu::warp_collective("ldmatrix.x4.trans", emu::ldmatrix_all<4, true>, &a);
 }
-inline void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
+DITRON_EMU_API inline void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
+  DITRON_EMU_HERE();
   emu::LdmatrixArg a{r, p};
   emu::warp_collective("ldmatrix.x2", emu::ldmatrix_all<2, false>, &a);
 }
-inline void ldmatrix_x2_trans(uint32_t (&r)[2], const void* p) {
+DITRON_EMU_API inline void ldmatrix_x2_trans(uint32_t (&r)[2], const void* p) {
+  DITRON_EMU_HERE();
   emu::LdmatrixArg a{r, p};
   emu::warp_collective("ldmatrix.x2.trans", emu::ldmatrix_all<2, true>, &a);
 }
@@ -549,3 +718,64 @@ template <class T> inline void mma_m16n8k16(float* d, const uint32_t (&a)[4], co
 
 // The generated file's entry points: DITRON_EMU_KERNELS(k0, k1, ...) after its kernels.
 #define DITRON_EMU_KERNEL(fn) ::ditron::emu::Kernel{#fn, [](void** p) { ::ditron::emu::call(fn, p); }}
+
+// ---- the thread-sanitizer hooks that kernels compiled with -fsanitize=thread call (no
+// sanitizer runtime is linked: these are the emulator's). Only kernel code, running in a
+// fiber, is checked; a hook re-entered through the checks' own code returns at once.
+#if defined(__SANITIZE_THREAD__)
+#define DITRON_EMU_HOOK extern "C" __attribute__((no_sanitize("thread"), used))
+namespace ditron {
+namespace emu {
+inline bool& in_hook() {
+  static bool on = false;
+  return on;
+}
+__attribute__((no_sanitize("thread"))) inline void hooked(void* p, size_t n, bool write, void* pc) {
+  bool& busy = in_hook();
+  if (busy) return;
+  busy = true;
+  Launch& l = state();
+  if (l.current && !l.in_runtime && window_offset(p) >= 0) {
+    l.last_pc = pc;
+    check_access(p, n, write, l.current->linear, write ? "a store" : "a load");
+    l.last_pc = nullptr;
+  }
+  busy = false;
+}
+}  // namespace emu
+}  // namespace ditron
+DITRON_EMU_HOOK void __tsan_init() {}
+DITRON_EMU_HOOK void __tsan_func_entry(void*) {}
+DITRON_EMU_HOOK void __tsan_func_exit() {}
+#define DITRON_EMU_RW(N)                                                                                    \
+  DITRON_EMU_HOOK void __tsan_read##N(void* p) { ditron::emu::hooked(p, N, false, __builtin_return_address(0)); }  \
+  DITRON_EMU_HOOK void __tsan_write##N(void* p) { ditron::emu::hooked(p, N, true, __builtin_return_address(0)); }  \
+  DITRON_EMU_HOOK void __tsan_unaligned_read##N(void* p) { ditron::emu::hooked(p, N, false, __builtin_return_address(0)); } \
+  DITRON_EMU_HOOK void __tsan_unaligned_write##N(void* p) { ditron::emu::hooked(p, N, true, __builtin_return_address(0)); }
+DITRON_EMU_RW(1) DITRON_EMU_RW(2) DITRON_EMU_RW(4) DITRON_EMU_RW(8) DITRON_EMU_RW(16)
+#undef DITRON_EMU_RW
+DITRON_EMU_HOOK void __tsan_read_range(void* p, unsigned long n) { ditron::emu::hooked(p, n, false, __builtin_return_address(0)); }
+DITRON_EMU_HOOK void __tsan_write_range(void* p, unsigned long n) { ditron::emu::hooked(p, n, true, __builtin_return_address(0)); }
+DITRON_EMU_HOOK void __tsan_vptr_update(void**, void*) {}
+DITRON_EMU_HOOK void __tsan_vptr_read(void**) {}
+// Atomics: one OS thread runs every fiber, so the plain operation is the atomic one.
+#define DITRON_EMU_ATOMIC(B, T)                                                                                   \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_load(const volatile T* a, int) { return *a; }                            \
+  DITRON_EMU_HOOK void __tsan_atomic##B##_store(volatile T* a, T v, int) { *a = v; }                            \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_exchange(volatile T* a, T v, int) { T o = *a; *a = v; return o; }        \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_add(volatile T* a, T v, int) { T o = *a; *a = o + v; return o; }   \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_sub(volatile T* a, T v, int) { T o = *a; *a = o - v; return o; }   \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_and(volatile T* a, T v, int) { T o = *a; *a = o & v; return o; }   \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_or(volatile T* a, T v, int) { T o = *a; *a = o | v; return o; }    \
+  DITRON_EMU_HOOK int __tsan_atomic##B##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) {          \
+    if (*a == *c) { *a = v; return 1; } *c = *a; return 0; }                                                     \
+  DITRON_EMU_HOOK int __tsan_atomic##B##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) {            \
+    if (*a == *c) { *a = v; return 1; } *c = *a; return 0; }                                                     \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_compare_exchange_val(volatile T* a, T c, T v, int, int) {                \
+    T o = *a; if (o == c) *a = v; return o; }
+DITRON_EMU_ATOMIC(8, unsigned char) DITRON_EMU_ATOMIC(16, unsigned short) DITRON_EMU_ATOMIC(32, unsigned)
+DITRON_EMU_ATOMIC(64, unsigned long long)
+#undef DITRON_EMU_ATOMIC
+DITRON_EMU_HOOK void __tsan_atomic_thread_fence(int) {}
+DITRON_EMU_HOOK void __tsan_atomic_signal_fence(int) {}
+#endif

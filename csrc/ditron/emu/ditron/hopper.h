@@ -105,11 +105,13 @@ inline void land(PendingTma& t) {
         std::memcpy(dst, m.base + (uint64_t(gr) * m.cols + uint64_t(gc)) * m.elem_bytes, m.elem_bytes);
       else
         std::memset(dst, 0, m.elem_bytes);          // out of the tensor: zero fill
+      mark_pending(dst, m.elem_bytes, 0);
     }
 }
 
 // Land the TMA copies counted on this barrier (they complete_tx their bytes).
 inline void land_all(Mbarrier& b, uint32_t off) {
+  RuntimeScope scope;
   std::vector<PendingTma> tmas;
   tmas.swap(b.tmas);
   for (PendingTma& t : tmas) {
@@ -123,7 +125,8 @@ inline void land_all(Mbarrier& b, uint32_t off) {
 
 inline uint32_t smem_u32(const void* p) { return emu::shared_offset(p, "a shared-memory address"); }
 
-inline void mbar_init(uint64_t* bar, uint32_t count) {
+DITRON_EMU_API inline void mbar_init(uint64_t* bar, uint32_t count) {
+  DITRON_EMU_HERE();
   if (reinterpret_cast<uintptr_t>(bar) % 8) emu::fail("mbarrier.init: the barrier is not 8-byte aligned");
   emu::Mbarrier b;
   b.count = count;
@@ -133,7 +136,8 @@ inline void mbar_init(uint64_t* bar, uint32_t count) {
 
 inline void mbar_init_fence() {}
 
-inline void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+DITRON_EMU_API inline void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  DITRON_EMU_HERE();
   emu::Mbarrier& b = emu::bar_at(bar, "mbarrier.arrive.expect_tx");
   if (b.pending == 0) emu::fail("mbarrier.arrive.expect_tx on a barrier whose phase has all its arrivals");
   b.tx += bytes;
@@ -141,14 +145,16 @@ inline void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
   emu::bar_progress(b, smem_u32(bar));
 }
 
-inline void mbar_arrive(uint64_t* bar) {
+DITRON_EMU_API inline void mbar_arrive(uint64_t* bar) {
+  DITRON_EMU_HERE();
   emu::Mbarrier& b = emu::bar_at(bar, "mbarrier.arrive");
   if (b.pending == 0) emu::fail("mbarrier.arrive on a barrier whose phase has all its arrivals");
   --b.pending;
   emu::bar_progress(b, smem_u32(bar));
 }
 
-inline void mbar_wait(uint64_t* bar, uint32_t parity) {
+DITRON_EMU_API inline void mbar_wait(uint64_t* bar, uint32_t parity) {
+  DITRON_EMU_HERE();
   const uint32_t off = smem_u32(bar);
   emu::bar_at(bar, "mbarrier.try_wait.parity");
   // the phase of parity P has completed when the completed phases' count differs in parity
@@ -165,12 +171,15 @@ inline void mbar_wait(uint64_t* bar, uint32_t parity) {
   });
 }
 
-inline void tma_load_2d(void* dst, const CUtensorMap* map, int32_t c0, int32_t c1, uint64_t* bar) {
+DITRON_EMU_API inline void tma_load_2d(void* dst, const CUtensorMap* map, int32_t c0, int32_t c1, uint64_t* bar) {
+  DITRON_EMU_HERE();
   const uint32_t off = smem_u32(dst);
   if (off % 128) emu::fail("cp.async.bulk.tensor: the shared destination is not 128-byte aligned");
   emu::Mbarrier& b = emu::bar_at(bar, "cp.async.bulk.tensor");
   const uint32_t bytes = map->box_rows * map->box_cols * map->elem_bytes;
-  std::memset(emu::shared_at(off, bytes, "cp.async.bulk.tensor"), emu::POISON, bytes);   // not landed yet
+  unsigned char* first = emu::shared_at(off, bytes, "cp.async.bulk.tensor");
+  std::memset(first, emu::POISON, bytes);   // not landed yet
+  emu::mark_pending(first, bytes, emu::PENDING_TMA);
   b.tmas.push_back({static_cast<unsigned char*>(dst), off, *map, c0, c1});
 }
 
@@ -203,7 +212,9 @@ inline void check_desc(uint64_t desc, const char* which) {
 
 template <class T> float element(uint64_t off) {
   T v;
-  std::memcpy(&v, shared_at(off, 2, "wgmma operand"), 2);
+  const unsigned char* p = shared_at(off, 2, "wgmma operand");
+  check_async_read(p, 2, "wgmma.mma_async");
+  std::memcpy(&v, p, 2);
   return static_cast<float>(v);
 }
 
@@ -261,12 +272,17 @@ template <int N> void wgmma_wait_all(void* const*, int) {
 }  // namespace emu
 
 inline void wgmma_fence() {}
-inline void wgmma_commit() { emu::group_collective(128, "wgmma.commit_group", emu::wgmma_commit_all, nullptr); }
-template <int N> inline void wgmma_wait() {
+DITRON_EMU_API inline void wgmma_commit() {
+  DITRON_EMU_HERE();
+  emu::group_collective(128, "wgmma.commit_group", emu::wgmma_commit_all, nullptr);
+}
+template <int N> DITRON_EMU_API inline void wgmma_wait() {
+  DITRON_EMU_HERE();
   emu::group_collective(128, "wgmma.wait_group", emu::wgmma_wait_all<N>, nullptr);
 }
 
-template <int N, class T> inline void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b) {
+template <int N, class T> DITRON_EMU_API inline void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b) {
+  DITRON_EMU_HERE();
   static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma_m64nNk16<N, T>: N must be a multiple of 8 in [8, 256]");
   static_assert(std::is_same<T, half>::value || std::is_same<T, bfloat16>::value, "T: half or bfloat16");
   emu::WgmmaArg x{d, desc_a, desc_b};
