@@ -107,7 +107,17 @@ def test_emulated_modules_take_cpu_tensors_and_check_them_as_modules_do():
     ts = inputs(args)
     with pytest.raises(ValueError, match="dim 0 must be 300"):
         mod(*[t[:10] for t in ts])
+    with pytest.raises(ValueError, match="runs on the emulated GPU, which takes CPU tensors, but the tensor is on meta"):
+        mod(*[t.to("meta") for t in ts])
     mod(*ts)
+
+
+def test_a_seed_that_is_not_a_number_is_a_clear_error(monkeypatch):
+    s, args = schedules.elementwise_chain(300, gpu=True)
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="ew_seed", emulate=True)
+    monkeypatch.setenv("DITRON_EMULATE_SEED", "abc")
+    with pytest.raises(dt.EmulationError, match="DITRON_EMULATE_SEED=abc: expected a non-negative integer"):
+        mod(*inputs(args))
 
 
 def test_a_division_by_zero_in_an_emulated_kernel_raises_zero_division_error():

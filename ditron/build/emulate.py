@@ -70,11 +70,6 @@ from .plan_runner import PlanRunner
 
 log = logging.getLogger("ditron.build")
 
-# Helpers of the real headers that the emulator does not model yet: a program calling
-# them is refused before anything is compiled.
-NOT_MODELLED = {"ditron::shmem_": "NVSHMEM device calls"}
-
-
 def emulation_requested(emulate):
     """``emulate`` if given, else whether ``DITRON_EMULATE`` is set (to anything but 0)."""
     if emulate is not None:
@@ -177,10 +172,6 @@ def build_emulated(rendered, target, name):
     if bad is not None:
         raise EmulationError(f"kernel '{name}': the emulated GPU does not model the host step "
                              f"'{bad.describe()}' yet")
-    device = device_source(rendered.source)
-    for helper, what in NOT_MODELLED.items():
-        if helper in device:
-            raise EmulationError(f"kernel '{name}': the emulated GPU does not model {what} ({helper}...) yet")
     source, kernels = emulated_source(rendered.source, plan)
     lib = compile_emulated(source, name, target)
     return EmulatedModule(sig, rendered.source, lib, target.arch, plan)
@@ -214,6 +205,11 @@ class EmulatedModule(Module):
 
     def __reduce__(self):
         return (type(self), (self.signature, self.source, self.lib_path, self.arch, self.plan))
+
+    def _check_device(self, n, t):
+        if not t.is_cpu:
+            raise ValueError(f"{self._where(n)}: the kernel runs on the emulated GPU, which takes CPU tensors, "
+                             f"but the tensor is on {t.device}; move it with .cpu()")
 
     def _make_map(self, step, address, rows, cols):
         """The emulator's tensor map of a MakeTmaMap step (an opaque 64-byte-aligned block)."""

@@ -95,4 +95,5 @@ class PlanRunner:
             else:       # "divisions"
                 site = read_div_flag()
                 if site:
-                    raise ZeroDivisionError(f"kernel '{self.name}': {step[1][site - 1]}")
+                    where = step[1][site - 1] if 0 < site <= len(step[1]) else f"integer division by zero (site {site})"
+                    raise ZeroDivisionError(f"kernel '{self.name}': {where}")

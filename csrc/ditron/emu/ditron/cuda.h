@@ -308,7 +308,15 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
   l.dynamic_bytes = smem;
   const char* seed = std::getenv("DITRON_EMULATE_SEED");
   l.shuffled = seed && *seed;
-  if (l.shuffled) l.order.seed(std::strtoull(seed, nullptr, 10));
+  if (l.shuffled) {
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(seed, &end, 10);
+    if (*end != '\0') {
+      l.error = std::string("DITRON_EMULATE_SEED=") + seed + ": expected a non-negative integer (or unset it)";
+      return 1;
+    }
+    l.order.seed(n);
+  }
   const unsigned n = block[0] * block[1] * block[2];
   if (n == 0 || n > 1024) {
     l.error = std::string("kernel ") + k.name + ": a block of " + std::to_string(n) + " threads (1 to 1024)";

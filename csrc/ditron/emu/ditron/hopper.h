@@ -30,19 +30,16 @@ namespace ditron {
 namespace emu {
 
 // The shared window: dynamic shared memory from offset 0, the static arrays after it.
+// (the window of cuda.h's window_offset)
 inline uint32_t shared_offset(const void* p, const char* what) {
-  const Launch& l = state();
-  const unsigned char* c = static_cast<const unsigned char*>(p);
-  if (l.dynamic_bytes && c >= l.dynamic_shared && c < l.dynamic_shared + l.dynamic_bytes)
-    return static_cast<uint32_t>(c - l.dynamic_shared);
-  if (__start_ditron_emu_shared != nullptr && c >= __start_ditron_emu_shared && c < __stop_ditron_emu_shared)
-    return static_cast<uint32_t>(((l.dynamic_bytes + 1023) & ~size_t(1023)) + (c - __start_ditron_emu_shared));
-  fail(std::string(what) + ": an address outside shared memory");
+  const int64_t off = window_offset(p);
+  if (off < 0) fail(std::string(what) + ": an address outside shared memory");
+  return static_cast<uint32_t>(off);
 }
 
 inline unsigned char* shared_at(uint64_t off, size_t bytes, const char* what) {
   const Launch& l = state();
-  const size_t dyn = (l.dynamic_bytes + 1023) & ~size_t(1023);
+  const size_t dyn = shadow().dynamic_window;
   if (off + bytes <= l.dynamic_bytes) return l.dynamic_shared + off;
   if (off >= dyn && __start_ditron_emu_shared != nullptr &&
       off - dyn + bytes <= static_cast<size_t>(__stop_ditron_emu_shared - __start_ditron_emu_shared))
