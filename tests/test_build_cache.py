@@ -65,8 +65,14 @@ BUILDER = textwrap.dedent("""
 """)
 
 
-def test_concurrent_builders_of_one_key(fresh_cache):
-    env = dict(os.environ, DITRON_CACHE_DIR=str(fresh_cache))
+def test_concurrent_builders_of_one_key(fresh_cache, tmp_path):
+    """Four processes building one kernel at once: one compiles it (the others wait for
+    its build lock, then find the entry), all load the same library."""
+    calls = tmp_path / "compiles"
+    wrapper = tmp_path / "counting-g++"
+    wrapper.write_text(f"#!/bin/sh\ncase \"$*\" in *-shared*) echo x >> '{calls}';; esac\nexec g++ \"$@\"\n")
+    wrapper.chmod(0o755)
+    env = dict(os.environ, DITRON_CACHE_DIR=str(fresh_cache), DITRON_CXX=str(wrapper))
     procs = [subprocess.Popen([sys.executable, "-c", BUILDER], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -74,6 +80,7 @@ def test_concurrent_builders_of_one_key(fresh_cache):
         assert p.returncode == 0, err
     paths = {out.strip() for out, _ in outs}
     assert len(paths) == 1
+    assert calls.read_text().split() == ["x"]
     leftovers = os.listdir(fresh_cache / "staging") if (fresh_cache / "staging").exists() else []
     assert leftovers == []
 

@@ -2,9 +2,12 @@
 
 An entry lives in ``<cache>/<key[:2]>/<key>/``. A builder compiles in a private staging
 folder and publishes it with one ``os.rename``; if another builder published the same
-key first, the rename fails and the loser simply uses the winner's entry. Nothing is
-locked, so a builder killed half-way only leaves a staging folder behind, which blocks
-nobody (stale ones are swept).
+key first, the rename fails and the loser simply uses the winner's entry. Publishing
+needs no lock, so a builder killed half-way only leaves a staging folder behind, which
+blocks nobody (stale ones are swept). So that the ranks of one ``dt.distributed.launch``
+(or the workers of ``pytest -n``) do not all compile the same kernel, builders of one key
+take turns (:func:`build_lock`, an advisory ``flock`` that the system releases when its
+holder dies): the first compiles, the others then find its entry.
 
 Every entry records the size and sha256 of its artifact in ``meta.json`` at publish.
 A lookup verifies them before the artifact is used (once per process and file state):
@@ -20,6 +23,7 @@ Location: ``$DITRON_CACHE_DIR`` (``~`` expanded), else ``$XDG_CACHE_HOME/ditron`
 the process exits.
 """
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +31,11 @@ import os
 import shutil
 import tempfile
 import time
+
+try:
+    import fcntl
+except ImportError:     # (not POSIX: builders of one key may compile it twice)
+    fcntl = None
 
 from ..errors import DitronError
 
@@ -167,6 +176,22 @@ def _private_root():
         _PRIVATE.append(root)
         atexit.register(shutil.rmtree, root, True)
     return _PRIVATE[0]
+
+
+@contextlib.contextmanager
+def build_lock(key):
+    """Hold the build of ``key`` against other processes building it (a no-op where the
+    cache is disabled or the system has no ``flock``); a builder that dies releases it."""
+    if disabled() or fcntl is None:
+        yield
+        return
+    root = _usable(os.path.join(cache_dir(), "locks"), "cannot create the locks folder")
+    fd = os.open(os.path.join(root, key[:32] + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)         # (closing releases the lock)
 
 
 def workspace(key, file_name, label):

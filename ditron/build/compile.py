@@ -50,30 +50,52 @@ def compile_library(source, signature, target=None, extra_flags=(), shmem_versio
         "ditron": __version__, "package": package_fingerprint(), "shmem": shmem_version,
         "machine": platform.machine(),
     })
-    lib_name = f"lib{signature.name}_{key[:16]}.so"
-    hit, work = cache.workspace(key, lib_name, signature.name)
-    if hit:
-        log.debug("cache hit for kernel '%s': %s", signature.name, hit)
-        return hit
-    src = os.path.join(work, "kernel" + target.source_ext)
-    with open(src, "w") as f:
-        f.write(source)
-    out = os.path.join(work, lib_name)
-    cmd = toolchain.compile_command(target, src, out, arch, extra_flags, compiler, libs)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=toolchain.compiler_env(target))
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0 or not os.path.isfile(out):
-        kept = _keep_failed(src, signature.name, key, target.source_ext)
-        shutil.rmtree(work, ignore_errors=True)
-        raise _compile_error(cmd, kept, source, proc.stdout + proc.stderr, signature.name)
-    for line in (proc.stdout + proc.stderr).splitlines():
+    env = toolchain.compiler_env(target)
+
+    def run(src, out):
+        cmd = toolchain.compile_command(target, src, out, arch, extra_flags, compiler, libs)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        return cmd, proc.stdout + proc.stderr, proc.returncode == 0
+
+    path, log_text = compile_cached(key, f"lib{signature.name}_{key[:16]}.so", signature.name, source,
+                                    "kernel" + target.source_ext, run, f"for {target.name}",
+                                    {"name": signature.name, "target": target.name, "arch": arch})
+    for line in log_text.splitlines():
         if "spill" in line.lower() and "nvshmem" not in line:   # (NVSHMEM's own device code spills)
             log.warning("kernel '%s': %s", signature.name, line.strip())
-    final = cache.finish(work, key, lib_name, {"name": signature.name, "target": target.name, "arch": arch,
-                                               "command": cmd, "seconds": seconds})
-    log.info("compiled kernel '%s' for %s in %.2f s: %s", signature.name, target.name, seconds, final)
-    return final
+    return path
+
+
+def compile_cached(key, out_name, name, source, src_name, run, what, record):
+    """One compile through the kernel cache (:mod:`ditron.build.cache`): the published file
+    of ``key`` if there is one; else ``source`` is written to ``src_name`` in a private
+    workspace, ``run(src_path, out_path)`` compiles it and returns ``(command, log, ok)``,
+    and the workspace is published with ``record`` (plus the command and seconds). A failed
+    compile keeps its source and raises the :class:`CompileError` naming its lines.
+    Returns ``(path, compiler log)`` (an empty log on a cache hit)."""
+    with cache.build_lock(key):
+        return _compile_in_workspace(key, out_name, name, source, src_name, run, what, record)
+
+
+def _compile_in_workspace(key, out_name, name, source, src_name, run, what, record):
+    hit, work = cache.workspace(key, out_name, name)
+    if hit:
+        log.debug("cache hit for kernel '%s': %s", name, hit)
+        return hit, ""
+    src = os.path.join(work, src_name)
+    with open(src, "w") as f:
+        f.write(source)
+    out = os.path.join(work, out_name)
+    t0 = time.perf_counter()
+    cmd, log_text, ok = run(src, out)
+    seconds = time.perf_counter() - t0
+    if not ok or not os.path.isfile(out):
+        kept = _keep_failed(src, name, key, os.path.splitext(src_name)[1])
+        shutil.rmtree(work, ignore_errors=True)
+        raise _compile_error(cmd, kept, source, log_text, name)
+    final = cache.finish(work, key, out_name, dict(record, command=cmd, seconds=seconds))
+    log.info("compiled kernel '%s' %s in %.2f s: %s", name, what, seconds, final)
+    return final, log_text
 
 
 def _keep_failed(src, name, key, ext):

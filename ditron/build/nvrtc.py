@@ -15,13 +15,11 @@ import ctypes
 import glob
 import logging
 import os
-import shutil
-import time
 
 from ..errors import CompileError
 from .. import _C
 from . import cache
-from .compile import _compile_error, _keep_failed
+from .compile import compile_cached
 from ..version import __version__
 from .module import Module, _torch_dtypes
 from .paths import csrc_dir, package_fingerprint
@@ -144,26 +142,16 @@ def compile_cubin(device_source, name, arch):
     key = cache.key_of({"source": device_source, "target": "cuda-nvrtc", "arch": arch,
                         "nvrtc": nvrtc_version(), "flags": options(arch)[:2], "ditron": __version__,
                         "package": package_fingerprint()})
-    cubin_name = f"{name}_{key[:16]}.cubin"
-    hit, work = cache.workspace(key, cubin_name, name)
-    if hit:
-        return hit
-    src_path = os.path.join(work, "kernel.cu")
-    with open(src_path, "w") as f:
-        f.write(device_source)
-    t0 = time.perf_counter()
-    image, log_text = compile_image(device_source, arch)
-    seconds = time.perf_counter() - t0
-    if image is None:
-        kept = _keep_failed(src_path, name, key, "cuda")
-        shutil.rmtree(work, ignore_errors=True)
-        raise _compile_error(["nvrtc"] + options(arch), kept, device_source, log_text, name)
-    with open(os.path.join(work, cubin_name), "wb") as f:
-        f.write(image)
-    final = cache.finish(work, key, cubin_name, {"name": name, "target": "cuda-nvrtc", "arch": arch,
-                                                 "options": options(arch), "seconds": seconds})
-    log.info("compiled kernel '%s' with NVRTC for %s in %.2f s: %s", name, arch, seconds, final)
-    return final
+
+    def run(src, out):
+        image, log_text = compile_image(device_source, arch)
+        if image is not None:
+            with open(out, "wb") as f:
+                f.write(image)
+        return ["nvrtc"] + options(arch), log_text, image is not None
+
+    return compile_cached(key, f"{name}_{key[:16]}.cubin", name, device_source, "kernel.cu", run,
+                          f"with NVRTC for {arch}", {"name": name, "target": "cuda-nvrtc", "arch": arch})[0]
 
 
 def _check_nvrtc(lib, rc, what):
