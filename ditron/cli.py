@@ -1,4 +1,4 @@
-"""The ``ditron`` command: ``ditron demo`` and ``ditron info``."""
+"""The ``ditron`` command: ``ditron demo``, ``ditron info`` and ``ditron profile``."""
 import argparse
 import platform
 import sys
@@ -59,11 +59,44 @@ compiled into the cache (DITRON_CACHE_DIR, default ~/.cache/ditron). Exit status
 every result matches torch."""
 
 
+PROFILE_HELP = """Run SCRIPT (with ARGS) with every target="cuda" build on the emulated GPU
+and every call profiled (DITRON_EMULATE=1, DITRON_EMULATE_PROFILE=1), then print, for each module it called, what the emulator counted in
+its last call: per kernel launch the grid, block, shared memory, registers, blocks per SM,
+shared-memory requests and bank conflicts, global requests and sectors per request, and
+the balance of work between blocks (mod.profile() gives the same as dicts)."""
+
+
+def profile(args):
+    """``ditron profile SCRIPT [ARGS]``: run a script on the emulated GPU and print the
+    profile of every emulated module it called."""
+    import os
+    import runpy
+    os.environ["DITRON_EMULATE"] = "1"
+    os.environ["DITRON_EMULATE_PROFILE"] = "1"
+    os.environ.pop("DITRON_EMULATE_SANITIZE", None)        # (the profiler counts through its hooks)
+    from .build.emulate import called_modules, format_profile
+    sys.argv = [args.script] + list(args.args)
+    status = 0
+    try:
+        runpy.run_path(args.script, run_name="__main__")
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    modules = called_modules()
+    if not modules:
+        print(f"ditron profile: {args.script} called no emulated module (no target='cuda' build ran)",
+              file=sys.stderr)
+        return status or 1
+    for mod in modules:
+        print(f"\nmodule '{mod.name}' ({mod.arch}), its last call:")
+        print(format_profile(mod.profile()))
+    return status
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ditron", description="ditron: a compiler for single- and "
                                      "multi-GPU tensor programs. Commands:")
     parser.add_argument("--version", action="version", version=f"ditron {__version__}")
-    sub = parser.add_subparsers(dest="cmd", metavar="{demo,info}")
+    sub = parser.add_subparsers(dest="cmd", metavar="{demo,info,profile}")
     demo = sub.add_parser("demo", help="build, run and check a GEMM, a softmax and an elementwise kernel",
                           description=DEMO_HELP)
     demo.add_argument("--export-dir", default=None, metavar="DIR",
@@ -71,12 +104,18 @@ def main(argv=None):
     sub.add_parser("info", help="compilers, NVSHMEM / rocSHMEM and GPUs found; which targets can build and run",
                    description="Print the compilers, communication libraries and GPUs ditron finds, and "
                                "which targets can build and run here.")
+    prof = sub.add_parser("profile", help="run a script on the emulated GPU and print each kernel's profile",
+                          description=PROFILE_HELP)
+    prof.add_argument("script", help="the Python script to run")
+    prof.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args(argv)
     if args.cmd is None:
         parser.print_help()
         return 0
     if args.cmd == "info":
         return info(args)
+    if args.cmd == "profile":
+        return profile(args)
     from .demo import main as demo_main
     return demo_main([args.export_dir] if args.export_dir else [])
 

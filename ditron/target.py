@@ -27,6 +27,40 @@ CUDA_SHARED = {"sm_70": 96 * 1024, "sm_75": 64 * 1024, "sm_80": 163 * 1024, "sm_
                "sm_87": 163 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_90a": 227 * 1024,
                "sm_100": 227 * 1024, "sm_100a": 227 * 1024, "sm_120": 99 * 1024}
 
+# What an SM holds at once, for occupancy (blocks per SM): compute capability -> (resident
+# warps, resident blocks, shared memory per SM in bytes); every one of these has 65536
+# 32-bit registers per SM, allocated per warp in units of 256, and reserves 1 KB of shared
+# memory per block (sm_80 on). Archs not listed use the nearest listed one below them.
+# Source: CUDA C++ Programming Guide, "Technical Specifications per Compute Capability" and
+# the occupancy calculator's allocation granularities.
+CUDA_SM_LIMITS = {70: (64, 32, 96 * 1024), 75: (32, 16, 64 * 1024), 80: (64, 32, 164 * 1024),
+                  86: (48, 16, 100 * 1024), 89: (48, 24, 100 * 1024), 90: (64, 32, 228 * 1024)}
+CUDA_SM_REGISTERS = 65536
+# SMs of the GPU an arch usually comes as (A100: 108, H100 SXM / H200: 132): the emulator's
+# default number of SM slots.
+CUDA_SM_COUNT = {80: 108, 90: 132}
+
+
+def cuda_blocks_per_sm(arch_number, threads, shared_bytes, registers=None):
+    """How many blocks of ``threads`` threads, ``shared_bytes`` of shared memory (static and
+    dynamic) and ``registers`` per thread (None: not counted) one SM of ``arch_number``
+    holds at once, and which limit decides it.
+
+    >>> cuda_blocks_per_sm(90, 384, 196672, 154)
+    (1, 'shared memory')
+    """
+    known = [a for a in CUDA_SM_LIMITS if a <= arch_number] or [min(CUDA_SM_LIMITS)]
+    warps_per_sm, blocks_per_sm, shared_per_sm = CUDA_SM_LIMITS[max(known)]
+    warps = -(-threads // 32)
+    limits = {"resident blocks": blocks_per_sm, "resident warps": warps_per_sm // warps}
+    reserved = 1024 if arch_number >= 80 else 0
+    limits["shared memory"] = shared_per_sm // (shared_bytes + reserved) if shared_bytes + reserved else blocks_per_sm
+    if registers:
+        per_warp = -(-registers * 32 // 256) * 256
+        limits["registers"] = (CUDA_SM_REGISTERS // per_warp) // warps
+    which = min(limits, key=lambda k: limits[k])
+    return limits[which], which
+
 # AMD matrix cores: arch -> operand dtypes that have a 16x16x16 MFMA with fp32 accumulation
 # (AMD CDNA ISA guides; what ditron.lower.legality checks tensorize("mma") on "hip" against).
 MFMA_ARCH_DTYPES = {

@@ -1,7 +1,9 @@
 """The emulated GPU (ditron/build/emulate.py, csrc/ditron/emu): the exact device code of CUDA
 builds run on the CPU. Every kernel of the CUDA compile matrix against the CPU target and
 torch, and mutated sources (a missing barrier, a wrong wait count, a wrong ldmatrix form, a
-misaligned copy, lanes that leave a warp-wide instruction) shown to be caught."""
+misaligned copy, lanes that leave a warp-wide instruction, out-of-bounds accesses, a wild
+pointer, a stack overflow, broken Hopper pipelines) shown to be caught; the profiler's counts
+on kernels whose counts are known."""
 import dataclasses
 import os
 
@@ -12,6 +14,7 @@ import ditron as dt
 from ditron import schedules
 from ditron.build import toolchain
 from ditron.build.emulate import EmulatedModule, build_emulated
+from ditron.codegen import launch_plan as lp
 from ditron.codegen import render_program
 from ditron.target import make_target
 from test_cuda_target import CASES, gemm_symbolic_m
@@ -87,6 +90,29 @@ def test_seeded_thread_orders_compute_the_same(monkeypatch, seed):
     monkeypatch.setenv("DITRON_EMULATE_SEED", seed)
     got, want = against_torch("gemm_threads_p3")
     torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+
+
+def test_a_seed_changes_the_order_threads_run_in(monkeypatch):
+    """Every thread of a block writes its number to one shared word (a race the sanitizer
+    would report; off here): what the block reads after the barrier is the last writer's,
+    thread 31 in thread order, another one under a seed."""
+    monkeypatch.setenv("DITRON_EMULATE_SANITIZE", "0")
+    mod, _ = mutated(lambda: twice(128), "B[((i_o * 32) + tx)] = (A[((i_o * 32) + tx)] * 2.0f);",
+                     "__shared__ float last[1]; last[0] = (float)tx; __syncthreads(); B[((i_o * 32) + tx)] = last[0];",
+                     "last_writer")
+    b = torch.empty(128)
+
+    def winners():
+        mod(torch.zeros(128), b)
+        return b.view(4, 32)[:, 0].tolist()
+    assert winners() == [31.0] * 4
+    seen = set()
+    for seed in ("1", "2", "3"):
+        monkeypatch.setenv("DITRON_EMULATE_SEED", seed)
+        first = winners()
+        assert winners() == first                 # a seed is one order, every call
+        seen.update(first)
+    assert len(seen) > 1 and seen != {31.0}
 
 
 def test_ditron_emulate_makes_cuda_builds_emulated(monkeypatch):
@@ -254,6 +280,72 @@ def test_a_misaligned_async_copy_is_an_emulation_error():
         mod(*inputs(args))
 
 
+def twice(n=100):
+    A = dt.placeholder((n,), name="A")
+    B = dt.compute((n,), lambda i: A[i] * 2, name="B")
+    s = dt.create_schedule(B)
+    bo, bi = s[B].split(B.op.axis[0], factor=32)
+    s[B].bind(bo, "device.x")
+    s[B].bind(bi, "core.x")
+    return s, [A, B]
+
+
+@pytest.mark.parametrize("old,new,caught", [
+    ("if ((((i_o * 32) + tx) < 100)) {", "{", "thread \\(4, 0, 0\\) of block \\(3, 0, 0\\): out-of-bounds access: a "
+     "load reads 4 bytes at byte 400 of argument A, which has 400 bytes, at line \\d+ of mod.source: `B\\["),
+    ("(A[((i_o * 32) + tx)]", "(A[((i_o * 32) + tx) - 1]", "thread \\(0, 0, 0\\) of block \\(0, 0, 0\\): "
+     "out-of-bounds access: a load reads 4 bytes at byte -4 of argument A, which has 400 bytes"),
+    ("B[((i_o * 32) + tx)] =", "B[((i_o * 32) + tx) + 1] =", "thread \\(3, 0, 0\\) of block \\(3, 0, 0\\): "
+     "out-of-bounds access: a store writes 4 bytes at byte 400 of argument B, which has 400 bytes"),
+], ids=["no_guard", "read_before", "write_after"])
+def test_an_out_of_bounds_access_of_an_argument_is_caught(old, new, caught):
+    mod, args = mutated(twice, old, new, "oob")
+    a, b = torch.arange(100.0), torch.zeros(100)
+    with pytest.raises(dt.EmulationError, match=caught):
+        mod(a, b)
+    assert not b.any()            # (the outputs are copied back only after a clean run)
+
+
+@pytest.mark.parametrize("new,caught", [
+    ("B[((i_o * 32) + tx)] = *(volatile float*)(16 + tx) +",
+     r"thread \(0, 0, 0\) of block \(0, 0, 0\): a memory access at address 0x10, which is not mapped \(a wild "
+     r"pointer\), at line 10 of mod.source: `B\[\(\(i_o \* 32\) \+ tx\)\] = \*\(volatile"),
+    ("volatile float big[40000]; big[tx * 1000] = 1; B[((i_o * 32) + tx)] = big[tx * 999] +",
+     r"stack overflow: the thread's local variables take more than the emulator's 128 KiB per thread"),
+], ids=["wild_pointer", "stack_overflow"])
+def test_a_memory_fault_in_a_kernel_is_an_emulation_error_not_a_crash(new, caught):
+    mod, args = mutated(twice, "B[((i_o * 32) + tx)] =", new, "fault")
+    with pytest.raises(dt.EmulationError, match=caught):
+        mod(torch.arange(100.0), torch.zeros(100))
+    good, args = mutated(twice, "B[", "B[", "no_fault")       # the process goes on as before
+    b = torch.zeros(100)
+    good(torch.arange(100.0), b)
+    assert torch.equal(b, torch.arange(100.0) * 2)
+
+
+def test_an_out_of_bounds_access_of_a_shared_array_is_caught():
+    """A tile one row short: the last row's stores land past the array's end, in the gap the
+    emulator keeps after every shared array (not in the next array)."""
+    mod, args = mutated(lambda: schedules.gemm_threads(64, 64, 64, stages=1), "float A_shared[2048]",
+                        "float A_shared[2016]", "oob_shared")
+    with pytest.raises(dt.EmulationError, match=r"out-of-bounds access: a store writes 4 bytes at byte 8064 of the "
+                                                r"shared array A_shared \(of oob_shared_C_k0\), which has 8064 bytes, "
+                                                r"at line \d+ of mod.source: `A_shared\["):
+        run_against_torch(mod, args)
+
+
+def test_dynamic_shared_memory_smaller_than_the_kernel_uses_is_caught():
+    s, args = WGMMA()
+    out = render_program(dt.lower(s, args, name="wg_small", target=SM90), SM90)
+    steps = tuple(dataclasses.replace(st, smem=st.smem - 16384) if isinstance(st, lp.Launch) else st
+                  for st in out.plan.steps)
+    out = dataclasses.replace(out, plan=dataclasses.replace(out.plan, steps=steps))
+    mod = build_emulated(out, SM90, "wg_small")
+    with pytest.raises(dt.EmulationError, match=r"out-of-bounds access: .* at byte \d+ of the dynamic shared memory, "
+                                                rf"which has {steps[-1].smem} bytes"):
+        mod(*inputs(args))
+
+
 def test_the_module_example_is_true():
     import doctest
     from ditron.build import emulate
@@ -308,3 +400,83 @@ def test_the_gpu_check_runs_on_the_emulator(tmp_path):
     assert res["emulated"] and res["commit"] and res["date"] and res["device"]
     assert sorted(res["steps"]["numerics"]) == ["softmax"]
     assert all(c["ok"] for c in res["steps"]["numerics"].values())
+
+
+# ---------------------------------------------------------------------------- the profiler
+
+STRIDED = ("__shared__ float tile[1056]; tile[tx * {s}] = A[((i_o * 32) + tx)]; __syncthreads(); "
+           "B[((i_o * 32) + tx)] = tile[tx * {s}] * 2.0f;")
+
+
+@pytest.mark.parametrize("stride,wavefronts", [(1, 1), (2, 2), (32, 32), (33, 1)])
+def test_the_profiler_counts_bank_conflicts_as_nsight_compute_does(stride, wavefronts):
+    """32 lanes storing and loading 4-byte words ``stride`` words apart: a request takes as
+    many wavefronts as the most distinct words one of the 32 banks holds (stride 2: two
+    words per bank; 32: all in bank 0; 33: one per bank again)."""
+    mod, _ = mutated(lambda: twice(128), "B[((i_o * 32) + tx)] = (A[((i_o * 32) + tx)] * 2.0f);",
+                     STRIDED.format(s=stride), f"banks{stride}")
+    a, b = torch.randn(128), torch.empty(128)
+    (p,) = mod.profile(a, b)
+    torch.testing.assert_close(b, a * 2)
+    assert p["shared_requests"] == 2 * 4                       # a store and a load per warp, 4 blocks
+    assert p["shared_wavefronts"] == 8 * wavefronts
+    assert p["bank_conflicts"] == 8 * (wavefronts - 1)
+
+
+def test_the_profiler_counts_global_sectors_and_the_work_of_each_block(monkeypatch):
+    """100 floats over 4 blocks of 32: three full warps read and write 128 contiguous bytes
+    (4 sectors each way), the last one 16 bytes (1 sector). (Here every call is profiled.)"""
+    monkeypatch.setenv("DITRON_EMULATE_PROFILE", "1")
+    mod, _ = mutated(twice, "B[", "B[", "sectors")
+    mod(torch.randn(100), torch.empty(100))
+    (p,) = mod.profile()
+    assert (p["kernel"], p["grid"], p["block"]) == ("sectors_B_k0", (4, 1, 1), (32, 1, 1))
+    assert (p["global_requests"], p["global_sectors"], p["shared_requests"]) == (8, 3 * 8 + 2, 0)
+    assert [w["bytes"] for w in p["block_work"]] == [256, 256, 256, 32]
+    assert [w["block"] for w in p["block_work"]] == [(0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0)]
+    assert p["work_balance"] == pytest.approx(200 / 256, abs=1e-4)     # (rounded to 4 digits)
+
+
+def test_the_profile_of_an_mma_gemm():
+    s, args = schedules.gemm_mma(128, 128, 128, block=(64, 64))
+    mod = dt.build(s, args, target="cuda", arch="sm_80", name="prof_mma", emulate=True)
+    (p,) = mod.profile(*inputs(args))
+    assert p["grid"] == (2, 2, 1) and p["work_balance"] == 1.0
+    assert sum(w["flops"] for w in p["block_work"]) == 2 * 128 ** 3      # mma.sync m16n8k16: 4096 each
+    # every block reads its 64 x 128 rows of A and 128 x 64 columns of B (cp.async) and writes its 64 x 64 tile of C
+    assert all(w["bytes"] == 2 * (64 * 128 * 2) + 64 * 64 * 4 for w in p["block_work"])
+    assert p["shared_bytes"] == 2 * (7680 + 6912)                          # A_shared and B_shared, half
+    if toolchain.has_compiler("cuda"):
+        assert 32 < p["registers"] <= 255
+        assert p["blocks_per_sm"] >= 1 and p["occupancy_limit"] in ("registers", "shared memory")
+    assert p["shared_requests"] > 0 and p["global_requests"] > 0
+
+
+def test_the_profile_needs_a_profiled_call_and_the_sanitizer(monkeypatch):
+    mod, _ = mutated(twice, "B[", "B[", "no_call")
+    mod(torch.randn(100), torch.empty(100))             # (not profiled: DITRON_EMULATE_PROFILE is unset)
+    with pytest.raises(dt.EmulationError, match=r"no profiled call yet: mod.profile\(\*args\) makes one"):
+        mod.profile()
+    monkeypatch.setenv("DITRON_EMULATE_SANITIZE", "0")
+    plain, _ = mutated(twice, "B[", "B[", "no_sanitizer")
+    with pytest.raises(dt.EmulationError, match="DITRON_EMULATE_SANITIZE=0"):
+        plain.profile(torch.randn(100), torch.empty(100))
+
+
+def test_ditron_profile_prints_a_table_for_each_module_a_script_called(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "gemm.py"
+    script.write_text("import torch, ditron as dt\nfrom ditron import schedules\n"
+                      "s, args = schedules.gemm_threads(64, 64, 64, stages=1)\n"
+                      "mod = dt.build(s, args, target='cuda', arch='sm_80', name='cli_gemm')\n"
+                      "a, b, c = torch.randn(64, 64), torch.randn(64, 64), torch.empty(64, 64)\n"
+                      "mod(a, b, c)\nassert torch.allclose(c, a @ b, atol=1e-4)\n")
+    r = subprocess.run([sys.executable, "-m", "ditron", "profile", str(script)], capture_output=True, text=True,
+                       timeout=600, env={k: v for k, v in os.environ.items() if k != "DITRON_EMULATE"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "module 'cli_gemm' (sm_80), its last call:" in lines
+    head = lines.index("module 'cli_gemm' (sm_80), its last call:") + 1
+    assert lines[head].split()[:4] == ["kernel", "grid", "block", "smem"]
+    assert lines[head + 1].split()[:3] == ["cli_gemm_C_k0", "1x1x1", "16x16x1"]

@@ -24,8 +24,19 @@ bytes that nothing wrote is not an error (tiles read padding whose results are d
 the NaN poison carries such values into the output instead); ordering through mbarriers is
 not a happens-before edge for plain stores (ditron's kernels pass data between threads
 through mbarriers only by TMA and wgmma, which are checked on their own).
+Bounds (with the sanitizer): the arguments and temporaries of a call are copies with a
+guard zone of 64 KiB on each side (the outputs are copied back after a clean run); every
+static shared array starts on a 64 KiB boundary, so that an index past its end lands in a
+gap rather than in the next array; the dynamic shared memory has guard zones too. Touching
+any of these is an error naming the argument or array and the byte. A memory fault in a
+kernel (a wild pointer; a stack overflow, in the guard page under each thread's 128 KiB
+stack) is an EmulationError, not a signal that ends the process.
 ``DITRON_EMULATE_SEED=<n>`` runs the threads between synchronization points in an order
 drawn from that seed instead of thread order.
+
+The profiler (with the sanitizer; on for ``mod.profile(*args)``, for every call with
+``DITRON_EMULATE_PROFILE=1``, and under ``ditron profile SCRIPT``): see
+:meth:`EmulatedModule.profile`; the counting model is described in the header.
 
 Warp-wide instructions (``ldmatrix``, ``mma.sync.m16n8k16``) run when every lane of the warp
 has reached them, per the PTX ISA's fragment tables; Hopper kernels run with mbarrier
@@ -50,20 +61,21 @@ True
 """
 import ctypes
 import functools
+import json
 import logging
 import os
 import platform
 import re
-import shutil
+import struct
 import subprocess
-import time
 
 from ..codegen import launch_plan as lp
 from ..codegen.cuda import device_source
 from ..errors import EmulationError
+from ..target import cuda_arch_number, cuda_blocks_per_sm
 from ..version import __version__
 from . import cache, toolchain
-from .compile import _compile_error, _keep_failed
+from .compile import compile_cached
 from .module import Module, _torch_dtypes
 from .paths import csrc_dir, package_fingerprint
 from .plan_runner import PlanRunner
@@ -98,7 +110,16 @@ def emulated_source(source, plan):
            "unsigned smem, void** params) {",
            "  return ::ditron::emu::launch(ditron_emu_kernels[kernel], grid, block, smem, params);",
            "}",
-           "DITRON_EMU_EXPORT const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }"]
+           "DITRON_EMU_EXPORT const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }",
+           "DITRON_EMU_EXPORT void ditron_emu_set_shared_arrays(int n, const uint64_t* at, const uint64_t* bytes) {",
+           "  ::ditron::emu::set_shared_arrays(n, at, bytes);",
+           "}",
+           "DITRON_EMU_EXPORT void ditron_emu_set_regions(int n, const uint64_t* begin, const uint64_t* bytes) {",
+           "  auto& r = ::ditron::emu::memory().regions;",
+           "  r.clear();",
+           "  for (int i = 0; i < n; ++i) r.push_back({reinterpret_cast<const unsigned char*>(begin[i]), bytes[i]});",
+           "}",
+           "DITRON_EMU_SHARED_GUARD(ditron_emu_guard_tail);"]
     if any(isinstance(s, lp.MakeTmaMap) for s in plan.walk()):
         out.append("DITRON_EMU_EXPORT int ditron_emu_make_tma_2d(const void* base, int type, uint64_t rows, uint64_t cols, "
                    "uint32_t box_rows, uint32_t box_cols, CUtensorMap* out) {\n"
@@ -106,10 +127,20 @@ def emulated_source(source, plan):
                    "  if (::ditron::make_tma_2d_emulated(base, static_cast<CUtensorMapDataType>(type), rows, cols, "
                    "box_rows, box_cols, out, &error)) { ::ditron::emu::state().error = error; return 1; }\n"
                    "  return 0;\n}")
+    out.append("DITRON_EMU_EXPORT void ditron_emu_profile(int on) { auto& p = ::ditron::emu::profiler(); "
+               "p.on = on != 0; p.launches.clear(); }")
+    out.append("DITRON_EMU_EXPORT const char* ditron_emu_profile_json() { return ::ditron::emu::profile_json(); }")
+    out.append("DITRON_EMU_EXPORT int ditron_emu_sanitized() {\n#if defined(__SANITIZE_THREAD__)\n  return 1;\n"
+               "#else\n  return 0;\n#endif\n}")
     if divisions:
         out.append("DITRON_EMU_EXPORT int ditron_emu_take_div_error() { const int v = ditron_div_error; "
                    "ditron_div_error = 0; return v; }")
     return "\n".join(out) + "\n", kernels
+
+
+def profiling_requested():
+    """Whether every call of an emulated module is profiled (``DITRON_EMULATE_PROFILE=1``)."""
+    return os.environ.get("DITRON_EMULATE_PROFILE", "") not in ("", "0")
 
 
 def sanitizing():
@@ -120,10 +151,12 @@ def sanitizing():
 
 def _flags(arch_number, sanitize):
     # -fsanitize=thread only instruments the kernels' memory accesses: no sanitizer runtime is
-    # linked, the hooks are the emulator's (csrc/ditron/emu/ditron/cuda.h). -g: error lines.
+    # linked, the hooks are the emulator's (csrc/ditron/emu/ditron/cuda.h). -g1: line tables, for the lines of errors.
     # Each library keeps its own emulator state: hidden symbols, and no GNU-unique statics
     # (which the dynamic linker would share between every library of the process).
-    return (["-std=c++20", "-O1", "-g", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hidden",
+    # -fstack-clash-protection: a frame larger than a page touches each page in turn, so a
+    # thread's stack overflow faults in its guard page (which the emulator reports).
+    return (["-std=c++20", "-O1", "-g1", "-fPIC", "-fno-strict-aliasing", "-fstack-clash-protection", "-fvisibility=hidden",
              "-fvisibility-inlines-hidden", "-fno-gnu-unique", f"-DDITRON_EMU_ARCH={arch_number}"]
             + (["-fsanitize=thread"] if sanitize else []) + [f"-I{emu_dir()}", f"-I{csrc_dir()}"])
 
@@ -136,29 +169,20 @@ def compile_emulated(source, name, target):
     key = cache.key_of({"source": source, "target": "cuda-emulated", "arch": target.arch, "compiler": compiler,
                         "compiler_version": toolchain.compiler_version(compiler), "flags": flags[:-2],
                         "ditron": __version__, "package": package_fingerprint(), "machine": platform.machine()})
-    lib_name = f"lib{name}_emu_{key[:16]}.so"
-    hit, work = cache.workspace(key, lib_name, name)
-    if hit:
-        return hit
-    src = os.path.join(work, "kernel_emu.cpp")
-    with open(src, "w") as f:
-        f.write(source)
-    out = os.path.join(work, lib_name)
-    obj = os.path.join(work, "kernel_emu.o")
-    cmd = [compiler] + flags + ["-c", src, "-o", obj]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode == 0:
-        proc = subprocess.run([compiler, "-shared", obj, "-o", out], capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0 or not os.path.isfile(out):
-        kept = _keep_failed(src, name, key, ".cpp")
-        shutil.rmtree(work, ignore_errors=True)
-        raise _compile_error(cmd, kept, source, proc.stdout + proc.stderr, name)
-    final = cache.finish(work, key, lib_name, {"name": name, "target": "cuda-emulated", "arch": target.arch,
-                                               "command": cmd, "seconds": seconds})
-    log.info("compiled kernel '%s' for the emulated %s in %.2f s: %s", name, target.arch, seconds, final)
-    return final
+
+    def run(src, out):
+        obj = os.path.splitext(out)[0] + ".o"
+        cmd = [compiler] + flags + ["-c", src, "-o", obj]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0:     # (linked without the sanitizer: the hooks are the emulator's)
+            proc = subprocess.run([compiler, "-shared", obj, "-o", out], capture_output=True, text=True)
+        if os.path.exists(obj):
+            os.remove(obj)           # (the cache keeps the library)
+        return cmd, proc.stdout + proc.stderr, proc.returncode == 0
+
+    return compile_cached(key, f"lib{name}_emu_{key[:16]}.so", name, source, "kernel_emu.cpp", run,
+                          f"for the emulated {target.arch}",
+                          {"name": name, "target": "cuda-emulated", "arch": target.arch})[0]
 
 
 def build_emulated(rendered, target, name):
@@ -191,6 +215,19 @@ class EmulatedModule(Module):
         self._lib = ctypes.CDLL(lib_path)
         self._lib.ditron_emu_error.restype = ctypes.c_char_p
         self._divisions = any(isinstance(s, lp.CheckDivisions) for s in plan.walk())
+        # (the library says whether it was compiled with the sanitizer's instrumentation)
+        self._sanitized = bool(self._lib.ditron_emu_sanitized())
+        arrays = _shared_symbols(lib_path)
+        if arrays is not None:
+            n = len(arrays)
+            self._lib.ditron_emu_set_shared_arrays(n, (ctypes.c_uint64 * max(n, 1))(*[a[0] for a in arrays]),
+                                                   (ctypes.c_uint64 * max(n, 1))(*[a[1] for a in arrays]))
+        self._temporaries = [s[1] for s in self._runner.steps if s[0] == "allocate"]
+        self._regions = []          # (name, bytes) of the current call's guarded buffers
+        self._lib.ditron_emu_profile_json.restype = ctypes.c_char_p
+        self._profile = None        # what the emulator counted in the last profiled call
+        self._profiling = False     # (profile(*args): this call is profiled)
+        self._registers = None
 
     @property
     def target(self):
@@ -198,10 +235,128 @@ class EmulatedModule(Module):
         return self.signature.target
 
     def __call__(self, *args):
-        ptrs, scalars, _ = self._check(args)
-        self._runner.run(ptrs, scalars, self._launch_kernel, _allocate_on_cpu,
-                         self._lib.ditron_emu_take_div_error if self._divisions else None, self._make_map)
+        ptrs, spans, scalars = self._check_args(args)
+        div_flag = self._lib.ditron_emu_take_div_error if self._divisions else None
+        if not self._sanitized:
+            self._runner.run(ptrs, scalars, self._launch_kernel, _allocate_on_cpu, div_flag, self._make_map)
+        else:
+            self._run_guarded(spans, scalars, div_flag)
         self._written(args)
+
+    def _run_guarded(self, spans, scalars, div_flag):
+        """Run on copies of the arguments with guard zones around them (and temporaries with
+        theirs), that the sanitizer's bounds checks know; then copy the outputs back."""
+        keep, begins, sizes = [], [], []
+        self._regions = []
+
+        def guarded(name, nbytes):
+            buf = _guarded_buffer(nbytes)
+            keep.append(buf)
+            self._regions.append((name, nbytes))
+            begins.append(buf.data_ptr() + GUARD_BYTES)
+            sizes.append(nbytes)
+            n = len(begins)
+            self._lib.ditron_emu_set_regions(n, (ctypes.c_uint64 * n)(*begins), (ctypes.c_uint64 * n)(*sizes))
+            return begins[-1]
+
+        copies = []
+        for spec, (ptr, nbytes) in zip(self.signature.args, spans):
+            at = guarded(f"argument {spec.name}", nbytes)
+            ctypes.memmove(at, ptr, nbytes)
+            copies.append(at)
+        temporaries = iter(self._temporaries)
+
+        def allocate(dtype, count):
+            import torch
+            size = torch.empty((), dtype=_torch_dtypes()[dtype]).element_size()
+            at = guarded(f"the temporary {next(temporaries)}", count * size)
+            return _Memory(at)
+        profiling = self._profiling or profiling_requested()
+        if profiling:
+            self._profile = None
+        self._lib.ditron_emu_profile(1 if profiling else 0)
+        try:
+            self._runner.run(copies, scalars, self._launch_kernel, allocate, div_flag, self._make_map)
+            if profiling:
+                self._profile = json.loads(self._lib.ditron_emu_profile_json().decode())
+                _CALLED[id(self)] = self
+        finally:
+            self._lib.ditron_emu_profile(0)
+            self._lib.ditron_emu_set_regions(0, None, None)
+        for n, (ptr, nbytes) in zip(self._outputs, (spans[n] for n in self._outputs)):
+            ctypes.memmove(ptr, copies[n], nbytes)
+
+    def profile(self, *args):
+        """What each kernel of the last profiled call did, as the emulator counted it: one
+        dict per launch, in order. ``mod.profile(*args)`` makes a call with ``args`` and
+        profiles it; ``mod.profile()`` returns the profile of the last call made while
+        ``DITRON_EMULATE_PROFILE=1`` was set (``ditron profile SCRIPT`` sets it). The
+        profiler is off otherwise: it makes SIMT kernels (every shared-memory access is a
+        request to count) two to three times slower to emulate.
+
+        Keys: ``kernel``; ``grid`` and ``block`` as (x, y, z); ``shared_bytes`` (static
+        and dynamic, per block); ``registers`` per thread (ptxas's, through NVRTC; None
+        without NVRTC); ``blocks_per_sm`` and ``occupancy_limit`` (what decides it: shared
+        memory, registers, resident warps or blocks); ``shared_requests`` (warp requests),
+        ``shared_wavefronts`` and ``bank_conflicts`` (wavefronts above the conflict-free
+        count, Nsight Compute's definition); ``global_requests``, ``global_sectors``
+        (32-byte sectors touched, summed over requests) and ``sectors_per_request``;
+        ``block_work``, per block: ``block`` (x, y, z), ``bytes`` of global memory moved and
+        ``flops`` of tensor-core instructions (SIMT arithmetic is not seen by the
+        emulator); ``work_balance``: mean / max of the blocks' bytes (and of their flops,
+        where counted: the lower of the two), 1.0 when every block does the same.
+
+        The model behind the counts is in csrc/ditron/emu/ditron/cuda.h ("the profiler").
+        It needs the sanitizer's instrumentation (``DITRON_EMULATE_SANITIZE=0`` builds
+        have no profile).
+
+        Examples
+        --------
+        >>> import ditron as dt, torch
+        >>> from ditron import schedules
+        >>> s, args = schedules.gemm_threads(64, 64, 64, stages=1)
+        >>> mod = dt.build(s, args, target="cuda", arch="sm_80", name="prof_doc", emulate=True)
+        >>> p = mod.profile(torch.randn(64, 64), torch.randn(64, 64), torch.empty(64, 64))[0]
+        >>> p["kernel"], p["grid"], p["block"], p["work_balance"]
+        ('prof_doc_C_k0', (1, 1, 1), (16, 16, 1), 1.0)
+        """
+        if not self._sanitized:
+            raise EmulationError(f"kernel '{self.name}': no profile: the module was built with "
+                                 "DITRON_EMULATE_SANITIZE=0, without the instrumentation the profiler counts "
+                                 "with; build it again without that setting")
+        if args:
+            self._profiling = True
+            try:
+                self(*args)
+            finally:
+                self._profiling = False
+        if self._profile is None:
+            raise EmulationError(f"kernel '{self.name}': no profiled call yet: mod.profile(*args) makes one, "
+                                 "or call the module with DITRON_EMULATE_PROFILE=1 set (mod.profile() then "
+                                 "describes the last call that ran to its end)")
+        if self._registers is None:
+            self._registers = _registers(self.source, self.name, self.arch)
+        static = {}
+        for _, size, sym in _shared_symbols(self.lib_path) or ():
+            static[sym.split("::")[0]] = static.get(sym.split("::")[0], 0) + size
+        arch_number = cuda_arch_number(self.arch)
+        out = []
+        for k in self._profile:
+            threads = k["block"][0] * k["block"][1] * k["block"][2]
+            shared = static.get(k["kernel"], 0) + k["dynamic_shared_bytes"]
+            regs = self._registers.get(k["kernel"])
+            per_sm, limit = cuda_blocks_per_sm(arch_number, threads, shared, regs)
+            work = [{"block": tuple(b[:3]), "bytes": b[3], "flops": b[4]} for b in k["blocks"]]
+            out.append({
+                "kernel": k["kernel"], "grid": tuple(k["grid"]), "block": tuple(k["block"]), "shared_bytes": shared,
+                "registers": regs, "blocks_per_sm": per_sm, "occupancy_limit": limit,
+                "shared_requests": k["shared_requests"], "shared_wavefronts": k["shared_wavefronts"],
+                "bank_conflicts": k["shared_wavefronts"] - k["shared_ideal_wavefronts"],
+                "global_requests": k["global_requests"], "global_sectors": k["global_sectors"],
+                "sectors_per_request": round(k["global_sectors"] / k["global_requests"], 2)
+                if k["global_requests"] else 0.0,
+                "block_work": work, "work_balance": _balance(work)})
+        return out
 
     def __reduce__(self):
         return (type(self), (self.signature, self.source, self.lib_path, self.arch, self.plan))
@@ -228,6 +383,7 @@ class EmulatedModule(Module):
                                                            for v in values])
         grid = (ctypes.c_uint * 3)(*dims)
         threads = (ctypes.c_uint * 3)(*block)
+        self._dynamic_bytes = smem
         if self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params):
             what = self.explain(self._lib.ditron_emu_error().decode())
             raise EmulationError(f"kernel '{self.name}', stage {stage}: {what}")
@@ -246,12 +402,23 @@ class EmulatedModule(Module):
         def shared(m):
             kind, off = m.group(1), int(m.group(2))
             if kind == "dynamic":
-                return f"byte {off} of the dynamic shared memory"
-            for start, size, name in _shared_symbols(self.lib_path):
-                if start <= off < start + size:
-                    return f"byte {off - start} of the shared array {name.split('::')[-1]} (of {name.split('::')[0]})"
+                size = self._dynamic_bytes
+                return f"byte {off} of the dynamic shared memory" + (
+                    f", which has {size} bytes" if not 0 <= off < size else "")
+            before = [a for a in _shared_symbols(self.lib_path) or () if a[0] <= off]
+            if before:
+                start, size, name = max(before)
+                kernel, array = name.split("::")[0], name.split("::")[-1]
+                return f"byte {off - start} of the shared array {array} (of {kernel})" + (
+                    f", which has {size} bytes" if off >= start + size else "")
             return f"byte {off} of static shared memory"
-        message = re.sub(r"\{shared:(dynamic|static):(\d+)\}", shared, message)
+
+        def glob(m):
+            k, off = int(m.group(1)), int(m.group(2))
+            name, size = self._regions[k] if k < len(self._regions) else (f"buffer {k}", 0)
+            return f"byte {off} of {name}, which has {size} bytes"
+        message = re.sub(r"\{shared:(dynamic|static):(-?\d+)\}", shared, message)
+        message = re.sub(r"\{global:(\d+):(-?\d+)\}", glob, message)
         return re.sub(r" ?\{pc:0x([0-9a-f]+)\}", line, message)
 
 
@@ -263,22 +430,25 @@ class _TensorMap(ctypes.Structure):
 
 @functools.lru_cache(maxsize=64)
 def _shared_symbols(lib):
-    """``(offset in the static shared section, size, demangled name)`` of the shared arrays
-    of an emulated kernel library (its symbol table, through nm)."""
+    """``(offset in the static shared section, size, demangled name)`` of the kernels' shared
+    arrays in an emulated kernel library (its symbol table, through nm; the section's guard
+    arrays are not among them), sorted; None when the library has no such section or nm
+    cannot read it."""
     try:
         out = subprocess.run(["nm", "-S", "-C", "--defined-only", lib], capture_output=True, text=True).stdout
     except OSError:
-        return ()
-    start, syms = None, []
+        return None
+    bounds, syms = {}, []
     for ln in out.splitlines():
         parts = ln.split(None, 3)
-        if len(parts) == 3 and parts[2] == "__start_ditron_emu_shared":
-            start = int(parts[0], 16)
+        if len(parts) == 3 and parts[2] in ("__start_ditron_emu_shared", "__stop_ditron_emu_shared"):
+            bounds[parts[2]] = int(parts[0], 16)
         elif len(parts) == 4 and parts[2] in "bBdD" and "::" in parts[3]:
             syms.append((int(parts[0], 16), int(parts[1], 16), parts[3]))
-    if start is None:
-        return ()
-    return tuple((a - start, size, name) for a, size, name in syms if a >= start)
+    if len(bounds) < 2:
+        return None
+    start, stop = bounds["__start_ditron_emu_shared"], bounds["__stop_ditron_emu_shared"]
+    return tuple(sorted((a - start, size, name) for a, size, name in syms if start <= a < stop))
 
 
 @functools.lru_cache(maxsize=256)
@@ -290,6 +460,127 @@ def _source_line(lib, offset):
         return None
     m = re.search(r"kernel_emu\.cpp:(\d+)", out)
     return int(m.group(1)) if m else None
+
+
+# The emulated modules of this process that ran a call (``ditron profile`` prints theirs).
+_CALLED = {}
+
+
+def called_modules():
+    """The emulated modules of this process that have a profile (a finished call), in the
+    order of their first call."""
+    return list(_CALLED.values())
+
+
+PROFILE_COLUMNS = (("kernel", "kernel"), ("grid", "grid"), ("block", "block"), ("shared_bytes", "smem B"),
+                   ("registers", "regs"), ("blocks_per_sm", "blk/SM"), ("shared_requests", "smem req"),
+                   ("bank_conflicts", "conflicts"), ("global_requests", "gmem req"),
+                   ("sectors_per_request", "sect/req"), ("work_balance", "balance"))
+
+
+def format_profile(rows):
+    """A text table of :meth:`EmulatedModule.profile` rows (one line per launch).
+
+    >>> print(format_profile([{"kernel": "k", "grid": (2, 1, 1), "block": (32, 1, 1), "shared_bytes": 0,
+    ...                        "registers": 8, "blocks_per_sm": 32, "shared_requests": 0, "bank_conflicts": 0,
+    ...                        "global_requests": 4, "sectors_per_request": 4.0, "work_balance": 1.0}]))
+    kernel  grid     block    smem B  regs  blk/SM  smem req  conflicts  gmem req  sect/req  balance
+    k       2x1x1    32x1x1   0       8     32      0         0          4         4.0       1.0
+    """
+    def text(key, v):
+        if isinstance(v, tuple):
+            return "x".join(map(str, v))
+        return "-" if v is None else str(v)
+    cells = [[head for _, head in PROFILE_COLUMNS]] + [[text(k, r[k]) for k, _ in PROFILE_COLUMNS] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(PROFILE_COLUMNS))]
+    widths[1] = widths[2] = max(widths[1], widths[2], 7)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _balance(work):
+    """mean / max of the blocks' bytes, and of their flops where any are counted (the lower)."""
+    def ratio(values):
+        return sum(values) / len(values) / max(values) if values and max(values) > 0 else 1.0
+    flops = [w["flops"] for w in work]
+    return round(min(ratio([w["bytes"] for w in work]), ratio(flops) if any(flops) else 1.0), 4)
+
+
+def _registers(source, name, arch):
+    """Registers per thread of each kernel of ``source``'s device code, as ptxas allocates
+    them: the device code compiled to a cubin by nvcc (or NVRTC, without nvcc), through the
+    kernel cache; a kernel's ``.text.<kernel>`` section holds its count in bits 24-31 of
+    sh_info. {} when neither compiles it (the profile goes on without register counts)."""
+    device = device_source(source)
+    try:
+        if toolchain.has_compiler("cuda"):
+            nvcc = toolchain.find_compiler("cuda")
+            key = cache.key_of({"source": device, "target": "cuda-cubin", "arch": arch, "compiler": nvcc,
+                                "compiler_version": toolchain.compiler_version(nvcc), "ditron": __version__,
+                                "package": package_fingerprint()})
+
+            def run(src, out):
+                cmd = [nvcc, "-cubin", f"-arch={arch}", "-O3", "-std=c++17", f"-I{csrc_dir()}", src, "-o", out]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                return cmd, proc.stdout + proc.stderr, proc.returncode == 0
+            path = compile_cached(key, f"{name}_regs_{key[:16]}.cubin", f"{name}_regs", device, "kernel.cu", run,
+                                  f"to a cubin for {arch} (register counts)", {"name": name, "arch": arch})[0]
+        else:
+            from . import nvrtc
+            if not nvrtc.nvrtc_available():
+                return {}
+            path = nvrtc.compile_cubin(device, f"{name}_regs", arch)
+    except Exception as e:
+        log.warning("kernel '%s': no register counts (%s)", name, str(e).splitlines()[0])
+        return {}
+    with open(path, "rb") as f:
+        return _cubin_registers(f.read())
+
+
+def _cubin_registers(elf):
+    """Kernel name -> registers per thread, from a cubin: the ``.nv.info`` section's
+    EIATTR_REGCOUNT (attribute 0x2f, format 4: a u16 size, then the kernel's symbol index
+    and its count as u32), matched to the ``.text.<kernel>`` section whose sh_info is that
+    symbol index (the layout cuobjdump reads; NVIDIA does not document it)."""
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", elf, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+
+    def section_name(h):
+        return elf[names_at + h[0]:elf.index(b"\0", names_at + h[0])].decode()
+    counts = {}
+    for h in headers:
+        if section_name(h) != ".nv.info":
+            continue
+        data, i = elf[h[4]:h[4] + h[5]], 0
+        while i + 4 <= len(data) and data[i] == 4:          # (only format-4 entries live here)
+            attr, size = data[i + 1], struct.unpack_from("<H", data, i + 2)[0]
+            if attr == 0x2F and size == 8:
+                sym, count = struct.unpack_from("<II", data, i + 4)
+                counts[sym] = count
+            i += 4 + size
+    return {section_name(h)[len(".text."):]: counts[h[7] & 0xFFFFFF] for h in headers
+            if section_name(h).startswith(".text.") and (h[7] & 0xFFFFFF) in counts}
+
+
+GUARD_BYTES = 64 * 1024   # the guard zone on each side of a buffer (GUARD_BYTES of cuda.h)
+
+
+def _guarded_buffer(nbytes):
+    """Host memory for ``nbytes`` with GUARD_BYTES of NaN bytes before and after (a byte
+    tensor; the data starts GUARD_BYTES in, so as aligned as the allocation)."""
+    import torch
+    return torch.full((GUARD_BYTES + nbytes + GUARD_BYTES,), 0xff, dtype=torch.uint8)
+
+
+class _Memory:
+    """A temporary's memory as PlanRunner takes it (what it asks of a tensor: data_ptr)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def data_ptr(self):
+        return self.at
 
 
 def _allocate_on_cpu(dtype, count):

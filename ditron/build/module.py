@@ -170,6 +170,16 @@ class Module:
         return f"argument {n} ('{self.signature.args[n].name}') of kernel '{self.name}'"
 
     def _check(self, args):
+        ptrs, _, scalars = self._check_args(args)
+        stream = 0
+        if self._gpu:
+            import torch
+            stream = torch.cuda.current_stream().cuda_stream
+        return ptrs, scalars, stream
+
+    def _check_args(self, args):
+        """``(pointers, (pointer, bytes) of each argument, scalars)`` of a call's arguments, or
+        the error a user can act on."""
         sig = self.signature
         if len(args) != len(sig.args):
             names = ", ".join(a.name for a in sig.args)
@@ -222,11 +232,7 @@ class Module:
             spans.append((ptr, t.numel() * t.element_size()))
         self._check_overlap(spans)
         scalars = tuple(bound[v][1] for v in sig.scalar_vars)
-        stream = 0
-        if self._gpu:
-            import torch
-            stream = torch.cuda.current_stream().cuda_stream
-        return tuple(ptrs), scalars, stream
+        return tuple(ptrs), spans, scalars
 
     def _check_overlap(self, spans):
         """An output must not share bytes with any other argument: the kernel reads and writes

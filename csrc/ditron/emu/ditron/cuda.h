@@ -14,6 +14,8 @@
 // launch with a message (ditron_emu_error), never a hang.
 #pragma once
 #include <algorithm>
+#include <csetjmp>
+#include <csignal>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -21,9 +23,12 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <sys/mman.h>
+#include <ucontext.h>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -39,8 +44,17 @@
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 // Static shared arrays are static locals in one section, which every block start fills
-// with NaN bytes (blocks run one at a time, so one copy serves them all).
-#define __shared__ __attribute__((section("ditron_emu_shared"))) static
+// with NaN bytes (blocks run one at a time, so one copy serves them all). Each starts on a
+// 64 KiB boundary: CUDA's static shared memory is at most 48 KiB, so at least 16 KiB of gap
+// follows every array, where an access is out of bounds (the bounds checker needs the gap:
+// an index past one array would otherwise land in the next). Zero-filled (@nobits: the
+// gaps take no room in the library file); the shared window kernels see packs the arrays.
+#define DITRON_EMU_SHARED_SECTION __attribute__((section("ditron_emu_shared,\"aw\",@nobits#"), aligned(65536)))
+#define __shared__ DITRON_EMU_SHARED_SECTION static
+// Guard arrays at both ends of the section (the compiler emits variables in or against
+// source order: this one and the one the loader appends after the kernels).
+#define DITRON_EMU_SHARED_GUARD(name) DITRON_EMU_SHARED_SECTION __attribute__((used)) static unsigned char name[65536]
+DITRON_EMU_SHARED_GUARD(ditron_emu_guard_head);
 // CUDA's vector types, with their alignment (vector loads and stores use them)
 struct alignas(8) uint2 { unsigned x, y; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
@@ -51,10 +65,16 @@ namespace emu {
 struct uint3_ { unsigned x, y, z; };
 
 [[noreturn]] void fail(const std::string& what);
+// the profiler's steps (defined with it, below)
+inline void profile_launch(const char* kernel, const unsigned* grid, const unsigned* block, size_t smem);
+inline void profile_block_start(int threads);
+inline void profile_epoch();
 
 struct Fiber {
   void* sp = nullptr;              // saved stack pointer while switched out
-  std::unique_ptr<unsigned char[]> stack;   // (uninitialized: a fiber writes before it reads)
+  // mapped with an inaccessible guard page below it (a fault there is a stack overflow)
+  struct Unmap { void operator()(unsigned char* p) const; };
+  std::unique_ptr<unsigned char, Unmap> stack;
   uint3_ tid{0, 0, 0};
   int linear = 0;                  // thread number within the block
   enum State { READY, AT_BARRIER, AT_WARP, WAITING, DONE } state = READY;
@@ -98,10 +118,10 @@ struct Launch {
   bool shuffled = false;
 };
 
-inline Launch& state() {
-  static Launch l;
-  return l;
-}
+// (a namespace-scope variable, not a function's static: no initialization guard to
+// check at every call)
+inline Launch state_storage;
+inline Launch& state() { return state_storage; }
 
 }  // namespace emu
 }  // namespace ditron
@@ -142,8 +162,57 @@ namespace ditron {
 namespace emu {
 
 constexpr unsigned char POISON = 0xff;   // NaN as float, half and bfloat16
-constexpr size_t STACK_BYTES = 128 * 1024;
+constexpr size_t STACK_BYTES = 128 * 1024;   // per thread, above its guard page
+constexpr size_t GUARD_PAGE = 4096;
+inline void Fiber::Unmap::operator()(unsigned char* p) const { munmap(p, GUARD_PAGE + STACK_BYTES); }
 constexpr size_t SHARED_ALIGN = 1024;    // the widest alignment kernels ask of dynamic shared memory
+constexpr size_t GUARD_BYTES = 64 * 1024; // around dynamic shared memory and (the loader's) arguments
+
+// Where a kernel's memory lies, for the bounds checker: the static shared arrays (their
+// extents in the section, read by the loader from the library's symbols), and the
+// arguments and temporaries of the current call (the loader gives each a guard zone of
+// GUARD_BYTES on both sides, ditron/build/emulate.py). In the shared window kernels see
+// (cvta offsets, mbarrier and wgmma descriptor addresses) the dynamic shared memory comes
+// first, then the static arrays, each SHARED_ALIGN-aligned.
+struct SharedArray { size_t at, bytes, window; };   // at: offset in the section
+struct Region { const unsigned char* begin; size_t bytes; };
+struct Memory {
+  std::vector<SharedArray> arrays;   // by offset in the section
+  bool arrays_known = false;
+  size_t static_window = 0;          // window bytes of the static arrays
+  std::vector<Region> regions;
+};
+inline Memory memory_storage;
+inline Memory& memory() { return memory_storage; }
+inline size_t section_bytes() {
+  return __start_ditron_emu_shared ? size_t(__stop_ditron_emu_shared - __start_ditron_emu_shared) : 0;
+}
+inline void set_shared_arrays(int n, const uint64_t* at, const uint64_t* bytes) {
+  Memory& m = memory();
+  m.arrays.clear();
+  for (int i = 0; i < n; ++i) m.arrays.push_back({at[i], bytes[i], 0});
+  std::sort(m.arrays.begin(), m.arrays.end(), [](const SharedArray& a, const SharedArray& b) { return a.at < b.at; });
+  size_t w = 0;
+  for (SharedArray& a : m.arrays) {
+    a.window = w;
+    w = (w + a.bytes + SHARED_ALIGN - 1) & ~(SHARED_ALIGN - 1);
+  }
+  m.static_window = w;
+  m.arrays_known = true;
+}
+// The static array holding the section offset `at`, or nullptr (a gap between arrays).
+inline const SharedArray* array_at(size_t at) {
+  Memory& m = memory();
+  if (!m.arrays_known) {      // (a loader that gave no table: the whole section, unchecked)
+    const uint64_t zero = 0, all = section_bytes();
+    set_shared_arrays(all ? 1 : 0, &zero, &all);
+  }
+  auto it = std::upper_bound(m.arrays.begin(), m.arrays.end(), at,
+                             [](size_t v, const SharedArray& a) { return v < a.at; });
+  if (it == m.arrays.begin()) return nullptr;
+  --it;
+  return at < it->at + it->bytes ? &*it : nullptr;
+}
 
 inline std::string thread_name(const Fiber& f) {
   const Launch& l = state();
@@ -200,8 +269,13 @@ extern "C" inline void ditron_emu_fiber_entry() {
 }
 
 inline void start_fiber(Fiber& f) {
-  if (!f.stack) f.stack.reset(new unsigned char[STACK_BYTES]);
-  uintptr_t top = reinterpret_cast<uintptr_t>(f.stack.get() + STACK_BYTES) & ~uintptr_t(15);
+  if (!f.stack) {
+    void* m = mmap(nullptr, GUARD_PAGE + STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) fail("no memory for a thread's stack (mmap failed)");
+    mprotect(m, GUARD_PAGE, PROT_NONE);
+    f.stack.reset(static_cast<unsigned char*>(m));
+  }
+  uintptr_t top = reinterpret_cast<uintptr_t>(f.stack.get() + GUARD_PAGE + STACK_BYTES) & ~uintptr_t(15);
   void** sp = reinterpret_cast<void**>(top);
   *--sp = nullptr;                                            // the entry's return address
   *--sp = reinterpret_cast<void*>(&ditron_emu_fiber_entry);    // where the first switch returns
@@ -219,6 +293,61 @@ inline void poison_shared() {
   if (l.dynamic_bytes) std::memset(l.dynamic_shared, POISON, l.dynamic_bytes);
 }
 
+// A memory fault in kernel code (a wild pointer, a stack overflow) ends the launch with an
+// error instead of the process: while a launch runs, SIGSEGV and SIGBUS are caught (on
+// their own stack), and the handler jumps back to the scheduler, abandoning the fiber.
+struct FaultTrap {
+  sigjmp_buf back;                 // set by the scheduler before it switches to a fiber
+  struct sigaction old_segv, old_bus;
+  stack_t old_stack;
+  std::unique_ptr<unsigned char[]> stack{new unsigned char[64 * 1024]};
+};
+inline FaultTrap trap_storage;
+inline FaultTrap& trap() { return trap_storage; }
+extern "C" inline void ditron_emu_on_fault(int sig, siginfo_t* info, void* context) {
+  Launch& l = state();
+  FaultTrap& t = trap();
+  if (!l.current) {                // not the kernel's fault: the previous handler's business
+    sigaction(sig, sig == SIGSEGV ? &t.old_segv : &t.old_bus, nullptr);
+    return;                        // (the instruction faults again, under that handler)
+  }
+  const unsigned char* a = static_cast<const unsigned char*>(info->si_addr);
+  const unsigned char* base = l.current->stack.get();
+  const bool overflow = a >= base && a < base + GUARD_PAGE;
+  ++l.in_runtime;                  // (what follows is not the kernel's: no checks of its accesses)
+  l.last_pc = reinterpret_cast<void*>(static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RIP] + 1);
+  char buf[160];
+  if (overflow)
+    std::snprintf(buf, sizeof buf, "stack overflow: the thread's local variables take more than the emulator's "
+                  "%zu KiB per thread", STACK_BYTES / 1024);
+  else
+    std::snprintf(buf, sizeof buf, "a memory access at address %p, which is not mapped (a wild pointer)", info->si_addr);
+  l.error = thread_name(*l.current) + ": " + buf + where_pc();
+  l.current->state = Fiber::DONE;
+  siglongjmp(t.back, 1);
+}
+struct FaultScope {               // the handlers installed for one launch
+  FaultScope() {
+    FaultTrap& t = trap();
+    stack_t ss{};
+    ss.ss_sp = t.stack.get();
+    ss.ss_size = 64 * 1024;
+    sigaltstack(&ss, &t.old_stack);
+    struct sigaction sa{};
+    sa.sa_sigaction = &ditron_emu_on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;   // (NODEFER: the jump out leaves no signal blocked)
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &t.old_segv);
+    sigaction(SIGBUS, &sa, &t.old_bus);
+  }
+  ~FaultScope() {
+    FaultTrap& t = trap();
+    sigaction(SIGSEGV, &t.old_segv, nullptr);
+    sigaction(SIGBUS, &t.old_bus, nullptr);
+    sigaltstack(&t.old_stack, nullptr);
+  }
+};
+
 // Run one block: every fiber to its next synchronization point, in turn, until all are done.
 inline bool run_block() {
   Launch& l = state();
@@ -226,6 +355,7 @@ inline bool run_block() {
   l.epoch = 0;
   l.in_runtime = 0;
   for (void (*reset)() : l.block_start) reset();
+  profile_block_start(static_cast<int>(l.fibers.size()));
   for (Fiber& f : l.fibers) start_fiber(f);
   std::vector<Fiber*> ready;
   for (;;) {
@@ -255,6 +385,7 @@ inline bool run_block() {
       const Fiber* waiting = nullptr;
       const Fiber* done = nullptr;
       for (const Fiber& f : l.fibers) (f.state == Fiber::AT_BARRIER ? waiting : done) = &f;
+      if (!waiting || !done) profile_epoch();
       if (!waiting) return true;                               // every thread finished
       if (done) {
         l.error = thread_name(*waiting) + " waits at __syncthreads (its barrier number " +
@@ -270,7 +401,7 @@ inline bool run_block() {
     if (l.shuffled) std::shuffle(ready.begin(), ready.end(), l.order);
     for (Fiber* f : ready) {
       l.current = f;
-      ditron_emu_switch(&l.scheduler_sp, f->sp);
+      if (sigsetjmp(trap().back, 0) == 0) ditron_emu_switch(&l.scheduler_sp, f->sp);
       l.current = nullptr;
       if (!l.error.empty()) return false;
     }
@@ -302,9 +433,10 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
   l.grid = {grid[0], grid[1], grid[2]};
   l.block = {block[0], block[1], block[2]};
   l.error.clear();
-  l.dynamic_storage.reset(new unsigned char[smem + SHARED_ALIGN]);
+  l.dynamic_storage.reset(new unsigned char[GUARD_BYTES + smem + SHARED_ALIGN + GUARD_BYTES]);
   l.dynamic_shared = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<uintptr_t>(l.dynamic_storage.get()) + SHARED_ALIGN - 1) & ~uintptr_t(SHARED_ALIGN - 1));
+      (reinterpret_cast<uintptr_t>(l.dynamic_storage.get()) + GUARD_BYTES + SHARED_ALIGN - 1) &
+      ~uintptr_t(SHARED_ALIGN - 1));
   l.dynamic_bytes = smem;
   const char* seed = std::getenv("DITRON_EMULATE_SEED");
   l.shuffled = seed && *seed;
@@ -331,6 +463,8 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
     f.linear = static_cast<int>(i);
     f.tid = {i % block[0], (i / block[0]) % block[1], i / (block[0] * block[1])};
   }
+  profile_launch(k.name, grid, block, smem);
+  FaultScope faults;
   for (unsigned z = 0; z < grid[2]; ++z)
     for (unsigned y = 0; y < grid[1]; ++y)
       for (unsigned x = 0; x < grid[0]; ++x) {
@@ -368,27 +502,97 @@ struct Shadow {
   std::vector<ByteState> bytes;     // over the shared window (dynamic, then static)
   size_t dynamic_window = 0;
 };
-inline Shadow& shadow() {
-  static Shadow s;
-  return s;
-}
+inline Shadow shadow_storage;
+inline Shadow& shadow() { return shadow_storage; }
 
-// The shared window offset of p, or -1 outside shared memory.
+// The shared window offset of p, or -1 outside shared memory (and in the gaps between
+// static arrays, which bounds_error reports).
 inline int64_t window_offset(const void* p) {
   const Launch& l = state();
   const unsigned char* c = static_cast<const unsigned char*>(p);
   if (l.dynamic_bytes && c >= l.dynamic_shared && c < l.dynamic_shared + l.dynamic_bytes) return c - l.dynamic_shared;
-  if (__start_ditron_emu_shared != nullptr && c >= __start_ditron_emu_shared && c < __stop_ditron_emu_shared)
-    return int64_t(shadow().dynamic_window + (c - __start_ditron_emu_shared));
+  if (__start_ditron_emu_shared != nullptr && c >= __start_ditron_emu_shared && c < __stop_ditron_emu_shared) {
+    const size_t at = size_t(c - __start_ditron_emu_shared);
+    if (const SharedArray* a = array_at(at)) return int64_t(shadow().dynamic_window + a->window + (at - a->at));
+  }
   return -1;
+}
+
+// The memory at shared window offset `off`, `bytes` long, or nullptr outside shared memory.
+inline unsigned char* window_pointer(uint64_t off, size_t bytes) {
+  const Launch& l = state();
+  const size_t dyn = shadow().dynamic_window;
+  if (off + bytes <= l.dynamic_bytes) return l.dynamic_shared + off;
+  if (off < dyn) return nullptr;
+  for (const SharedArray& a : memory().arrays)
+    if (off - dyn >= a.window && off - dyn + bytes <= a.window + a.bytes)
+      return __start_ditron_emu_shared + a.at + (off - dyn - a.window);
+  return nullptr;
 }
 
 inline void reset_shadow() {
   const Launch& l = state();
   Shadow& s = shadow();
-  s.dynamic_window = (l.dynamic_bytes + 1023) & ~size_t(1023);
-  const size_t stat = __start_ditron_emu_shared ? size_t(__stop_ditron_emu_shared - __start_ditron_emu_shared) : 0;
-  s.bytes.assign(s.dynamic_window + stat, ByteState{});
+  s.dynamic_window = (l.dynamic_bytes + SHARED_ALIGN - 1) & ~(SHARED_ALIGN - 1);
+  array_at(0);     // (the static layout, if the loader gave none)
+  s.bytes.assign(s.dynamic_window + memory().static_window, ByteState{});
+}
+
+// Why an access of `n` bytes at p is out of bounds, or "" when it is not: bytes outside the
+// static shared array or the dynamic shared memory it starts in, or in the guard zone of
+// an argument. ({shared:static:N}, {shared:dynamic:N} and {global:K:N} (byte N of region
+// K, signed) are named by the loader.)
+inline std::string bounds_error(const void* p, size_t n) {
+  const Launch& l = state();
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  const unsigned char* e = c + n;
+  if (__start_ditron_emu_shared != nullptr && e > __start_ditron_emu_shared && c < __stop_ditron_emu_shared) {
+    const size_t at = c >= __start_ditron_emu_shared ? size_t(c - __start_ditron_emu_shared) : 0;
+    const SharedArray* a = array_at(at);
+    if (a && c >= __start_ditron_emu_shared && size_t(e - __start_ditron_emu_shared) <= a->at + a->bytes) return "";
+    return "{shared:static:" + std::to_string(a ? a->at + a->bytes : at) + "}";
+  }
+  if (l.dynamic_storage) {
+    const unsigned char* lo = l.dynamic_shared - GUARD_BYTES;
+    const unsigned char* hi = l.dynamic_shared + l.dynamic_bytes;
+    if (c >= l.dynamic_shared && e <= hi) return "";
+    if (e > lo && c < hi + GUARD_BYTES)
+      return "{shared:dynamic:" + std::to_string(c < l.dynamic_shared ? c - l.dynamic_shared : std::max(c, hi) - l.dynamic_shared) + "}";
+  }
+  const std::vector<Region>& regions = memory().regions;
+  for (const Region& r : regions)
+    if (c >= r.begin && e <= r.begin + r.bytes) return "";
+  for (size_t k = 0; k < regions.size(); ++k) {
+    const Region& r = regions[k];
+    if (e > r.begin - GUARD_BYTES && c < r.begin + r.bytes + GUARD_BYTES)
+      return "{global:" + std::to_string(k) + ":" +
+             std::to_string(c < r.begin ? c - r.begin : std::max(c, r.begin + r.bytes) - r.begin) + "}";
+  }
+  return "";
+}
+
+// Whether an access touches what the checks watch (shared memory with its gaps and guards,
+// the arguments with theirs): most accesses in kernel code are not (its stack, the
+// emulator's own state), and pass with these comparisons only.
+inline bool watched(const void* p, size_t n) {
+  const Launch& l = state();
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  const unsigned char* e = c + n;
+  if (__start_ditron_emu_shared != nullptr && e > __start_ditron_emu_shared && c < __stop_ditron_emu_shared) return true;
+  if (l.dynamic_storage && e > l.dynamic_shared - GUARD_BYTES && c < l.dynamic_shared + l.dynamic_bytes + GUARD_BYTES)
+    return true;
+  for (const Region& r : memory().regions)
+    if (e > r.begin - GUARD_BYTES && c < r.begin + r.bytes + GUARD_BYTES) return true;
+  return false;
+}
+
+// Fail if an access is out of bounds (what: the instruction).
+inline void check_bounds(const void* p, size_t n, bool write, const char* what) {
+  if (!watched(p, n)) return;
+  const std::string where = bounds_error(p, n);
+  if (!where.empty())
+    fail(std::string("out-of-bounds access: ") + what + (write ? " writes " : " reads ") + std::to_string(n) +
+         " bytes at " + where);
 }
 inline const bool shadow_registered = (state().block_start.push_back(&reset_shadow), true);
 
@@ -406,8 +610,11 @@ inline std::string where_shared(int64_t off) {
   // {shared:dynamic:N} / {shared:static:N} become the array and byte in the loader's message
   // (ditron/build/emulate.py)
   const size_t dyn = shadow().dynamic_window;
-  return size_t(off) < dyn ? "{shared:dynamic:" + std::to_string(off) + "}"
-                           : "{shared:static:" + std::to_string(size_t(off) - dyn) + "}";
+  if (size_t(off) < dyn) return "{shared:dynamic:" + std::to_string(off) + "}";
+  const size_t w = size_t(off) - dyn;
+  for (const SharedArray& a : memory().arrays)
+    if (w >= a.window && w < a.window + a.bytes) return "{shared:static:" + std::to_string(a.at + (w - a.window)) + "}";
+  return "{shared:static:?}";
 }
 
 // An operand read by the asynchronous proxy (wgmma): landed and written, no thread's access.
@@ -431,9 +638,13 @@ inline std::string who(int linear) {
 }
 
 // One access of `n` bytes at p by thread `linear` (what: the instruction, for messages).
+inline void check_access_at(int64_t off, size_t n, bool write, int linear, const char* what);
 inline void check_access(const void* p, size_t n, bool write, int linear, const char* what) {
   const int64_t off = window_offset(p);
-  if (off < 0) return;
+  if (off >= 0) check_access_at(off, n, write, linear, what);
+}
+// The same, at shared window offset `off`.
+inline void check_access_at(int64_t off, size_t n, bool write, int linear, const char* what) {
   Shadow& s = shadow();
   const unsigned epoch = state().epoch;
   for (size_t i = 0; i < n; ++i) {
@@ -463,6 +674,181 @@ inline void check_access(const void* p, size_t n, bool write, int linear, const 
       b.reader = -2;
     }
   }
+}
+
+// ---- the profiler (on with the sanitizer's hooks; mod.profile(), ditron/build/emulate.py).
+// A warp's memory request is one instruction (its place in the code) run by the lanes of
+// a warp for the same time since the block's last barrier; the requests of an epoch are
+// counted when the block passes its next barrier. Shared memory: a request is served in
+// phases of 128 bytes (32 lanes of 4-byte accesses, 16 of 8, 8 of 16); a phase takes as
+// many wavefronts as the most distinct 4-byte words any one of the 32 banks holds, and
+// bank conflicts are the wavefronts above one per phase (Nsight Compute's extra
+// wavefronts). Global memory: the 32-byte sectors a request touches. Per block: the bytes
+// of global memory it moves (loads, stores, cp.async, TMA) and the floating-point
+// operations of its tensor-core instructions (the emulator does not see SIMT arithmetic).
+struct MemAccess { const void* pc; uint64_t addr; uint32_t bytes; bool shared; };
+struct BlockWork { unsigned x, y, z; uint64_t bytes = 0, flops = 0; };
+struct KernelProfile {
+  std::string kernel;
+  unsigned grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
+  size_t dynamic_bytes = 0;
+  uint64_t shared_requests = 0, shared_wavefronts = 0, shared_ideal = 0, global_requests = 0, global_sectors = 0;
+  std::vector<BlockWork> blocks;
+};
+struct Profiler {
+  bool on = false;
+  std::vector<std::vector<MemAccess>> lanes;   // per thread of the block, since the last barrier
+  std::vector<KernelProfile> launches;         // of the current call
+  std::string json;
+};
+inline Profiler profiler_storage;
+inline Profiler& profiler() { return profiler_storage; }
+inline bool in_region(const void* p) {
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  for (const Region& r : memory().regions)
+    if (c >= r.begin && c < r.begin + r.bytes) return true;
+  return false;
+}
+// An access of thread `linear` (of its stack: not counted); off: p's shared window offset.
+inline void profile_access_at(int linear, const void* pc, const void* p, int64_t off, size_t n) {
+  Profiler& pr = profiler();
+  if (off >= 0) {
+    pr.lanes[linear].push_back({pc, uint64_t(off), uint32_t(n), true});
+  } else if (in_region(p)) {
+    pr.lanes[linear].push_back({pc, reinterpret_cast<uint64_t>(p), uint32_t(n), false});
+    pr.launches.back().blocks.back().bytes += n;
+  }
+}
+inline void profile_access(int linear, const void* pc, const void* p, size_t n) {
+  profile_access_at(linear, pc, p, window_offset(p), n);
+}
+inline void profile_bytes(uint64_t n) {
+  if (profiler().on) profiler().launches.back().blocks.back().bytes += n;
+}
+inline void profile_flops(uint64_t n) {
+  if (profiler().on) profiler().launches.back().blocks.back().flops += n;
+}
+struct LaneAccess { int lane; uint64_t addr; uint32_t bytes; };
+inline void count_shared(KernelProfile& k, const std::vector<LaneAccess>& req) {
+  uint32_t size = 1;
+  for (const LaneAccess& a : req) size = std::max(size, a.bytes);
+  const int per_phase = size >= 4 ? std::max<int>(1, 128 / int(size)) : 32;
+  std::vector<uint64_t> words;
+  for (int first = 0; first < 32; first += per_phase) {
+    words.clear();
+    for (const LaneAccess& a : req)
+      if (a.lane >= first && a.lane < first + per_phase)
+        for (uint64_t w = a.addr / 4; w <= (a.addr + a.bytes - 1) / 4; ++w) words.push_back(w);
+    if (words.empty()) continue;
+    std::sort(words.begin(), words.end());
+    words.erase(std::unique(words.begin(), words.end()), words.end());
+    unsigned per_bank[32] = {};
+    unsigned most = 0;
+    for (uint64_t w : words) most = std::max(most, ++per_bank[w % 32]);
+    k.shared_wavefronts += most;
+    k.shared_ideal += 1;
+  }
+  k.shared_requests += 1;
+}
+inline void count_global(KernelProfile& k, const std::vector<LaneAccess>& req) {
+  std::vector<uint64_t> sectors;
+  for (const LaneAccess& a : req)
+    for (uint64_t s = a.addr / 32; s <= (a.addr + a.bytes - 1) / 32; ++s) sectors.push_back(s);
+  std::sort(sectors.begin(), sectors.end());
+  k.global_sectors += uint64_t(std::unique(sectors.begin(), sectors.end()) - sectors.begin());
+  k.global_requests += 1;
+}
+// The requests of the epoch that ends (a barrier, the block's end).
+inline void profile_epoch() {
+  Profiler& pr = profiler();
+  if (!pr.on) return;
+  KernelProfile& k = pr.launches.back();
+  const int n = static_cast<int>(pr.lanes.size());
+  std::vector<LaneAccess> req;
+  for (int w0 = 0; w0 < n; w0 += 32) {
+    const int lanes = std::min(32, n - w0);
+    // Converged lanes (the common case) made the same accesses in the same order: the i-th
+    // access of each is one request.
+    const std::vector<MemAccess>* first = nullptr;
+    bool converged = true;
+    for (int lane = 0; lane < lanes && converged; ++lane) {
+      const std::vector<MemAccess>& v = pr.lanes[w0 + lane];
+      if (v.empty()) continue;
+      if (!first) first = &v;
+      else if (v.size() != first->size()) converged = false;
+      else
+        for (size_t i = 0; i < v.size(); ++i)
+          if (v[i].pc != (*first)[i].pc) { converged = false; break; }
+    }
+    if (!first) continue;
+    if (converged) {
+      for (size_t i = 0; i < first->size(); ++i) {
+        req.clear();
+        for (int lane = 0; lane < lanes; ++lane) {
+          const std::vector<MemAccess>& v = pr.lanes[w0 + lane];
+          if (!v.empty()) req.push_back({lane, v[i].addr, v[i].bytes});
+        }
+        ((*first)[i].shared ? count_shared : count_global)(k, req);
+      }
+      for (int lane = 0; lane < lanes; ++lane) pr.lanes[w0 + lane].clear();
+      continue;
+    }
+    // Diverged lanes: (pc, occurrence) -> the request's lanes, in the order first met
+    std::vector<std::pair<bool, std::vector<LaneAccess>>> requests;
+    std::map<std::pair<const void*, uint32_t>, size_t> index;
+    for (int lane = 0; lane < lanes; ++lane) {
+      std::map<const void*, uint32_t> seen;
+      for (const MemAccess& a : pr.lanes[w0 + lane]) {
+        const auto key = std::make_pair(a.pc, seen[a.pc]++);
+        auto it = index.find(key);
+        if (it == index.end()) {
+          it = index.emplace(key, requests.size()).first;
+          requests.emplace_back(a.shared, std::vector<LaneAccess>{});
+        }
+        requests[it->second].second.push_back({lane, a.addr, a.bytes});
+      }
+      pr.lanes[w0 + lane].clear();
+    }
+    for (const auto& r : requests) (r.first ? count_shared : count_global)(k, r.second);
+  }
+}
+inline void profile_block_start(int threads) {
+  Profiler& pr = profiler();
+  if (!pr.on) return;
+  const Launch& l = state();
+  pr.lanes.assign(threads, {});
+  pr.launches.back().blocks.push_back({l.block_idx.x, l.block_idx.y, l.block_idx.z});
+}
+inline void profile_launch(const char* kernel, const unsigned* grid, const unsigned* block, size_t smem) {
+  Profiler& pr = profiler();
+  if (!pr.on) return;
+  KernelProfile k;
+  k.kernel = kernel;
+  for (int i = 0; i < 3; ++i) k.grid[i] = grid[i], k.block[i] = block[i];
+  k.dynamic_bytes = smem;
+  pr.launches.push_back(std::move(k));
+}
+inline const char* profile_json() {
+  std::string& out = profiler().json;
+  out = "[";
+  for (const KernelProfile& k : profiler().launches) {
+    if (out.size() > 1) out += ",";
+    out += "{\"kernel\":\"" + k.kernel + "\",\"grid\":[" + std::to_string(k.grid[0]) + "," + std::to_string(k.grid[1]) +
+           "," + std::to_string(k.grid[2]) + "],\"block\":[" + std::to_string(k.block[0]) + "," +
+           std::to_string(k.block[1]) + "," + std::to_string(k.block[2]) + "],\"dynamic_shared_bytes\":" +
+           std::to_string(k.dynamic_bytes) + ",\"shared_requests\":" + std::to_string(k.shared_requests) +
+           ",\"shared_wavefronts\":" + std::to_string(k.shared_wavefronts) + ",\"shared_ideal_wavefronts\":" +
+           std::to_string(k.shared_ideal) + ",\"global_requests\":" + std::to_string(k.global_requests) +
+           ",\"global_sectors\":" + std::to_string(k.global_sectors) + ",\"blocks\":[";
+    for (size_t b = 0; b < k.blocks.size(); ++b) {
+      const BlockWork& w = k.blocks[b];
+      out += (b ? ",[" : "[") + std::to_string(w.x) + "," + std::to_string(w.y) + "," + std::to_string(w.z) + "," +
+             std::to_string(w.bytes) + "," + std::to_string(w.flops) + "]";
+    }
+    out += "]}";
+  }
+  out += "]";
+  return out.c_str();
 }
 
 // What kernels call directly is not inlined, so that its return address is the call's
@@ -495,6 +881,13 @@ struct RuntimeScope {
 
 inline void async_copy(void* dst, const void* src, size_t bytes) {
   Fiber& f = self();
+  check_bounds(src, bytes, false, "cp.async");
+  check_bounds(dst, bytes, true, "cp.async");
+  if (window_offset(dst) < 0) fail("cp.async: its destination is not in shared memory");
+  if (profiler().on) {
+    profile_access(f.linear, state().last_pc, src, bytes);
+    profile_access(f.linear, state().last_pc, dst, bytes);
+  }
   Fiber::Copy c{dst, std::vector<unsigned char>(bytes)};
   std::memcpy(c.data.data(), src, bytes);        // the source is read when issued
   check_access(dst, bytes, true, f.linear, "cp.async");   // written by this thread, visible once landed
@@ -563,11 +956,7 @@ inline void wait_until(std::function<bool()> can_go, std::function<std::string()
 }
 
 inline bool in_shared(const void* p, size_t bytes) {
-  const unsigned char* c = static_cast<const unsigned char*>(p);
-  const Launch& l = state();
-  if (l.dynamic_bytes && c >= l.dynamic_shared && c + bytes <= l.dynamic_shared + l.dynamic_bytes) return true;
-  return __start_ditron_emu_shared != nullptr && c >= __start_ditron_emu_shared &&
-         c + bytes <= __stop_ditron_emu_shared;
+  return window_offset(p) >= 0 && bounds_error(p, bytes).empty();
 }
 
 // ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16 (PTX ISA, "Warp-level matrix load
@@ -584,7 +973,9 @@ template <int N, bool TRANS> void ldmatrix_all(void* const* args, int lanes) {
     if (!in_shared(p, 16)) fail(std::string(what) + ": lane " + std::to_string(i) + " gives an address outside shared memory");
     if (reinterpret_cast<uintptr_t>(p) % 16) fail(std::string(what) + ": lane " + std::to_string(i) + " gives an address that is not 16-byte aligned");
     rows[i] = static_cast<const uint16_t*>(p);
-    check_access(p, 16, false, state().warps.empty() ? i : (self().linear / 32) * 32 + i, what);
+    const int linear = (self().linear / 32) * 32 + i;
+    check_access(p, 16, false, linear, what);
+    if (profiler().on) profile_access(linear, state().last_pc, p, 16);
   }
   for (int lane = 0; lane < 32; ++lane) {
     uint32_t* r = static_cast<const LdmatrixArg*>(args[lane])->r;
@@ -611,6 +1002,7 @@ template <class T> float half_of(uint32_t reg, int hi) {
 }
 template <class T> void mma_all(void* const* args, int lanes) {
   if (lanes < 32) fail("mma.sync in a warp of " + std::to_string(lanes) + " threads (it needs 32)");
+  profile_flops(2 * 16 * 8 * 16);
   float A[16][16], B[16][8], C[16][8];
   for (int lane = 0; lane < 32; ++lane) {
     const MmaArg& x = *static_cast<const MmaArg*>(args[lane]);
@@ -734,19 +1126,23 @@ template <class T> inline void mma_m16n8k16(float* d, const uint32_t (&a)[4], co
 #define DITRON_EMU_HOOK extern "C" __attribute__((no_sanitize("thread"), used))
 namespace ditron {
 namespace emu {
-inline bool& in_hook() {
-  static bool on = false;
-  return on;
-}
+inline bool in_hook_storage = false;
+inline bool& in_hook() { return in_hook_storage; }
 __attribute__((no_sanitize("thread"))) inline void hooked(void* p, size_t n, bool write, void* pc) {
   bool& busy = in_hook();
-  if (busy) return;
   busy = true;
   Launch& l = state();
-  if (l.current && !l.in_runtime && window_offset(p) >= 0) {
+  if (l.current && !l.in_runtime && watched(p, n)) {
+    void* const outer = l.last_pc;     // (an instruction's own place, DITRON_EMU_HERE, stays)
     l.last_pc = pc;
-    check_access(p, n, write, l.current->linear, write ? "a store" : "a load");
-    l.last_pc = nullptr;
+    const char* what = write ? "a store" : "a load";
+    const int64_t off = window_offset(p);
+    // (the common case first: all n bytes in one shared array or the dynamic shared memory)
+    if (off < 0 || window_offset(static_cast<const unsigned char*>(p) + n - 1) != off + int64_t(n) - 1)
+      check_bounds(p, n, write, what);
+    if (off >= 0) check_access_at(off, n, write, l.current->linear, what);
+    if (profiler().on) profile_access_at(l.current->linear, pc, p, off, n);
+    l.last_pc = outer;
   }
   busy = false;
 }
@@ -755,15 +1151,19 @@ __attribute__((no_sanitize("thread"))) inline void hooked(void* p, size_t n, boo
 DITRON_EMU_HOOK void __tsan_init() {}
 DITRON_EMU_HOOK void __tsan_func_entry(void*) {}
 DITRON_EMU_HOOK void __tsan_func_exit() {}
+// (the re-entry test first, inline: the checks' own accesses come back here by the thousand)
+#define DITRON_EMU_CHECK(p, n, write) \
+  if (!ditron::emu::in_hook_storage) ditron::emu::hooked(p, n, write, __builtin_return_address(0))
 #define DITRON_EMU_RW(N)                                                                                    \
-  DITRON_EMU_HOOK void __tsan_read##N(void* p) { ditron::emu::hooked(p, N, false, __builtin_return_address(0)); }  \
-  DITRON_EMU_HOOK void __tsan_write##N(void* p) { ditron::emu::hooked(p, N, true, __builtin_return_address(0)); }  \
-  DITRON_EMU_HOOK void __tsan_unaligned_read##N(void* p) { ditron::emu::hooked(p, N, false, __builtin_return_address(0)); } \
-  DITRON_EMU_HOOK void __tsan_unaligned_write##N(void* p) { ditron::emu::hooked(p, N, true, __builtin_return_address(0)); }
+  DITRON_EMU_HOOK void __tsan_read##N(void* p) { DITRON_EMU_CHECK(p, N, false); }                           \
+  DITRON_EMU_HOOK void __tsan_write##N(void* p) { DITRON_EMU_CHECK(p, N, true); }                           \
+  DITRON_EMU_HOOK void __tsan_unaligned_read##N(void* p) { DITRON_EMU_CHECK(p, N, false); }                 \
+  DITRON_EMU_HOOK void __tsan_unaligned_write##N(void* p) { DITRON_EMU_CHECK(p, N, true); }
 DITRON_EMU_RW(1) DITRON_EMU_RW(2) DITRON_EMU_RW(4) DITRON_EMU_RW(8) DITRON_EMU_RW(16)
 #undef DITRON_EMU_RW
-DITRON_EMU_HOOK void __tsan_read_range(void* p, unsigned long n) { ditron::emu::hooked(p, n, false, __builtin_return_address(0)); }
-DITRON_EMU_HOOK void __tsan_write_range(void* p, unsigned long n) { ditron::emu::hooked(p, n, true, __builtin_return_address(0)); }
+DITRON_EMU_HOOK void __tsan_read_range(void* p, unsigned long n) { DITRON_EMU_CHECK(p, n, false); }
+DITRON_EMU_HOOK void __tsan_write_range(void* p, unsigned long n) { DITRON_EMU_CHECK(p, n, true); }
+#undef DITRON_EMU_CHECK
 DITRON_EMU_HOOK void __tsan_vptr_update(void**, void*) {}
 DITRON_EMU_HOOK void __tsan_vptr_read(void**) {}
 // Atomics: one OS thread runs every fiber, so the plain operation is the atomic one.

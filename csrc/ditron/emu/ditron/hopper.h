@@ -33,17 +33,16 @@ namespace emu {
 // (the window of cuda.h's window_offset)
 inline uint32_t shared_offset(const void* p, const char* what) {
   const int64_t off = window_offset(p);
-  if (off < 0) fail(std::string(what) + ": an address outside shared memory");
+  if (off < 0) {
+    const std::string oob = bounds_error(p, 1);
+    fail(oob.empty() ? std::string(what) + ": an address outside shared memory"
+                     : "out-of-bounds access: " + std::string(what) + " at " + oob);
+  }
   return static_cast<uint32_t>(off);
 }
 
 inline unsigned char* shared_at(uint64_t off, size_t bytes, const char* what) {
-  const Launch& l = state();
-  const size_t dyn = shadow().dynamic_window;
-  if (off + bytes <= l.dynamic_bytes) return l.dynamic_shared + off;
-  if (off >= dyn && __start_ditron_emu_shared != nullptr &&
-      off - dyn + bytes <= static_cast<size_t>(__stop_ditron_emu_shared - __start_ditron_emu_shared))
-    return __start_ditron_emu_shared + (off - dyn);
+  if (unsigned char* p = window_pointer(off, bytes)) return p;
   fail(std::string(what) + ": shared-memory offset " + std::to_string(off) + " lies outside shared memory");
 }
 
@@ -65,10 +64,8 @@ struct HopperState {
   struct Op { uint64_t a, b; int n; bool bf16; float* acc[128]; };
   std::map<int, std::vector<std::vector<Op>>> groups;
 };
-inline HopperState& hopper() {
-  static HopperState h;
-  return h;
-}
+inline HopperState hopper_storage;
+inline HopperState& hopper() { return hopper_storage; }
 inline void reset_hopper() { hopper() = HopperState{}; }
 inline const bool hopper_registered = (state().block_start.push_back(&reset_hopper), true);
 
@@ -98,9 +95,10 @@ inline void land(PendingTma& t) {
       const int64_t gr = int64_t(t.c1) + r, gc = int64_t(t.c0) + c;
       const uint64_t off = swizzle128(t.dst_off + uint64_t(r) * row_bytes + uint64_t(c) * m.elem_bytes);
       unsigned char* dst = shared_at(off, m.elem_bytes, "cp.async.bulk.tensor");
-      if (gr >= 0 && gc >= 0 && uint64_t(gr) < m.rows && uint64_t(gc) < m.cols)
+      if (gr >= 0 && gc >= 0 && uint64_t(gr) < m.rows && uint64_t(gc) < m.cols) {
         std::memcpy(dst, m.base + (uint64_t(gr) * m.cols + uint64_t(gc)) * m.elem_bytes, m.elem_bytes);
-      else
+        profile_bytes(m.elem_bytes);
+      } else
         std::memset(dst, 0, m.elem_bytes);          // out of the tensor: zero fill
       mark_pending(dst, m.elem_bytes, 0);
     }
@@ -120,7 +118,7 @@ inline void land_all(Mbarrier& b, uint32_t off) {
 
 }  // namespace emu
 
-inline uint32_t smem_u32(const void* p) { return emu::shared_offset(p, "a shared-memory address"); }
+inline uint32_t smem_u32(const void* p) { return emu::shared_offset(p, "the shared-memory address of a pointer (smem_u32)"); }
 
 DITRON_EMU_API inline void mbar_init(uint64_t* bar, uint32_t count) {
   DITRON_EMU_HERE();
@@ -216,6 +214,7 @@ template <class T> float element(uint64_t off) {
 }
 
 inline void run_wgmma(const HopperState::Op& op) {
+  profile_flops(uint64_t(2) * 64 * op.n * 16);
   check_desc(op.a, "A");
   check_desc(op.b, "B");
   std::vector<float> A(64 * 16), B(size_t(op.n) * 16);
