@@ -35,8 +35,9 @@ setup(
     install_requires=["jinja2>=3", "numpy", "torch>=2.4"],
     # The test extra brings what pip can install of what the tests use: NVSHMEM (headers and
     # device library, for the CUDA communication compile checks) and NVRTC (the CUDA target's
-    # NVRTC build path). Compilers (g++, nvcc, hipcc) and cmake come from the system.
-    extras_require={"test": ["pytest", "hypothesis", "pybind11>=2.10",
+    # NVRTC build path), and pytest-xdist (the suite runs on every core: most of its time is
+    # compilers). Compilers (g++, nvcc, hipcc) and cmake come from the system.
+    extras_require={"test": ["pytest", "pytest-xdist", "hypothesis", "pybind11>=2.10",
                              "nvidia-nvshmem-cu13; sys_platform == 'linux'",
                              "nvidia-cuda-nvrtc; sys_platform == 'linux'"]},
     entry_points={"console_scripts": ["ditron = ditron.cli:main"]},

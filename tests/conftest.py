@@ -40,7 +40,14 @@ def pytest_collection_modifyitems(config, items):
 def _session_cache(tmp_path_factory):
     """One kernel cache per test session (tests that need a private one use ``fresh_cache``)."""
     if "DITRON_CACHE_DIR" not in os.environ:
-        os.environ["DITRON_CACHE_DIR"] = str(tmp_path_factory.mktemp("ditron-cache"))
+        # pytest -n (xdist): the workers share one cache (each worker's base temp is a folder
+        # of the run's); the cache's atomic publish makes that safe
+        root = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            root = root.parent
+        cache_dir = root / "ditron-cache"
+        cache_dir.mkdir(exist_ok=True)
+        os.environ["DITRON_CACHE_DIR"] = str(cache_dir)
     # The CUDA compile checks are nvcc's (device and host code); the NVRTC path's tests ask
     # for it by name, and test_cuda_nvrtc checks what the "auto" default picks.
     os.environ.setdefault("DITRON_CUDA_COMPILER", "nvcc")
@@ -69,5 +76,7 @@ def pytest_configure(config):
         # the ranks of dt.distributed.launch (they inherit the environment)
         os.environ["DITRON_DUMP_SOURCES"] = os.path.abspath(out)
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "pytest_pid"), "w") as f:    # builds of other processes
-            f.write(str(os.getpid()))                              # are matched apart
+        # builds of other processes are matched apart; pytest's own processes (the workers
+        # of pytest -n too) each add their pid
+        with open(os.path.join(out, "pytest_pid"), "a") as f:
+            f.write(f"{os.getpid()}\n")

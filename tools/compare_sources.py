@@ -18,15 +18,15 @@ def _index(root):
     other processes (ranks of dt.distributed.launch, subprocess tests), whose counts restart
     with each process, are keyed ``(test, "rank R" or "other process", "name/target", k)``,
     k counting those in the order the index lists them."""
-    main_pid = None
+    main_pids = None      # pytest's processes (one per line: the workers of pytest -n too)
     pid_file = os.path.join(root, "pytest_pid")
     if os.path.exists(pid_file):
-        main_pid = int(open(pid_file).read())
+        main_pids = {int(x) for x in open(pid_file).read().split()}
     entries, seen = {}, {}
     with open(os.path.join(root, "index.jsonl")) as f:
         for line in f:
             e = json.loads(line)
-            if main_pid is None or e.get("pid", main_pid) == main_pid:
+            if main_pids is None or e.get("pid") is None or e["pid"] in main_pids:
                 key = (e["test"], e["n"])
             else:
                 who = "other process" if e.get("rank") is None else f"rank {e['rank']}"
