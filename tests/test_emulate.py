@@ -480,3 +480,24 @@ def test_ditron_profile_prints_a_table_for_each_module_a_script_called(tmp_path)
     head = lines.index("module 'cli_gemm' (sm_80), its last call:") + 1
     assert lines[head].split()[:4] == ["kernel", "grid", "block", "smem"]
     assert lines[head + 1].split()[:3] == ["cli_gemm_C_k0", "1x1x1", "16x16x1"]
+
+
+def test_threads_calling_emulated_modules_at_once_get_right_results():
+    """ctypes releases the GIL during a launch: launches take turns (one emulator state per
+    library, fault handlers per process), so concurrent calls stay correct."""
+    import threading
+    mod, _ = mutated(twice, "B[", "B[", "threads")
+    wrong = []
+
+    def work():
+        for _ in range(10):
+            a, b = torch.randn(100), torch.empty(100)
+            mod(a, b)
+            if not torch.equal(b, a * 2):
+                wrong.append(b)
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong

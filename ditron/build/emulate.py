@@ -68,6 +68,7 @@ import platform
 import re
 import struct
 import subprocess
+import threading
 
 from ..codegen import launch_plan as lp
 from ..codegen.cuda import device_source
@@ -384,7 +385,9 @@ class EmulatedModule(Module):
         grid = (ctypes.c_uint * 3)(*dims)
         threads = (ctypes.c_uint * 3)(*block)
         self._dynamic_bytes = smem
-        if self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params):
+        with _LAUNCH_LOCK:
+            failed = self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params)
+        if failed:
             what = self.explain(self._lib.ditron_emu_error().decode())
             raise EmulationError(f"kernel '{self.name}', stage {stage}: {what}")
 
@@ -562,6 +565,10 @@ def _cubin_registers(elf):
     return {section_name(h)[len(".text."):]: counts[h[7] & 0xFFFFFF] for h in headers
             if section_name(h).startswith(".text.") and (h[7] & 0xFFFFFF) in counts}
 
+
+# One emulated launch at a time in a process: ctypes lets go of the GIL during a launch, and
+# a launch installs process-wide fault handlers (and each library's state serves one launch).
+_LAUNCH_LOCK = threading.Lock()
 
 GUARD_BYTES = 64 * 1024   # the guard zone on each side of a buffer (GUARD_BYTES of cuda.h)
 
