@@ -75,6 +75,9 @@ def profile(args):
     os.environ["DITRON_EMULATE_PROFILE"] = "1"
     os.environ.pop("DITRON_EMULATE_SANITIZE", None)        # (the profiler counts through its hooks)
     from .build.emulate import called_modules, format_profile
+    if not os.path.isfile(args.script):
+        print(f"ditron profile: no such script: {args.script} (give the path of a Python file)", file=sys.stderr)
+        return 2
     sys.argv = [args.script] + list(args.args)
     status = 0
     try:

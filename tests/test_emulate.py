@@ -501,3 +501,11 @@ def test_threads_calling_emulated_modules_at_once_get_right_results():
     for t in threads:
         t.join()
     assert not wrong
+
+
+def test_ditron_profile_of_a_missing_script_says_so():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "ditron", "profile", "no_such_script.py"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "no such script: no_such_script.py" in r.stderr

@@ -74,6 +74,7 @@ from ..codegen import launch_plan as lp
 from ..codegen.cuda import device_source
 from ..errors import EmulationError
 from ..target import cuda_arch_number, cuda_blocks_per_sm
+from ..te.dtype import itemsize
 from ..version import __version__
 from . import cache, toolchain
 from .compile import compile_cached
@@ -268,10 +269,7 @@ class EmulatedModule(Module):
         temporaries = iter(self._temporaries)
 
         def allocate(dtype, count):
-            import torch
-            size = torch.empty((), dtype=_torch_dtypes()[dtype]).element_size()
-            at = guarded(f"the temporary {next(temporaries)}", count * size)
-            return _Memory(at)
+            return _Memory(guarded(f"the temporary {next(temporaries)}", count * itemsize(dtype)))
         profiling = self._profiling or profiling_requested()
         if profiling:
             self._profile = None
@@ -284,7 +282,8 @@ class EmulatedModule(Module):
         finally:
             self._lib.ditron_emu_profile(0)
             self._lib.ditron_emu_set_regions(0, None, None)
-        for n, (ptr, nbytes) in zip(self._outputs, (spans[n] for n in self._outputs)):
+        for n in self._outputs:
+            ptr, nbytes = spans[n]
             ctypes.memmove(ptr, copies[n], nbytes)
 
     def profile(self, *args):
