@@ -13,8 +13,9 @@ Steps, each with its own time limit so that one hang cannot eat the others:
 3. ``bench_cuda``: bench/bench_cuda.py --quick (elementwise, softmax, GEMMs against
    torch / cuBLAS, a device-to-device copy, launch overhead); GPU only.
 4. ``distributed``: bench/bench_distributed_cuda.py --pes 2 --quick under CUDA MPS
-   (started here if it is not running), ditron's NVSHMEM ops with two PEs on the one GPU;
-   GPU only.
+   (started here if it is not running), ditron's NVSHMEM ops with two PEs on the one GPU.
+   Under --emulate (without --cases): every library op, sm and ce, on two emulated ranks
+   against torch (tests/test_emulate_distributed.py), numerics only.
 
 Writes ``OUT_DIR/gpu_check_<device>_<date>.json`` with device, date, commit and each step's
 result; a session lent a GPU runs it first and commits the file under bench/results/.
@@ -119,6 +120,18 @@ def distributed():
     return bench("bench_distributed_cuda.py", ["--pes", "2", "--quick"], "distributed_cuda", LIMITS["distributed"], env)
 
 
+def emulated_distributed():
+    """Every library op on two emulated GPU ranks, one call each: what went wrong per rank."""
+    import ditron as dt
+    from test_emulate_distributed import library_ops
+    t0 = time.perf_counter()
+    try:
+        failures = dt.distributed.launch(library_ops, 2, args=(1,), target="cuda")
+    except Exception as e:      # noqa: BLE001 (recorded in the JSON)
+        return {"ok": False, "error": str(e)[-3000:]}
+    return {"ok": failures == [[], []], "failures": failures, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", help="where to write the JSON file")
@@ -137,8 +150,10 @@ def main():
     t0 = time.perf_counter()
     steps["numerics"] = numerics(opts.emulate, only)
     if opts.emulate:
-        for name in ("pytest_gpu", "bench_cuda", "distributed"):
+        for name in ("pytest_gpu", "bench_cuda"):
             steps[name] = {"not_run": "needs a GPU (timings, or tests not yet adapted to the emulator)"}
+        steps["distributed"] = (emulated_distributed() if not only else
+                                {"not_run": "--cases chose numerics cases only"})
     else:
         steps["pytest_gpu"] = pytest_gpu()
         steps["bench_cuda"] = bench("bench_cuda.py", ["--quick"], "cuda", LIMITS["bench_cuda"])
@@ -153,6 +168,9 @@ def main():
     print(f"numerics: {len(steps['numerics']) - len(bad)} of {len(steps['numerics'])} ok"
           + (f" (failing: {', '.join(bad)})" if bad else ""))
     print(f"written to {path} in {res['seconds']} s")
+    if steps["distributed"].get("ok") is False:
+        print(f"distributed: failed: {steps['distributed'].get('failures') or steps['distributed'].get('error')}")
+        bad.append("distributed")
     return 1 if bad else 0
 
 

@@ -179,12 +179,11 @@ def test_wgmma_gemms_run_emulated_and_match_torch(shape, kw):
     torch.testing.assert_close(C.float(), A.float() @ B.float().T, rtol=1e-2, atol=1e-2)
 
 
-def test_what_is_not_modelled_is_refused_by_name():
+def test_a_target_without_an_emulator_is_refused_by_name():
     X = dt.placeholder((8,), "float32", name="X")
-    Y = dt.all_reduce(X, name="Y")
-    with pytest.raises(dt.EmulationError, match="communicating programs .* are not emulated yet"):
-        dt.build(dt.create_schedule(Y), [X, Y], target="cuda", arch="sm_90a", name="ar_emu", world_size=2,
-                 emulate=True)
+    Y = dt.compute((8,), lambda i: X[i] + 1, name="Y")
+    with pytest.raises(ValueError, match="emulate=True: target hip .* has no emulated GPU"):
+        dt.build(dt.create_schedule(Y), [X, Y], target="hip", name="hip_emu", emulate=True)
 
 
 # ---------------------------------------------------------------------------- mutations

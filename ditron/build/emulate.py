@@ -9,7 +9,7 @@ before the real ``ditron/cuda.h``), and runs the launch plan
 temporaries, checks and launches, as the compiled host code would. The module takes CPU
 tensors.
 
-How kernels run (see the header): blocks one after another, a block's threads as fibers
+How kernels run (see the header): blocks on SM slots (below), a block's threads as fibers
 that meet at ``__syncthreads``; shared memory poisoned with NaN bytes at each block start;
 ``cp.async`` copies landing only at the wait that must wait for them. A kernel that
 breaks the rules raises :class:`ditron.EmulationError` naming the kernel, block and thread
@@ -42,9 +42,25 @@ Warp-wide instructions (``ldmatrix``, ``mma.sync.m16n8k16``) run when every lane
 has reached them, per the PTX ISA's fragment tables; Hopper kernels run with mbarrier
 phases and byte counts, TMA boxes (zero fill, 128-byte swizzle) landing when their barrier
 is waited on, and wgmma groups computed at the wait that needs them from operands decoded
-out of their descriptors (``csrc/ditron/emu/ditron/hopper.h``). Not modelled yet (an
-EmulationError says so when a program needs it): communication (NVSHMEM) and side
-streams, and the HIP target.
+out of their descriptors (``csrc/ditron/emu/ditron/hopper.h``).
+
+Residency: a launch holds at most SMs x blocks-per-SM blocks at once (``DITRON_EMULATE_SMS``,
+default the arch's usual SM count; blocks per SM from threads, static and dynamic shared
+memory, and, when the variable is set, ptxas's registers: :func:`ditron.target.cuda_blocks_per_sm`).
+One block runs at a time; when every thread of it waits and some wait on memory that another
+block or rank writes (an NVSHMEM signal), it is parked and another resident block runs, or a
+new one starts in a free slot. Blocks start in grid order (with ``DITRON_EMULATE_SEED``, in
+an order drawn from the seed). If no block can run and no other rank can write, that is a
+deadlock, and a *residency deadlock* when blocks still wait for a slot.
+
+Communicating programs (``world_size`` > 1, ``copy="sm"`` or ``"ce"``) run on the ranks of
+``dt.distributed.launch(fn, W, target="cuda")``: NVSHMEM's device API over the CPU ranks'
+shared symmetric heap (``csrc/ditron/emu/nvshmem.h``), and the host's stream transfers queued
+through the same code (:class:`ditron.runtime.module.EmulatedDistributedModule`). A wait
+polls until the flag holds, a peer's call record says it failed, or ``DITRON_WAIT_TIMEOUT``
+passes. Streams run in order: a side stream's work runs where it is queued (one order the
+streams allow; kernels of two streams never run at the same time yet). Not modelled (an
+EmulationError says so): NVSHMEM's collectives, and the HIP target.
 
 Example
 -------
@@ -73,7 +89,7 @@ import threading
 from ..codegen import launch_plan as lp
 from ..codegen.cuda import device_source
 from ..errors import EmulationError
-from ..target import cuda_arch_number, cuda_blocks_per_sm
+from ..target import CUDA_SM_COUNT, cuda_arch_number, cuda_blocks_per_sm
 from ..te.dtype import itemsize
 from ..version import __version__
 from . import cache, toolchain
@@ -98,9 +114,9 @@ def emu_dir():
     return os.path.join(csrc_dir(), "ditron", "emu")
 
 
-def emulated_source(source, plan):
+def emulated_source(source, plan, comm=False):
     """The file the emulator compiles: the device part of ``source`` and its kernel table,
-    with C entry points for the loader."""
+    with C entry points for the loader (``comm``: and the emulated NVSHMEM's)."""
     device = device_source(source)
     kernels = list(dict.fromkeys(ln.kernel for ln in plan.launches()))
     divisions = any(isinstance(s, lp.CheckDivisions) for s in plan.walk())
@@ -109,8 +125,8 @@ def emulated_source(source, plan):
            + ", ".join(f"DITRON_EMU_KERNEL({k})" for k in kernels) + "};",
            "#define DITRON_EMU_EXPORT extern \"C\" __attribute__((visibility(\"default\")))",
            "DITRON_EMU_EXPORT int ditron_emu_launch(int kernel, const unsigned* grid, const unsigned* block, "
-           "unsigned smem, void** params) {",
-           "  return ::ditron::emu::launch(ditron_emu_kernels[kernel], grid, block, smem, params);",
+           "unsigned smem, void** params, unsigned max_resident) {",
+           "  return ::ditron::emu::launch(ditron_emu_kernels[kernel], grid, block, smem, params, max_resident);",
            "}",
            "DITRON_EMU_EXPORT const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }",
            "DITRON_EMU_EXPORT void ditron_emu_set_shared_arrays(int n, const uint64_t* at, const uint64_t* bytes) {",
@@ -134,10 +150,29 @@ def emulated_source(source, plan):
     out.append("DITRON_EMU_EXPORT const char* ditron_emu_profile_json() { return ::ditron::emu::profile_json(); }")
     out.append("DITRON_EMU_EXPORT int ditron_emu_sanitized() {\n#if defined(__SANITIZE_THREAD__)\n  return 1;\n"
                "#else\n  return 0;\n#endif\n}")
+    if comm:
+        out.append("DITRON_EMU_EXPORT void ditron_emu_set_world(int rank, int npes, uint64_t heap_bytes, "
+                   "const uint64_t* bases, int64_t record, int64_t timeout_ms) {\n"
+                   "  ::ditron::emu::set_world(rank, npes, heap_bytes, bases, record, timeout_ms);\n}")
+        out.append("DITRON_EMU_EXPORT int ditron_emu_host_shmem(int kind, void* dst, const void* src, uint64_t bytes, "
+                   "uint64_t value, int pe, const char* what) {\n"
+                   "  return ::ditron::emu::host_shmem(kind, dst, src, bytes, value, pe, what);\n}")
     if divisions:
         out.append("DITRON_EMU_EXPORT int ditron_emu_take_div_error() { const int v = ditron_div_error; "
                    "ditron_div_error = 0; return v; }")
     return "\n".join(out) + "\n", kernels
+
+
+def emulated_sm_count(arch):
+    """``(SMs of the emulated GPU, whether DITRON_EMULATE_SMS chose it)``: the variable (a
+    positive integer: few SMs make residency deadlocks show), else the arch's usual count."""
+    text = os.environ.get("DITRON_EMULATE_SMS", "").strip()
+    if not text:
+        return CUDA_SM_COUNT.get(cuda_arch_number(arch), CUDA_SM_COUNT[max(CUDA_SM_COUNT)]), False
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"DITRON_EMULATE_SMS={text!r}: expected the number of SMs, a positive integer "
+                         "(or unset it for the arch's own)")
+    return int(text), True
 
 
 def profiling_requested():
@@ -172,9 +207,11 @@ def compile_emulated(source, name, target):
                         "compiler_version": toolchain.compiler_version(compiler), "flags": flags[:-2],
                         "ditron": __version__, "package": package_fingerprint(), "machine": platform.machine()})
 
+    pch = _precompiled_header(compiler, flags)
+
     def run(src, out):
         obj = os.path.splitext(out)[0] + ".o"
-        cmd = [compiler] + flags + ["-c", src, "-o", obj]
+        cmd = [compiler] + flags[:-2] + ([f"-I{pch}"] if pch else []) + flags[-2:] + ["-c", src, "-o", obj]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0:     # (linked without the sanitizer: the hooks are the emulator's)
             proc = subprocess.run([compiler, "-shared", obj, "-o", out], capture_output=True, text=True)
@@ -187,19 +224,44 @@ def compile_emulated(source, name, target):
                           {"name": name, "target": "cuda-emulated", "arch": target.arch})[0]
 
 
+def _precompiled_header(compiler, flags):
+    """A folder holding ``ditron/cuda.h.gch``, the emulated cuda.h precompiled with ``flags``
+    (through the kernel cache; g++ takes it in place of the header when its folder comes
+    first on the include path, and ignores it if it does not fit the flags). It parses the
+    emulator's headers once instead of in every kernel file (about a quarter of a kernel's
+    compile). None if it cannot be made (each kernel then parses the header itself)."""
+    key = cache.key_of({"pch": "ditron/cuda.h", "compiler": compiler,
+                        "compiler_version": toolchain.compiler_version(compiler), "flags": flags[:-2],
+                        "ditron": __version__, "package": package_fingerprint(), "machine": platform.machine()})
+    header = os.path.join(emu_dir(), "ditron", "cuda.h")
+
+    def run(src, out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        cmd = [compiler] + flags + ["-Wno-pragma-once-outside-header", "-x", "c++-header", header, "-o", out]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        return cmd, proc.stdout + proc.stderr, proc.returncode == 0
+    try:
+        path = compile_cached(key, os.path.join("ditron", "cuda.h.gch"), "ditron_emu_header", "", "header.txt", run,
+                              "(the emulator's precompiled header)", {"name": "ditron_emu_header"})[0]
+    except Exception as e:      # noqa: BLE001 (compiling without it is only slower)
+        log.warning("no precompiled emulator header (%s)", str(e).splitlines()[0])
+        return None
+    return os.path.dirname(os.path.dirname(path))
+
+
 def build_emulated(rendered, target, name):
     """An :class:`EmulatedModule` of a program rendered for the CUDA ``target``; an
     EmulationError for what the emulator does not model."""
     sig, plan = rendered.signature, rendered.plan
-    if sig.comm:
-        raise EmulationError(f"kernel '{name}': communicating programs (NVSHMEM) are not emulated yet; "
-                             "run it on the CPU target (dt.distributed.launch(..., target='cpu'))")
-    bad = lp.unrunnable_step(plan, tma_maps=True)
+    bad = lp.unrunnable_step(plan, tma_maps=True, comm=True)
     if bad is not None:
         raise EmulationError(f"kernel '{name}': the emulated GPU does not model the host step "
                              f"'{bad.describe()}' yet")
-    source, kernels = emulated_source(rendered.source, plan)
+    source, kernels = emulated_source(rendered.source, plan, sig.comm)
     lib = compile_emulated(source, name, target)
+    if sig.comm:
+        from ..runtime.module import EmulatedDistributedModule
+        return EmulatedDistributedModule(sig, rendered.source, lib, target.arch, plan)
     return EmulatedModule(sig, rendered.source, lib, target.arch, plan)
 
 
@@ -212,7 +274,7 @@ class EmulatedModule(Module):
     def __init__(self, signature, source, lib_path, arch, plan):
         self._init_checks(signature, source, lib_path, arch, plan)
         self._gpu = False            # arguments live in host memory
-        self._runner = PlanRunner(plan, signature.name, tma_maps=True)
+        self._runner = PlanRunner(plan, signature.name, tma_maps=True, comm=signature.comm)
         self._kernels = {k: i for i, k in enumerate(dict.fromkeys(ln.kernel for ln in plan.launches()))}
         self._lib = ctypes.CDLL(lib_path)
         self._lib.ditron_emu_error.restype = ctypes.c_char_p
@@ -230,6 +292,8 @@ class EmulatedModule(Module):
         self._profile = None        # what the emulator counted in the last profiled call
         self._profiling = False     # (profile(*args): this call is profiled)
         self._registers = None
+        self._heap_names = []       # (offset in this rank's heap, bytes, name) of what a call put there
+        self._resident_cache = {}
 
     @property
     def target(self):
@@ -238,16 +302,24 @@ class EmulatedModule(Module):
 
     def __call__(self, *args):
         ptrs, spans, scalars = self._check_args(args)
-        div_flag = self._lib.ditron_emu_take_div_error if self._divisions else None
-        if not self._sanitized:
-            self._runner.run(ptrs, scalars, self._launch_kernel, _allocate_on_cpu, div_flag, self._make_map)
-        else:
-            self._run_guarded(spans, scalars, div_flag)
+        self._run(ptrs, spans, scalars)
         self._written(args)
 
-    def _run_guarded(self, spans, scalars, div_flag):
+    def _run(self, ptrs, spans, scalars, hidden=(), comm=None):
+        """Run the plan for a call: the arguments' pointers and spans, the scalars, the
+        hidden pointers that follow the arguments (communicating programs' symmetric
+        buffers), and how the host moves data between ranks (``comm``, PlanRunner's)."""
+        div_flag = self._lib.ditron_emu_take_div_error if self._divisions else None
+        if not self._sanitized:
+            self._runner.run(tuple(ptrs) + tuple(hidden), scalars, self._launch_kernel, _allocate_on_cpu, div_flag,
+                             self._make_map, comm)
+        else:
+            self._run_guarded(spans, scalars, div_flag, hidden, comm)
+
+    def _run_guarded(self, spans, scalars, div_flag, hidden=(), comm=None):
         """Run on copies of the arguments with guard zones around them (and temporaries with
-        theirs), that the sanitizer's bounds checks know; then copy the outputs back."""
+        theirs), that the sanitizer's bounds checks know; then copy the outputs back.
+        Arguments on the symmetric heap are not copied (peers reach them there)."""
         keep, begins, sizes = [], [], []
         self._regions = []
 
@@ -263,6 +335,9 @@ class EmulatedModule(Module):
 
         copies = []
         for spec, (ptr, nbytes) in zip(self.signature.args, spans):
+            if spec.symmetric:
+                copies.append(ptr)
+                continue
             at = guarded(f"argument {spec.name}", nbytes)
             ctypes.memmove(at, ptr, nbytes)
             copies.append(at)
@@ -275,7 +350,8 @@ class EmulatedModule(Module):
             self._profile = None
         self._lib.ditron_emu_profile(1 if profiling else 0)
         try:
-            self._runner.run(copies, scalars, self._launch_kernel, allocate, div_flag, self._make_map)
+            self._runner.run(tuple(copies) + tuple(hidden), scalars, self._launch_kernel, allocate, div_flag,
+                             self._make_map, comm)
             if profiling:
                 self._profile = json.loads(self._lib.ditron_emu_profile_json().decode())
                 _CALLED[id(self)] = self
@@ -284,7 +360,8 @@ class EmulatedModule(Module):
             self._lib.ditron_emu_set_regions(0, None, None)
         for n in self._outputs:
             ptr, nbytes = spans[n]
-            ctypes.memmove(ptr, copies[n], nbytes)
+            if copies[n] != ptr:
+                ctypes.memmove(ptr, copies[n], nbytes)
 
     def profile(self, *args):
         """What each kernel of the last profiled call did, as the emulator counted it: one
@@ -384,11 +461,31 @@ class EmulatedModule(Module):
         grid = (ctypes.c_uint * 3)(*dims)
         threads = (ctypes.c_uint * 3)(*block)
         self._dynamic_bytes = smem
+        resident = self._resident(kernel, tuple(block), smem)
         with _LAUNCH_LOCK:
-            failed = self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params)
+            failed = self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params,
+                                                 ctypes.c_uint(resident))
         if failed:
             what = self.explain(self._lib.ditron_emu_error().decode())
             raise EmulationError(f"kernel '{self.name}', stage {stage}: {what}")
+
+    def _resident(self, kernel, block, smem):
+        """How many blocks of ``kernel`` the emulated GPU holds at once: its SMs
+        (``DITRON_EMULATE_SMS``, default the arch's usual count) times the blocks one SM holds
+        (threads, static and dynamic shared memory; registers too under DITRON_EMULATE_SMS,
+        which compiles the kernels with ptxas once to count them)."""
+        key = (kernel, block, smem)
+        if key not in self._resident_cache:
+            sms, chosen = emulated_sm_count(self.arch)
+            if chosen and self._registers is None:
+                self._registers = _registers(self.source, self.name, self.arch)
+            static = sum(size for _, size, sym in _shared_symbols(self.lib_path) or ()
+                         if sym.split("::")[0] == kernel)
+            regs = (self._registers or {}).get(kernel)
+            per_sm, _ = cuda_blocks_per_sm(cuda_arch_number(self.arch), block[0] * block[1] * block[2],
+                                           static + smem, regs)
+            self._resident_cache[key] = max(1, sms * per_sm)
+        return self._resident_cache[key]
 
     def explain(self, message):
         """The emulator's message with its ``{pc:...}`` and ``{shared:...}`` marks turned into
@@ -419,6 +516,13 @@ class EmulatedModule(Module):
             k, off = int(m.group(1)), int(m.group(2))
             name, size = self._regions[k] if k < len(self._regions) else (f"buffer {k}", 0)
             return f"byte {off} of {name}, which has {size} bytes"
+        def heap(m):
+            off = int(m.group(1))
+            for start, size, name in self._heap_names:
+                if start <= off < start + size:
+                    return f"byte {off - start} of {name}"
+            return f"byte {off} of the symmetric heap"
+        message = re.sub(r"\{heap:(-?\d+)\}", heap, message)
         message = re.sub(r"\{shared:(dynamic|static):(-?\d+)\}", shared, message)
         message = re.sub(r"\{global:(\d+):(-?\d+)\}", glob, message)
         return re.sub(r" ?\{pc:0x([0-9a-f]+)\}", line, message)
@@ -457,7 +561,9 @@ def _shared_symbols(lib):
 def _source_line(lib, offset):
     """The line of the emulated source at code offset ``offset`` of ``lib`` (addr2line), or None."""
     try:
-        out = subprocess.run(["addr2line", "-e", lib, hex(offset)], capture_output=True, text=True).stdout
+        # (-i: the chain of inlined frames, so that a call inside one of ditron's inline
+        # helpers is found at the generated file's line that uses the helper)
+        out = subprocess.run(["addr2line", "-i", "-e", lib, hex(offset)], capture_output=True, text=True).stdout
     except OSError:
         return None
     m = re.search(r"kernel_emu\.cpp:(\d+)", out)

@@ -1,9 +1,37 @@
 """Executing a launch plan (:mod:`ditron.codegen.launch_plan`) from Python: what the nvcc
 path's compiled host code does, for loaders without compiled host code (the NVRTC path,
-the emulated GPU). The loader supplies how to launch a kernel and how to allocate."""
+the emulated GPU). The loader supplies how to launch a kernel and how to allocate, and
+(loaders that communicate: the emulated GPU) how to move data between ranks.
+
+Streams: a loader that communicates runs the plan in order, side-stream work where it is
+queued (one order the streams allow: the side stream's work only ever waits for what was
+queued before it). Host loops, conditions and copy-engine transfers run as the compiled
+host code would queue them."""
 from ..codegen import launch_plan as lp
 from ..codegen.launch_plan import unrunnable_step
 from ..errors import DitronError
+from ..te.dtype import itemsize
+
+# the communication kinds of ``comm(kind, ...)``
+PUT, GET, SIGNAL_SET, SIGNAL_ADD, WAIT = range(5)
+
+
+class _Scope:
+    """What the expressions of a stretch of steps may read: the call's scalars, then host
+    values (the wait timeout, loop variables), by position."""
+
+    def __init__(self, names, args, wide):
+        self.names, self.args, self.wide = list(names), dict(args), list(wide)
+
+    def extended(self, name, arg=None, wide=True):
+        out = _Scope(self.names + [name], self.args, self.wide + [wide])
+        if arg is not None:
+            out.args[arg] = len(self.names)
+        return out
+
+    def evaluator(self, exprs):
+        return lp.evaluator(exprs, self.names)
+
 
 class PlanRunner:
     """The steps of ``plan`` (of kernel ``name``) ready for calls: expressions compiled
@@ -11,76 +39,152 @@ class PlanRunner:
     names resolved to positions in the call's pointers (the arguments, then temporaries in
     allocation order) and scalars.
 
-    ``run(ptrs, scalars, launch, allocate, read_div_flag=None, make_map=None)`` executes it
-    for one call: ``launch(kernel, stage, grid, block, smem, ptrs, scalars, wide, maps)``
-    launches a kernel (an empty grid is skipped here; ``maps`` are the TMA maps it takes
-    first), ``allocate(dtype, count)`` returns a tensor whose memory a temporary uses (kept
-    until its Free), ``read_div_flag()`` returns and resets the flag of checked integer
-    divisions (plans with a CheckDivisions step need it), and ``make_map(step, address,
-    rows, cols)`` makes the TMA map of a MakeTmaMap step (loaders built with ``tma_maps``).
+    ``run(ptrs, scalars, launch, allocate, read_div_flag=None, make_map=None, comm=None)``
+    executes it for one call: ``launch(kernel, stage, grid, block, smem, ptrs, scalars, wide,
+    maps)`` launches a kernel (an empty grid is skipped here; ``maps`` are the TMA maps it
+    takes first), ``allocate(dtype, count)`` returns a tensor whose memory a temporary uses
+    (kept until its Free), ``read_div_flag()`` returns and resets the flag of checked integer
+    divisions (plans with a CheckDivisions step need it), ``make_map(step, address, rows,
+    cols)`` makes the TMA map of a MakeTmaMap step (loaders built with ``tma_maps``), and
+    ``comm(kind, dst, src, nbytes, value, pe, what)`` moves data between ranks (loaders
+    built with ``comm``: a put or get of ``nbytes``, a signal setting or adding ``value``,
+    or a wait for the flag at ``dst`` to reach ``value``; ``what`` names it).
     """
 
-    def __init__(self, plan, name, tma_maps=False):
+    def __init__(self, plan, name, tma_maps=False, comm=False):
         self.plan, self.name = plan, name
-        bad = unrunnable_step(plan, tma_maps)
+        bad = unrunnable_step(plan, tma_maps, comm)
         if bad is not None:
             raise DitronError(f"internal: kernel '{name}': the loader cannot run the step {bad.describe()}")
-        scalar_index = {cname: i for i, (cname, _) in enumerate(plan.scalars)}
-        wide = {cname: v.dtype == "int64" for cname, v in plan.scalars}
-        var_names = [v.name for _, v in plan.scalars]
-        slots = {a: i for i, a in enumerate(plan.pointers)}
-        every_scalar = tuple(range(len(plan.scalars)))
-        steps = []
-        for step in plan.steps:
-            if isinstance(step, lp.Comment):
-                continue
-            if isinstance(step, lp.Allocate):
-                slots[step.buffer] = len(slots)
-                steps.append(("allocate", step.buffer, step.dtype, lp.evaluator([step.count], var_names)))
-            elif isinstance(step, lp.Free):
-                steps.append(("free", step.buffer))
-            elif isinstance(step, lp.Precondition):
-                steps.append(("require", lp.evaluator([step.cond], var_names), step.message))
-            elif isinstance(step, lp.CheckAlignment):
-                steps.append(("align", slots[step.argument], step.argument, step.bytes))
-            elif isinstance(step, lp.CheckDivisions):
-                steps.append(("divisions", step.sites))
-            else:
-                maps = tuple((m, slots[m.tensor], lp.evaluator([m.rows, m.cols], var_names)) for m in step.setup)
-                if tuple(step.args[:len(maps)]) != tuple(m.name for m, _, _ in maps):
-                    raise DitronError(f"internal: kernel '{name}': {step.kernel} does not take its TMA maps first")
-                args = step.args[len(maps):]
-                ptrs = [a for a in args if a not in scalar_index]
-                scalars = [a for a in args if a in scalar_index]
-                if list(args) != ptrs + scalars:
-                    raise DitronError(f"internal: kernel '{name}': {step.kernel} takes scalars before pointers")
-                ptr_at = tuple(slots[a] for a in ptrs)
-                scalar_at = tuple(scalar_index[a] for a in scalars)
-                # None: the call's pointers (or scalars) as they are, the common case
-                steps.append(("launch", step.kernel, step.stage, lp.evaluator(step.grid, var_names),
-                              tuple(step.block), step.smem,
-                              None if ptr_at == tuple(range(len(slots))) else ptr_at,
-                              None if scalar_at == every_scalar else scalar_at, tuple(wide[a] for a in scalars),
-                              maps))
-        self.steps = steps
+        scope = _Scope([v.name for _, v in plan.scalars], {c: i for i, (c, _) in enumerate(plan.scalars)},
+                       [v.dtype == "int64" for _, v in plan.scalars])
+        self._epoch = next((v for c, v in plan.scalars if c == "ditron_epoch"), None)
+        self._slots = {a: i for i, a in enumerate(plan.pointers)}
+        self._every_scalar = tuple(range(len(plan.scalars)))
+        self.steps = self._compile(plan.steps, scope, top=True)
 
-    def run(self, ptrs, scalars, launch, allocate, read_div_flag=None, make_map=None):
-        ptrs, scalars = tuple(ptrs), tuple(scalars)
-        temps = {}
-        for step in self.steps:
+    def _compile(self, steps, scope, top=False):
+        out = []
+        slots = self._slots
+        for step in steps:
+            if isinstance(step, lp.Comment) or isinstance(step, lp.JoinSideStream):
+                continue       # (the side stream's work ran where it was queued)
+            if isinstance(step, lp.Allocate):
+                if not top:
+                    raise DitronError(f"internal: kernel '{self.name}': an allocation inside a host loop")
+                slots[step.buffer] = len(slots)
+                out.append(("allocate", step.buffer, step.dtype, scope.evaluator([step.count])))
+            elif isinstance(step, lp.Free):
+                out.append(("free", step.buffer))
+            elif isinstance(step, lp.Precondition):
+                out.append(("require", scope.evaluator([step.cond]), step.message))
+            elif isinstance(step, lp.CheckAlignment):
+                out.append(("align", slots[step.argument], step.argument, step.bytes))
+            elif isinstance(step, lp.CheckDivisions):
+                out.append(("divisions", step.sites))
+            elif isinstance(step, lp.ReadTimeout):
+                # (the rest of this stretch reads it: compile it in the extended scope)
+                rest = self._compile(steps[steps.index(step) + 1:], scope.extended(step.name, step.name), top)
+                return out + [("timeout", rest)]
+            elif isinstance(step, lp.Loop):
+                out.append(("loop", scope.evaluator([step.extent]),
+                            self._compile(step.body, scope.extended(step.var.name, wide=step.var.dtype == "int64"))))
+            elif isinstance(step, lp.If):
+                out.append(("if", scope.evaluator([step.cond]), self._compile(step.then, scope),
+                            self._compile(step.else_ or (), scope)))
+            elif isinstance(step, lp.CopyEngineRegion):
+                out += self._compile(step.body, scope)
+            elif isinstance(step, lp.HostTransfer):
+                out.append(self._transfer(step.op, scope))
+            elif isinstance(step, lp.HostPutSignal):
+                out += [self._transfer(step.put, scope), self._transfer(step.signal, scope)]
+            elif isinstance(step, lp.HostWait):
+                w = step.wait
+                value = self._epoch_var() * w.scale if w.scale != 1 else self._epoch_var()
+                out.append(("comm", WAIT, slots[w.flag.name], 8, None, None, scope.evaluator([w.index, value]),
+                            (w.tensor, w.per_rank)))
+            else:
+                out.append(self._launch(step, scope))
+        return out
+
+    def _epoch_var(self):
+        if self._epoch is None:
+            raise DitronError(f"internal: kernel '{self.name}': a host transfer in a program without an epoch")
+        return self._epoch
+
+    def _transfer(self, op, scope):
+        """A put, get or signal of the host (``ditron.lower.ir.Put`` / ``Get`` / ``Signal``)."""
+        from ..lower import ir
+        from ..te import expr as E
+        slots = self._slots
+        if isinstance(op, ir.Signal):
+            kind = SIGNAL_ADD if op.add else SIGNAL_SET
+            value = E.Const(1, "int64") if op.add else self._epoch_var()
+            return ("comm", kind, slots[op.flag.name], 8, None, None, scope.evaluator([op.index, value, op.pe]),
+                    "nvshmemx_signal_op_on_stream")
+        kind = GET if isinstance(op, ir.Get) else PUT
+        what = "nvshmemx_getmem_on_stream" if kind == GET else "nvshmemx_putmem_on_stream"
+        return ("comm", kind, slots[op.dst.name], itemsize(op.dst.dtype), slots[op.src.name], itemsize(op.src.dtype),
+                scope.evaluator([op.dst_offset, op.src_offset, op.count, op.pe]), what)
+
+    def _launch(self, step, scope):
+        slots = self._slots
+        maps = tuple((m, slots[m.tensor], scope.evaluator([m.rows, m.cols])) for m in step.setup)
+        if tuple(step.args[:len(maps)]) != tuple(m.name for m, _, _ in maps):
+            raise DitronError(f"internal: kernel '{self.name}': {step.kernel} does not take its TMA maps first")
+        args = step.args[len(maps):]
+        ptrs = [a for a in args if a not in scope.args]
+        scalars = [a for a in args if a in scope.args]
+        if list(args) != ptrs + scalars:
+            raise DitronError(f"internal: kernel '{self.name}': {step.kernel} takes scalars before pointers")
+        ptr_at = tuple(slots[a] for a in ptrs)
+        scalar_at = tuple(scope.args[a] for a in scalars)
+        # None: the call's pointers (or scalars) as they are, the common case
+        return ("launch", step.kernel, step.stage, scope.evaluator(step.grid), tuple(step.block), step.smem,
+                None if ptr_at == tuple(range(len(slots))) else ptr_at,
+                None if scalar_at == self._every_scalar else scalar_at,
+                tuple(scope.wide[scope.args[a]] for a in scalars), maps)
+
+    def run(self, ptrs, scalars, launch, allocate, read_div_flag=None, make_map=None, comm=None):
+        call = _Call(self, list(ptrs), launch, allocate, read_div_flag, make_map, comm)
+        call.run(self.steps, tuple(scalars))
+
+
+class _Call:
+    """One call's execution of a PlanRunner's steps."""
+
+    def __init__(self, runner, ptrs, launch, allocate, read_div_flag, make_map, comm):
+        self.name = runner.name
+        self.ptrs, self.temps = ptrs, {}
+        self.launch, self.allocate, self.read_div_flag = launch, allocate, read_div_flag
+        self.make_map, self.comm = make_map, comm
+
+    def run(self, steps, scalars):
+        ptrs = self.ptrs
+        for step in steps:
             kind = step[0]
             if kind == "launch":
                 _, kernel, stage, grid, block, smem, ptr_at, scalar_at, wide, maps = step
-                made = tuple(make_map(m, ptrs[at], *shape(scalars)) for m, at, shape in maps)
+                made = tuple(self.make_map(m, ptrs[at], *shape(scalars)) for m, at, shape in maps)
                 dims = grid(scalars)
                 if min(dims) <= 0:
                     continue
-                launch(kernel, stage, dims, block, smem, ptrs if ptr_at is None else tuple(ptrs[i] for i in ptr_at),
-                       scalars if scalar_at is None else tuple(scalars[i] for i in scalar_at), wide, made)
+                self.launch(kernel, stage, dims, block, smem,
+                            tuple(ptrs) if ptr_at is None else tuple(ptrs[i] for i in ptr_at),
+                            scalars if scalar_at is None else tuple(scalars[i] for i in scalar_at), wide, made)
+            elif kind == "comm":
+                self.transfer(step, scalars)
+            elif kind == "loop":
+                for v in range(step[1](scalars)[0]):
+                    self.run(step[2], scalars + (v,))
+            elif kind == "if":
+                self.run(step[2] if step[1](scalars)[0] else step[3], scalars)
+            elif kind == "timeout":
+                self.run(step[1], scalars + (self.comm.timeout_ms,))
             elif kind == "allocate":
                 _, buf, dtype, count = step
-                t = temps[buf] = allocate(dtype, int(count(scalars)[0]))
-                ptrs += (t.data_ptr(),)
+                t = self.temps[buf] = self.allocate(dtype, int(count(scalars)[0]))
+                ptrs.append(t.data_ptr())
             elif kind == "require":
                 if not step[1](scalars)[0]:
                     raise ValueError(f"kernel '{self.name}': {step[2]}")
@@ -91,9 +195,27 @@ class PlanRunner:
             elif kind == "free":
                 # (torch's allocator orders the memory's reuse after the work already queued
                 # on the current stream)
-                del temps[step[1]]
+                del self.temps[step[1]]
             else:       # "divisions"
-                site = read_div_flag()
+                site = self.read_div_flag()
                 if site:
                     where = step[1][site - 1] if 0 < site <= len(step[1]) else f"integer division by zero (site {site})"
                     raise ZeroDivisionError(f"kernel '{self.name}': {where}")
+
+    def transfer(self, step, scalars):
+        _, kind, dst_at, dst_size, src_at, src_size, values, what = step
+        v = values(scalars)
+        ptrs = self.ptrs
+        if kind == WAIT:
+            index, value = v
+            tensor, per_rank = what
+            self.comm(WAIT, ptrs[dst_at] + 8 * index, 0, 8, value, -1,
+                      f"nvshmemx_signal_wait_until_on_stream (chunk {index} of {tensor}, sent by rank "
+                      f"{index // per_rank})")
+        elif kind in (SIGNAL_SET, SIGNAL_ADD):
+            index, value, pe = v
+            self.comm(kind, ptrs[dst_at] + 8 * index, 0, 8, value, pe, what)
+        else:
+            dst_off, src_off, count, pe = v
+            self.comm(kind, ptrs[dst_at] + dst_off * dst_size, ptrs[src_at] + src_off * src_size, count * dst_size, 0,
+                      pe, what)

@@ -307,16 +307,22 @@ class LaunchPlan:
 # What a Python loader (ditron.build.plan_runner.PlanRunner) runs; loaders refuse plans with
 # other steps (the NVRTC path falls back on nvcc).
 RUNNABLE = (Comment, Allocate, Free, Precondition, CheckAlignment, Launch, CheckDivisions)
+# What a loader that communicates runs besides (the emulated GPU: streams in order, host
+# loops, copy-engine transfers).
+COMMUNICATING = (ReadTimeout, Loop, If, CopyEngineRegion, HostTransfer, HostPutSignal, HostWait, JoinSideStream)
 
 
-def unrunnable_step(plan, tma_maps=False):
+def unrunnable_step(plan, tma_maps=False, comm=False):
     """The first step of ``plan`` a PlanRunner cannot run (host loops, side streams,
-    copy-engine transfers; TMA maps unless the loader makes them, ``tma_maps``), or None."""
+    copy-engine transfers unless the loader communicates, ``comm``; TMA maps unless the
+    loader makes them, ``tma_maps``), or None."""
     for step in plan.walk():
         if isinstance(step, MakeTmaMap) and tma_maps:
             continue
         if isinstance(step, Launch) and step.setup and not tma_maps:
             return step.setup[0]
+        if comm and isinstance(step, COMMUNICATING + RUNNABLE):
+            continue
         if not isinstance(step, RUNNABLE) or getattr(step, "side", False):
             return step
     return None

@@ -34,18 +34,23 @@ _WORLD = None
 
 class World:
     """This process's rank, the world size, the symmetric heap, and the gloo group that
-    ditron's own host-side exchanges use (with ``DITRON_WAIT_TIMEOUT`` as its timeout)."""
+    ditron's own host-side exchanges use (with ``DITRON_WAIT_TIMEOUT`` as its timeout).
+    ``emulated``: the ranks run the emulated GPU of ``target`` over the CPU ranks' shared
+    heap (:mod:`ditron.build.emulate`)."""
 
-    def __init__(self, rank, world_size, heap, target="cpu", group=None):
+    def __init__(self, rank, world_size, heap, target="cpu", group=None, emulated=False):
         import torch
         from .identity import RECORD_BYTES, record
         self.rank, self.world_size, self.heap, self.group = rank, world_size, heap, group
+        self.emulated = emulated
+        # whether the heap is a GPU library's (NVSHMEM / rocSHMEM), not the CPU ranks' file
+        self.on_gpu = make_target(target).is_gpu and not emulated
         self.timeout = wait_timeout()
         # The first allocation: this rank's call record (see ditron.runtime.identity). Module
         # headers are compared by their offset from it.
         self.origin = heap.allocate(RECORD_BYTES)
         # (GPU heaps: only the first-call check so far, see ditron.runtime.identity)
-        self.record = None if make_target(target).is_gpu else record(heap, self.origin)
+        self.record = None if self.on_gpu else record(heap, self.origin)
         if self.record is not None:
             self.record.zero_()
         # What generated kernels receive as their hidden world argument: [rank, world size,
@@ -54,7 +59,7 @@ class World:
         self.descriptor = torch.tensor([rank, world_size, int(self.timeout * 1000), heap.size]
                                        + [heap.base(pe) for pe in range(world_size)]
                                        + [self.origin if self.record is not None else -1], dtype=torch.int64)
-        self.target = target         # "cpu": shared-memory heap; "cuda": NVSHMEM; "hip": rocSHMEM
+        self.target = target         # "cpu": shared-memory heap; "cuda": NVSHMEM (or emulated); "hip": rocSHMEM
 
     def calls_made(self):
         """How many communicating calls this rank has made (its record's ``seq``; 0 on GPUs)."""
@@ -81,6 +86,9 @@ def wait_timeout():
 def init(target=None):
     """Set up this rank's symmetric heap from an initialized ``torch.distributed`` group.
 
+    With ``DITRON_EMULATE=1`` the ranks run the emulated GPU (:mod:`ditron.build.emulate`;
+    ``target`` defaults to "cuda"): the heap is the CPU ranks' shared-memory file, and
+    modules built for the CUDA target are emulated. Otherwise
     ``target="cuda"`` (the default when torch sees an NVIDIA GPU) bootstraps NVSHMEM,
     ``target="hip"`` (the default on a ROCm build of torch that sees a GPU) rocSHMEM: rank
     0's unique id goes to every rank over gloo, and the heap is the library's
@@ -101,14 +109,17 @@ def init(target=None):
         raise DitronError("dt.distributed.init() needs an initialized torch.distributed group "
                           "(torchrun, then torch.distributed.init_process_group('gloo')); or run "
                           "the program on emulated ranks with dt.distributed.launch(fn, world_size=W)")
+    from ..build.emulate import emulation_requested
     rank, world_size = tdist.get_rank(), tdist.get_world_size()
+    emulate = emulation_requested(None)
     if target is None:
         import torch
-        target = ("cpu" if not torch.cuda.is_available()
+        target = ("cuda" if emulate else "cpu" if not torch.cuda.is_available()
                   else "hip" if getattr(torch.version, "hip", None) else "cuda")
     if target not in TARGETS:
         raise ValueError(f"dt.distributed.init: target={target!r}; valid: {', '.join(map(repr, TARGETS))}")
-    gpu = make_target(target).is_gpu
+    emulated = emulate and make_target(target).emulator is not None
+    gpu = make_target(target).is_gpu and not emulated
     size = None if gpu else heap_size_from_env()      # (every rank: the same error)
     import datetime
     # ditron's own exchanges (NVSHMEM's unique id, the first-call check) go over a gloo
@@ -141,7 +152,7 @@ def init(target=None):
         tdist.barrier(group=group)
         if rank == 0:
             _remove(box[0])    # every rank has it mapped; the memory goes with the last mapping
-    _WORLD = World(rank, world_size, heap, group=group)
+    _WORLD = World(rank, world_size, heap, target, group=group, emulated=emulated)
     return _WORLD
 
 
@@ -152,9 +163,11 @@ def _remove(path):
         pass
 
 
-def single_rank():
+def single_rank(target="cpu", emulated=False):
     """A one-rank world in this process, for modules built with ``world_size=1`` that are
-    called outside any distributed program (their communication is then local copies)."""
+    called outside any distributed program (their communication is then local copies);
+    ``target`` and ``emulated``: the first such module's (an emulated CUDA module's world
+    is the emulated GPU's)."""
     global _WORLD
     if _WORLD is None:
         import tempfile
@@ -167,7 +180,7 @@ def single_rank():
             heap = SharedHeap(path, 0, 1, size)
         finally:
             _remove(path)
-        _WORLD = World(0, 1, heap)
+        _WORLD = World(0, 1, heap, target, emulated=emulated)
     return _WORLD
 
 

@@ -1,7 +1,9 @@
 """``dt.distributed.launch``: run a function on W emulated CPU ranks.
 
 Each rank is a fresh (spawned) process with ``torch.distributed`` initialized over
-gloo and the symmetric heap mapped (:func:`ditron.runtime.init`). The caller gets the
+gloo and the symmetric heap mapped (:func:`ditron.runtime.init`). With ``target="cuda"``
+(or ``DITRON_EMULATE=1``) the ranks are emulated GPUs: modules built for the CUDA target
+run on the emulator (:mod:`ditron.build.emulate`), NVSHMEM over the same heap. The caller gets the
 ranks' return values, or one :class:`~ditron.errors.DitronError` naming every rank that
 raised or died. A rank that dies (killed, crashed) does not leave the others hanging:
 their waits on it time out (``DITRON_WAIT_TIMEOUT``), and whatever is still running a
@@ -21,7 +23,9 @@ from ..errors import DitronError
 _IN_RANK = []        # non-empty in the processes that launch() starts
 
 
-def _rank_main(fn, rank, world_size, store_dir, args, results):
+def _rank_main(fn, rank, world_size, store_dir, args, results, target="cpu"):
+    if target != "cpu":              # (before anything builds: every CUDA build is emulated)
+        os.environ["DITRON_EMULATE"] = "1"
     import torch
     import torch.distributed as tdist
     from . import init
@@ -30,7 +34,7 @@ def _rank_main(fn, rank, world_size, store_dir, args, results):
     try:
         tdist.init_process_group("gloo", init_method=f"file://{os.path.join(store_dir, 'store')}",
                                  rank=rank, world_size=world_size)
-        init()
+        init(target)
         value = fn(*args)
         try:
             pickle.dumps(value)
@@ -51,12 +55,17 @@ def _rank_main(fn, rank, world_size, store_dir, args, results):
             tdist.destroy_process_group()
 
 
-def launch(fn, world_size, args=()):
+def launch(fn, world_size, args=(), target=None):
     """Run ``fn(*args)`` on ``world_size`` emulated ranks; returns the list of return values.
 
     ``fn`` and ``args`` must be picklable (a module-level function). Inside ``fn``,
     ``dt.distributed.rank()``, ``world_size()`` and ``empty()`` work, and modules built
     with ``world_size=W`` communicate through the shared symmetric heap.
+
+    ``target``: what the ranks are. ``"cpu"`` (the default): CPU processes, for modules
+    built for the CPU target. ``"cuda"`` (the default under ``DITRON_EMULATE=1``): emulated
+    GPUs: every CUDA build inside the ranks is emulated (``DITRON_EMULATE=1`` is set in
+    them), the world's target is "cuda", and ``dt.ops`` build for it.
 
     Raises
     ------
@@ -77,6 +86,12 @@ def launch(fn, world_size, args=()):
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
     if not callable(fn):
         raise TypeError(f"dt.distributed.launch: fn must be a function, got {type(fn).__name__}")
+    from ..build.emulate import emulation_requested
+    if target is None:
+        target = "cuda" if emulation_requested(None) else "cpu"
+    if target not in ("cpu", "cuda"):
+        raise ValueError(f"dt.distributed.launch: target={target!r}; valid: 'cpu' (CPU ranks) and 'cuda' "
+                         "(emulated GPUs); HIP has no emulated GPU yet")
     if not isinstance(args, (tuple, list)):
         raise TypeError(f"dt.distributed.launch: args must be a tuple of fn's arguments, got "
                         f"{type(args).__name__} (write args=({args!r},))")
@@ -95,7 +110,7 @@ def launch(fn, world_size, args=()):
     ctx = mp.get_context("spawn")
     store_dir = tempfile.mkdtemp(prefix="ditron-ranks-")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_rank_main, args=(fn, r, world_size, store_dir, tuple(args), results),
+    procs = [ctx.Process(target=_rank_main, args=(fn, r, world_size, store_dir, tuple(args), results, target),
                          name=f"ditron-rank-{r}", daemon=True) for r in range(world_size)]
     values, errors = {}, {}
     try:

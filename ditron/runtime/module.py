@@ -7,8 +7,11 @@ call it allocates its internal symmetric buffers (collectively: every rank calls
 the same order); each call advances the epoch that its signals carry, and picks the
 copy of its double-buffered data that the epoch's parity selects.
 """
+import ctypes
+
+from ..build.emulate import EmulatedModule
 from ..build.module import Module, _torch_dtypes
-from ..target import make_target
+from ..errors import EmulationError
 
 
 class DistributedModule(Module):
@@ -21,11 +24,13 @@ class DistributedModule(Module):
         self._header = 0             # address of this module's header on the symmetric heap
         self.epoch = 0
 
+    emulated = False                 # (EmulatedDistributedModule: True)
+
     def _world(self):
         from .. import runtime
         w = runtime.current()
         if w is None and self.signature.world_size == 1:
-            w = runtime.single_rank()
+            w = runtime.single_rank(self.signature.target if self.emulated else "cpu", self.emulated)
         if w is None:
             raise RuntimeError(f"kernel '{self.name}' communicates between {self.signature.world_size} "
                                "ranks, but the distributed runtime is not initialized: call it inside "
@@ -40,7 +45,7 @@ class DistributedModule(Module):
         import torch
         from . import identity
         bufs = []
-        gpu = make_target(w.target).is_gpu
+        gpu = w.on_gpu
         if gpu:
             self._attach(w)
         # the module header first: who this module is, for the first-call check and for
@@ -91,6 +96,12 @@ class DistributedModule(Module):
                 f"runtime runs on '{w.target}'; call dt.distributed.init(target='{self.signature.target}') "
                 "(GPU: NVSHMEM bootstrapped from torch.distributed) or build for "
                 f"target='{w.target}'")
+        if w.emulated != self.emulated:
+            raise RuntimeError(
+                f"kernel '{self.name}' was built for " + ("the emulated GPU" if self.emulated else "a real GPU") +
+                " but the ranks run " + ("on the emulated GPU (dt.distributed.launch(..., target='cuda') or "
+                                         "DITRON_EMULATE=1)" if w.emulated else "on GPUs") +
+                f"; build it with emulate={w.emulated}")
         ptrs, scalars, stream = self._check(args)
         from .. import runtime
         for n, spec in enumerate(self.signature.args):
@@ -115,3 +126,56 @@ class DistributedModule(Module):
 
     def _as_tensor(self, n, t):
         return t if isinstance(t, self._tensor) else self._from_dlpack(n, t)
+
+
+class EmulatedDistributedModule(DistributedModule, EmulatedModule):
+    """A communicating CUDA module on the emulated GPU (:mod:`ditron.build.emulate`): the
+    calls of :class:`DistributedModule` (world checks, symmetric buffers, epochs), with the
+    device code run by the emulator, whose NVSHMEM (csrc/ditron/emu/nvshmem.h) reaches the
+    peers through the CPU ranks' shared symmetric heap, and the host's copy-engine transfers
+    queued through the same code. Ranks are ``dt.distributed.launch(fn, W, target="cuda")``
+    processes (or any launch under ``DITRON_EMULATE=1``)."""
+
+    emulated = True
+
+    def __init__(self, signature, source, lib_path, arch=None, plan=None):
+        super().__init__(signature, source, lib_path, arch, plan)
+        self._lib.ditron_emu_set_world.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
+                                                   ctypes.POINTER(ctypes.c_uint64), ctypes.c_int64, ctypes.c_int64]
+        self._lib.ditron_emu_host_shmem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
+                                                    ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+        self._spans = None
+
+    def _check(self, args):
+        ptrs, self._spans, scalars = self._check_args(args)
+        return ptrs, scalars, 0
+
+    def _kernel(self, ptrs, scalars, stream):
+        # what DistributedModule passes: the arguments, the symmetric buffers, then the world
+        # descriptor and the module header (not kernel arguments on GPUs: NVSHMEM knows them)
+        w = self._world_ref
+        heap = w.heap
+        n = len(self.signature.args)
+        bases = (ctypes.c_uint64 * w.world_size)(*[heap.base(pe) for pe in range(w.world_size)])
+        self._lib.ditron_emu_set_world(w.rank, w.world_size, heap.size, bases,
+                                       w.origin if w.record is not None else -1, int(w.timeout * 1000))
+        mine = heap.base(w.rank)
+        self._heap_names = [(base - mine, size * copies, f"the symmetric buffer {name}")
+                            for (base, size, copies), (name, *_) in zip(self._buffers, self.signature.symmetric)]
+        self._heap_names += [(ptr - mine, nbytes, f"argument {spec.name}")
+                             for spec, (ptr, nbytes) in zip(self.signature.args, self._spans) if spec.symmetric]
+        self._run(ptrs[:n], self._spans, scalars, hidden=ptrs[n:-2], comm=_HostShmem(self, w))
+
+
+class _HostShmem:
+    """The host's stream transfers of an emulated call (PlanRunner's ``comm``), run by the
+    emulated NVSHMEM of the module's library."""
+
+    def __init__(self, module, world):
+        self.module = module
+        self.timeout_ms = int(world.timeout * 1000)
+
+    def __call__(self, kind, dst, src, nbytes, value, pe, what):
+        m = self.module
+        if m._lib.ditron_emu_host_shmem(kind, dst, src, nbytes, value, pe, what.encode()):
+            raise EmulationError(f"kernel '{m.name}': {m.explain(m._lib.ditron_emu_error().decode())}")

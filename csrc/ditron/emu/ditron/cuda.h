@@ -13,7 +13,13 @@
 // unreached is an error, as is an instruction the emulator does not model. Errors end the
 // launch with a message (ditron_emu_error), never a hang.
 #pragma once
+// What the generated file's device part sees is what NVRTC compiles (ditron's headers leave
+// their host code out then).
+#ifndef __CUDACC_RTC__
+#define __CUDACC_RTC__ 1
+#endif
 #include <algorithm>
+#include <chrono>
 #include <csetjmp>
 #include <csignal>
 #include <cmath>
@@ -28,6 +34,7 @@
 #include <random>
 #include <string>
 #include <sys/mman.h>
+#include <thread>
 #include <ucontext.h>
 #include <type_traits>
 #include <utility>
@@ -39,7 +46,7 @@
 #define __global__
 #define __device__
 #define __host__
-#define __forceinline__ inline
+#define __forceinline__ inline __attribute__((always_inline))
 #define __grid_constant__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
@@ -78,10 +85,13 @@ struct Fiber {
   uint3_ tid{0, 0, 0};
   int linear = 0;                  // thread number within the block
   enum State { READY, AT_BARRIER, AT_WARP, WAITING, DONE } state = READY;
-  // WAITING: blocked until can_go() (an mbarrier phase); waits_for() says on what
+  // WAITING: blocked until can_go() (an mbarrier phase); waits_for() says on what;
+  // external: on memory that another rank or the host changes (an NVSHMEM signal)
   std::function<bool()> can_go;
   std::function<std::string()> waits_for;
-  long barriers = 0;               // __syncthreads reached so far
+  bool external = false;
+  long barriers = 0;               // block barriers reached so far
+  const char* barrier_what = "__syncthreads";   // the call that reached the last one
   // cp.async: copies issued and not landed, by group (the last group is open)
   struct Copy { void* dst; std::vector<unsigned char> data; };
   std::vector<std::vector<Copy>> groups{1};
@@ -108,6 +118,8 @@ struct Launch {
   std::vector<Fiber> fibers;
   std::vector<WarpMeeting> warps, warpgroups;
   std::vector<void (*)()> block_start;   // what other headers reset per block (mbarriers)
+  // what other headers keep per block, swapped with a parked block's copy (see Block)
+  std::vector<void (*)(std::shared_ptr<void>&)> block_swap;
   unsigned epoch = 0;                    // barriers the block has passed (the race detector's clock)
   int in_runtime = 0;                    // > 0: the emulator's own code runs (its accesses are not the kernel's)
   Fiber* current = nullptr;
@@ -116,6 +128,30 @@ struct Launch {
   void* last_pc = nullptr;               // where in the kernel the instruction being checked is
   std::mt19937_64 order;
   bool shuffled = false;
+};
+
+// Whether an external wait (every resident block waiting, some for another rank) must end:
+// the error, or "" to poll on. nvshmem.h sets it (the world's timeout, failed peers); without
+// it (no other rank can write) such a wait is a deadlock at once.
+using ExternalCheck = std::string (*)(std::chrono::steady_clock::time_point since, const std::string& waits);
+inline ExternalCheck external_check = nullptr;
+inline int (*other_writers)() = nullptr;      // how many other processes (ranks) write this memory
+
+// A resident block that is not running: its part of the Launch (fibers, warps, index, clock,
+// dynamic shared memory), its static shared arrays, and what other headers keep per block
+// (the sanitizer's shadow, mbarriers, the profiler's lanes). Blocks run one at a time; the
+// scheduler switches only when the running block finishes or every thread of it waits on
+// memory that another block or rank changes, so the copying is rare.
+struct Block {
+  uint3_ block_idx{0, 0, 0};
+  std::vector<Fiber> fibers;
+  std::vector<WarpMeeting> warps, warpgroups;
+  unsigned epoch = 0;
+  std::unique_ptr<unsigned char[]> dynamic_storage;
+  unsigned char* dynamic_shared = nullptr;
+  std::vector<unsigned char> shared_copy;       // the static arrays' bytes while parked
+  std::vector<std::shared_ptr<void>> parked;    // Launch::block_swap's states while parked
+  bool started = false, stalled = false;
 };
 
 // (a namespace-scope variable, not a function's static: no initialization guard to
@@ -348,8 +384,9 @@ struct FaultScope {               // the handlers installed for one launch
   }
 };
 
-// Run one block: every fiber to its next synchronization point, in turn, until all are done.
-inline bool run_block() {
+// Start the running block: fresh shared memory (NaN bytes), per-block state reset, fibers
+// at the kernel's entry.
+inline void begin_block() {
   Launch& l = state();
   poison_shared();
   l.epoch = 0;
@@ -357,6 +394,15 @@ inline bool run_block() {
   for (void (*reset)() : l.block_start) reset();
   profile_block_start(static_cast<int>(l.fibers.size()));
   for (Fiber& f : l.fibers) start_fiber(f);
+}
+
+enum BlockRun { BLOCK_DONE, BLOCK_FAILED, BLOCK_STALLED };
+
+// Run the running block: every fiber to its next synchronization point, in turn, until all
+// are done (or an error; or every thread waits and some wait on external memory: stalled,
+// for the scheduler to run other blocks meanwhile).
+inline BlockRun run_block() {
+  Launch& l = state();
   std::vector<Fiber*> ready;
   for (;;) {
     ready.clear();
@@ -373,26 +419,31 @@ inline bool run_block() {
         l.error = thread_name(f) + " waits in " + m->what + " (an instruction of the whole " + unit + ") for "
                   "threads of its " + unit + " that never reach it: only " + std::to_string(m->arrived) +
                   " of them did (the others finished or wait elsewhere)";
-        return false;
+        return BLOCK_FAILED;
       }
       std::string waits;
+      bool external = false;
       for (const Fiber& f : l.fibers)
-        if (f.state == Fiber::WAITING) waits += (waits.empty() ? "" : "; ") + thread_name(f) + " waits for " + f.waits_for();
+        if (f.state == Fiber::WAITING) {
+          waits += (waits.empty() ? "" : "; ") + thread_name(f) + " waits for " + f.waits_for();
+          external = external || f.external;
+        }
+      if (external) return BLOCK_STALLED;     // another block or rank may set it
       if (!waits.empty()) {
         l.error = "deadlock: every thread of the block waits: " + waits;
-        return false;
+        return BLOCK_FAILED;
       }
       const Fiber* waiting = nullptr;
       const Fiber* done = nullptr;
       for (const Fiber& f : l.fibers) (f.state == Fiber::AT_BARRIER ? waiting : done) = &f;
       if (!waiting || !done) profile_epoch();
-      if (!waiting) return true;                               // every thread finished
+      if (!waiting) return BLOCK_DONE;                               // every thread finished
       if (done) {
-        l.error = thread_name(*waiting) + " waits at __syncthreads (its barrier number " +
+        l.error = thread_name(*waiting) + " waits at " + waiting->barrier_what + " (its barrier number " +
                   std::to_string(waiting->barriers) + ") that " + thread_name(*done) +
                   " never reaches: it finished the kernel (a barrier must be reached by every "
                   "thread of the block)";
-        return false;
+        return BLOCK_FAILED;
       }
       for (Fiber& f : l.fibers) f.state = Fiber::READY;       // everyone arrived: release
       ++l.epoch;
@@ -403,7 +454,7 @@ inline bool run_block() {
       l.current = f;
       if (sigsetjmp(trap().back, 0) == 0) ditron_emu_switch(&l.scheduler_sp, f->sp);
       l.current = nullptr;
-      if (!l.error.empty()) return false;
+      if (!l.error.empty()) return BLOCK_FAILED;
     }
   }
 }
@@ -426,17 +477,102 @@ template <class... P> void call(void (*fn)(P...), void** params) {
   call_with(fn, params, std::index_sequence_for<P...>{});
 }
 
-inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, unsigned smem, void** params) {
+// Swap the running block's state (in the Launch and the other headers) with block b's.
+inline void swap_block(Block& b) {
+  Launch& l = state();
+  std::swap(l.block_idx, b.block_idx);
+  std::swap(l.fibers, b.fibers);
+  std::swap(l.warps, b.warps);
+  std::swap(l.warpgroups, b.warpgroups);
+  std::swap(l.epoch, b.epoch);
+  std::swap(l.dynamic_storage, b.dynamic_storage);
+  std::swap(l.dynamic_shared, b.dynamic_shared);
+  b.parked.resize(l.block_swap.size());
+  for (size_t i = 0; i < l.block_swap.size(); ++i) l.block_swap[i](b.parked[i]);
+}
+// The static arrays' bytes out of (save) or into the section.
+inline void move_shared(std::vector<unsigned char>& copy, bool save) {
+  const size_t all = section_bytes();
+  if (!all) return;
+  if (save) copy.resize(all);
+  Memory& m = memory();
+  if (!m.arrays_known) {
+    save ? std::memcpy(copy.data(), __start_ditron_emu_shared, all) : std::memcpy(__start_ditron_emu_shared, copy.data(), all);
+    return;
+  }
+  for (const SharedArray& a : m.arrays)
+    save ? std::memcpy(copy.data() + a.at, __start_ditron_emu_shared + a.at, a.bytes)
+         : std::memcpy(__start_ditron_emu_shared + a.at, copy.data() + a.at, a.bytes);
+}
+
+inline std::string block_name(const uint3_& b) {
+  return "block (" + std::to_string(b.x) + ", " + std::to_string(b.y) + ", " + std::to_string(b.z) + ")";
+}
+
+// Blocks of one launch on the SM slots it may hold (max_resident: SMs times blocks per SM,
+// from the loader). A block starts when a slot is free and no resident block can run;
+// blocks are dispatched in grid order (or, with DITRON_EMULATE_SEED, in a seeded order:
+// the hardware promises none).
+struct Residency {
+  std::vector<std::unique_ptr<Block>> resident;
+  Block* running = nullptr;                      // whose state is in the Launch
+  std::vector<std::unique_ptr<Block>> spare;     // finished blocks (their fibers keep their stacks)
+
+  void activate(Block* b) {
+    if (running == b) return;
+    if (running) {                               // park it
+      swap_block(*running);
+      move_shared(running->shared_copy, true);
+    }
+    swap_block(*b);
+    running = b;
+    if (b->started) {
+      move_shared(b->shared_copy, false);
+    } else {
+      b->started = true;
+      begin_block();
+    }
+  }
+  // The waits of every resident block, for messages (the first few blocks).
+  std::string waits() {
+    std::string out;
+    int shown = 0, more = 0;
+    for (auto& r : resident) {
+      const std::vector<Fiber>& fibers = r.get() == running ? state().fibers : r->fibers;
+      const uint3_ idx = r.get() == running ? state().block_idx : r->block_idx;
+      for (const Fiber& f : fibers) {
+        if (f.state != Fiber::WAITING) continue;
+        if (shown == 6) { ++more; break; }
+        out += (out.empty() ? "" : "; ") + std::string("thread (") + std::to_string(f.tid.x) + ", " +
+               std::to_string(f.tid.y) + ", " + std::to_string(f.tid.z) + ") of " + block_name(idx) + " waits for " +
+               f.waits_for();
+        ++shown;
+        break;                                   // (one thread per block)
+      }
+    }
+    if (more) out += "; and the threads of " + std::to_string(more) + " more blocks";
+    return out;
+  }
+  // A parked (or the running, stalled) block whose external wait now holds.
+  Block* resumable() {
+    for (auto& r : resident) {
+      if (!r->stalled) return r.get();
+      const std::vector<Fiber>& fibers = r.get() == running ? state().fibers : r->fibers;
+      for (const Fiber& f : fibers)
+        if (f.state == Fiber::WAITING && f.external && f.can_go()) return r.get();
+    }
+    return nullptr;
+  }
+};
+
+inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, unsigned smem, void** params,
+                  unsigned max_resident) {
   Launch& l = state();
   l.body = k.body;
   l.params = params;
   l.grid = {grid[0], grid[1], grid[2]};
   l.block = {block[0], block[1], block[2]};
   l.error.clear();
-  l.dynamic_storage.reset(new unsigned char[GUARD_BYTES + smem + SHARED_ALIGN + GUARD_BYTES]);
-  l.dynamic_shared = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<uintptr_t>(l.dynamic_storage.get()) + GUARD_BYTES + SHARED_ALIGN - 1) &
-      ~uintptr_t(SHARED_ALIGN - 1));
   l.dynamic_bytes = smem;
   const char* seed = std::getenv("DITRON_EMULATE_SEED");
   l.shuffled = seed && *seed;
@@ -454,33 +590,102 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
     l.error = std::string("kernel ") + k.name + ": a block of " + std::to_string(n) + " threads (1 to 1024)";
     return 1;
   }
-  l.fibers.resize(n);
-  l.warps.assign((n + 31) / 32, WarpMeeting{});
-  l.warpgroups.assign((n + 127) / 128, WarpMeeting{});
-  for (WarpMeeting& m : l.warpgroups) m.size = 128;
-  for (unsigned i = 0; i < n; ++i) {
-    Fiber& f = l.fibers[i];
-    f.linear = static_cast<int>(i);
-    f.tid = {i % block[0], (i / block[0]) % block[1], i / (block[0] * block[1])};
-  }
-  profile_launch(k.name, grid, block, smem);
-  FaultScope faults;
+  if (max_resident == 0) max_resident = 1;
+  std::vector<uint3_> order;
   for (unsigned z = 0; z < grid[2]; ++z)
     for (unsigned y = 0; y < grid[1]; ++y)
-      for (unsigned x = 0; x < grid[0]; ++x) {
-        l.block_idx = {x, y, z};
-        bool ok;
-        try {
-          ok = run_block();
-        } catch (const Failure& e) {
-          l.error = "block (" + std::to_string(x) + ", " + std::to_string(y) + ", " + std::to_string(z) + "): " + e.what;
-          ok = false;
-        }
-        if (!ok) {
-          l.error = std::string("kernel ") + k.name + ": " + l.error;
-          return 1;
-        }
+      for (unsigned x = 0; x < grid[0]; ++x) order.push_back({x, y, z});
+  if (l.shuffled) std::shuffle(order.begin(), order.end(), l.order);
+  profile_launch(k.name, grid, block, smem);
+  FaultScope faults;
+  Residency slots;
+  size_t next = 0;
+  auto new_block = [&](uint3_ idx) {
+    std::unique_ptr<Block> b;
+    if (!slots.spare.empty()) {
+      b = std::move(slots.spare.back());
+      slots.spare.pop_back();
+    } else {
+      b.reset(new Block);
+      b->fibers.resize(n);
+      b->dynamic_storage.reset(new unsigned char[GUARD_BYTES + smem + SHARED_ALIGN + GUARD_BYTES]);
+      b->dynamic_shared = reinterpret_cast<unsigned char*>(
+          (reinterpret_cast<uintptr_t>(b->dynamic_storage.get()) + GUARD_BYTES + SHARED_ALIGN - 1) &
+          ~uintptr_t(SHARED_ALIGN - 1));
+      for (unsigned i = 0; i < n; ++i) {
+        Fiber& f = b->fibers[i];
+        f.linear = static_cast<int>(i);
+        f.tid = {i % block[0], (i / block[0]) % block[1], i / (block[0] * block[1])};
       }
+    }
+    b->block_idx = idx;
+    b->warps.assign((n + 31) / 32, WarpMeeting{});
+    b->warpgroups.assign((n + 127) / 128, WarpMeeting{});
+    for (WarpMeeting& m : b->warpgroups) m.size = 128;
+    b->epoch = 0;
+    b->started = b->stalled = false;
+    slots.resident.push_back(std::move(b));
+    return slots.resident.back().get();
+  };
+  bool waiting = false;                          // every resident block stalled, since:
+  std::chrono::steady_clock::time_point since;
+  auto stop = [&](const std::string& why) {
+    l.error = std::string("kernel ") + k.name + ": " + why;
+    if (slots.running) swap_block(*slots.running);   // (its state back into its Block)
+    return 1;
+  };
+  for (;;) {
+    Block* b = slots.resumable();
+    if (!b && slots.resident.size() < max_resident && next < order.size()) b = new_block(order[next++]);
+    if (!b) {
+      if (slots.resident.empty()) break;           // every block finished
+      std::string waits = slots.waits();
+      const bool queued = next < order.size();
+      const std::string residency =
+          queued ? " (" + std::to_string(slots.resident.size()) + " blocks are resident, the most that " +
+                       std::to_string(max_resident) + " SM slots hold (DITRON_EMULATE_SMS, blocks per SM); " +
+                       std::to_string(order.size() - next) + " blocks wait for a free slot)"
+                 : "";
+      if (!external_check || !other_writers || other_writers() == 0) {   // nobody else can set it
+        if (queued)
+          return stop("residency deadlock: every resident block waits" + residency + ", for what only a block "
+                      "that has not started could do: " + waits + " (a kernel that waits for its own blocks "
+                      "needs all of them resident: fewer blocks, or a grid no larger than the GPU's slots)");
+        return stop("deadlock: every block waits, for what no block will do: " + waits);
+      }
+      if (!waiting) {
+        waiting = true;
+        since = std::chrono::steady_clock::now();
+      }
+      const std::string verdict = external_check(since, waits + residency);
+      if (!verdict.empty()) return stop(verdict);
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      continue;
+    }
+    waiting = false;
+    b->stalled = false;
+    slots.activate(b);
+    BlockRun r;
+    try {
+      r = run_block();
+    } catch (const Failure& e) {           // (outside a fiber: the scheduler checking a wait)
+      l.error = block_name(l.block_idx) + ": " + e.what;
+      r = BLOCK_FAILED;
+    }
+    if (r == BLOCK_FAILED) return stop(l.error);
+    if (r == BLOCK_STALLED) {
+      b->stalled = true;
+      continue;
+    }
+    swap_block(*b);                                // (its fibers and buffers go back to it, for reuse)
+    slots.running = nullptr;
+    for (size_t i = 0; i < slots.resident.size(); ++i)
+      if (slots.resident[i].get() == b) {
+        slots.spare.push_back(std::move(slots.resident[i]));
+        slots.resident.erase(slots.resident.begin() + static_cast<long>(i));
+        break;
+      }
+  }
   return 0;
 }
 
@@ -595,6 +800,13 @@ inline void check_bounds(const void* p, size_t n, bool write, const char* what) 
          " bytes at " + where);
 }
 inline const bool shadow_registered = (state().block_start.push_back(&reset_shadow), true);
+template <class T> void swap_parked(T& live, std::shared_ptr<void>& slot) {
+  if (!slot) slot = std::make_shared<T>();
+  std::swap(live, *static_cast<T*>(slot.get()));
+}
+inline const bool shadow_parks = (state().block_swap.push_back([](std::shared_ptr<void>& s) {
+  swap_parked(shadow(), s);
+}), true);
 
 inline void mark_pending(const void* p, size_t n, unsigned char how) {
   const int64_t off = window_offset(p);
@@ -697,12 +909,20 @@ struct KernelProfile {
 };
 struct Profiler {
   bool on = false;
-  std::vector<std::vector<MemAccess>> lanes;   // per thread of the block, since the last barrier
+  std::vector<std::vector<MemAccess>> lanes;   // per thread of the running block, since the last barrier
+  size_t work = 0;                             // the running block's entry in launches.back().blocks
   std::vector<KernelProfile> launches;         // of the current call
   std::string json;
 };
 inline Profiler profiler_storage;
 inline Profiler& profiler() { return profiler_storage; }
+struct ProfiledBlock { std::vector<std::vector<MemAccess>> lanes; size_t work = 0; };
+inline const bool profiler_parks = (state().block_swap.push_back([](std::shared_ptr<void>& s) {
+  if (!s) s = std::make_shared<ProfiledBlock>();
+  ProfiledBlock& b = *static_cast<ProfiledBlock*>(s.get());
+  std::swap(profiler().lanes, b.lanes);
+  std::swap(profiler().work, b.work);
+}), true);
 inline bool in_region(const void* p) {
   const unsigned char* c = static_cast<const unsigned char*>(p);
   for (const Region& r : memory().regions)
@@ -716,17 +936,17 @@ inline void profile_access_at(int linear, const void* pc, const void* p, int64_t
     pr.lanes[linear].push_back({pc, uint64_t(off), uint32_t(n), true});
   } else if (in_region(p)) {
     pr.lanes[linear].push_back({pc, reinterpret_cast<uint64_t>(p), uint32_t(n), false});
-    pr.launches.back().blocks.back().bytes += n;
+    pr.launches.back().blocks[pr.work].bytes += n;
   }
 }
 inline void profile_access(int linear, const void* pc, const void* p, size_t n) {
   profile_access_at(linear, pc, p, window_offset(p), n);
 }
 inline void profile_bytes(uint64_t n) {
-  if (profiler().on) profiler().launches.back().blocks.back().bytes += n;
+  if (profiler().on) profiler().launches.back().blocks[profiler().work].bytes += n;
 }
 inline void profile_flops(uint64_t n) {
-  if (profiler().on) profiler().launches.back().blocks.back().flops += n;
+  if (profiler().on) profiler().launches.back().blocks[profiler().work].flops += n;
 }
 struct LaneAccess { int lane; uint64_t addr; uint32_t bytes; };
 inline void count_shared(KernelProfile& k, const std::vector<LaneAccess>& req) {
@@ -817,6 +1037,7 @@ inline void profile_block_start(int threads) {
   if (!pr.on) return;
   const Launch& l = state();
   pr.lanes.assign(threads, {});
+  pr.work = pr.launches.back().blocks.size();
   pr.launches.back().blocks.push_back({l.block_idx.x, l.block_idx.y, l.block_idx.z});
 }
 inline void profile_launch(const char* kernel, const unsigned* grid, const unsigned* block, size_t smem) {
@@ -861,12 +1082,15 @@ struct Here {         // the call's place in the kernel while the instruction ru
 #define DITRON_EMU_HERE() ::ditron::emu::Here ditron_emu_here(__builtin_return_address(0))
 
 // ---- what kernels call
-inline void syncthreads() {
+// The block's barrier, reached by `what` (__syncthreads, or a block-wide call built on it).
+inline void block_barrier(const char* what) {
   Fiber& f = self();
   f.state = Fiber::AT_BARRIER;
+  f.barrier_what = what;
   ++f.barriers;
   yield_to_scheduler();
 }
+inline void syncthreads() { block_barrier("__syncthreads"); }
 
 inline unsigned char* dynamic_shared(size_t align) {
   if (align > SHARED_ALIGN) fail("dynamic shared memory aligned to " + std::to_string(align) + " bytes");
@@ -951,6 +1175,17 @@ inline void wait_until(std::function<bool()> can_go, std::function<std::string()
   Fiber& f = self();
   f.can_go = std::move(can_go);
   f.waits_for = std::move(waits_for);
+  f.external = false;
+  f.state = Fiber::WAITING;
+  yield_to_scheduler();
+}
+// The same, for memory that other ranks or the host change (polled when the block stalls).
+inline void wait_external(std::function<bool()> can_go, std::function<std::string()> waits_for) {
+  if (can_go()) return;
+  Fiber& f = self();
+  f.can_go = std::move(can_go);
+  f.waits_for = std::move(waits_for);
+  f.external = true;
   f.state = Fiber::WAITING;
   yield_to_scheduler();
 }
@@ -1166,24 +1401,25 @@ DITRON_EMU_HOOK void __tsan_write_range(void* p, unsigned long n) { DITRON_EMU_C
 #undef DITRON_EMU_CHECK
 DITRON_EMU_HOOK void __tsan_vptr_update(void**, void*) {}
 DITRON_EMU_HOOK void __tsan_vptr_read(void**) {}
-// Atomics: one OS thread runs every fiber, so the plain operation is the atomic one.
+// Atomics: real ones (the symmetric heap is shared with other ranks' processes; within a
+// process one OS thread runs every fiber).
 #define DITRON_EMU_ATOMIC(B, T)                                                                                   \
-  DITRON_EMU_HOOK T __tsan_atomic##B##_load(const volatile T* a, int) { return *a; }                            \
-  DITRON_EMU_HOOK void __tsan_atomic##B##_store(volatile T* a, T v, int) { *a = v; }                            \
-  DITRON_EMU_HOOK T __tsan_atomic##B##_exchange(volatile T* a, T v, int) { T o = *a; *a = v; return o; }        \
-  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_add(volatile T* a, T v, int) { T o = *a; *a = o + v; return o; }   \
-  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_sub(volatile T* a, T v, int) { T o = *a; *a = o - v; return o; }   \
-  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_and(volatile T* a, T v, int) { T o = *a; *a = o & v; return o; }   \
-  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_or(volatile T* a, T v, int) { T o = *a; *a = o | v; return o; }    \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_load(const volatile T* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); } \
+  DITRON_EMU_HOOK void __tsan_atomic##B##_store(volatile T* a, T v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); } \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_exchange(volatile T* a, T v, int) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); } \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_add(volatile T* a, T v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); } \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_sub(volatile T* a, T v, int) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); } \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_and(volatile T* a, T v, int) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); } \
+  DITRON_EMU_HOOK T __tsan_atomic##B##_fetch_or(volatile T* a, T v, int) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); } \
   DITRON_EMU_HOOK int __tsan_atomic##B##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) {          \
-    if (*a == *c) { *a = v; return 1; } *c = *a; return 0; }                                                     \
+    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); }                   \
   DITRON_EMU_HOOK int __tsan_atomic##B##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) {            \
-    if (*a == *c) { *a = v; return 1; } *c = *a; return 0; }                                                     \
+    return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); }                    \
   DITRON_EMU_HOOK T __tsan_atomic##B##_compare_exchange_val(volatile T* a, T c, T v, int, int) {                \
-    T o = *a; if (o == c) *a = v; return o; }
+    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); return c; }
 DITRON_EMU_ATOMIC(8, unsigned char) DITRON_EMU_ATOMIC(16, unsigned short) DITRON_EMU_ATOMIC(32, unsigned)
 DITRON_EMU_ATOMIC(64, unsigned long long)
 #undef DITRON_EMU_ATOMIC
-DITRON_EMU_HOOK void __tsan_atomic_thread_fence(int) {}
+DITRON_EMU_HOOK void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 DITRON_EMU_HOOK void __tsan_atomic_signal_fence(int) {}
 #endif

@@ -68,6 +68,9 @@ inline HopperState hopper_storage;
 inline HopperState& hopper() { return hopper_storage; }
 inline void reset_hopper() { hopper() = HopperState{}; }
 inline const bool hopper_registered = (state().block_start.push_back(&reset_hopper), true);
+inline const bool hopper_parks = (state().block_swap.push_back([](std::shared_ptr<void>& s) {
+  swap_parked(hopper(), s);
+}), true);
 
 inline Mbarrier& bar_at(uint64_t* bar, const char* what) {
   const uint32_t off = shared_offset(bar, what);

@@ -1,0 +1,172 @@
+"""Communicating programs on the emulated GPU (csrc/ditron/emu/nvshmem.h, ditron/build/emulate.py,
+ditron/runtime/module.py: EmulatedDistributedModule): every library op, with SM and
+copy-engine transfers, on emulated ranks at world 2 and 4, three calls each, against torch;
+and the checks shown to fire: a signal to the wrong flag times out naming the flag, a PE
+outside the world and a put from off the heap are errors naming the call, a kernel whose
+blocks wait for a block that cannot become resident is a residency deadlock (and runs when
+the SMs hold every block)."""
+import dataclasses
+import re
+
+import pytest
+import torch
+
+import ditron as dt
+from ditron.build import toolchain
+from ditron.build.emulate import build_emulated
+from ditron.codegen import render_program
+from ditron.codegen.cuda import device_source
+from ditron.target import make_target
+
+pytestmark = [pytest.mark.distributed,
+              pytest.mark.skipif(not toolchain.has_compiler("cpu"), reason="needs a C++ compiler (apt-get install g++)")]
+
+SM80 = make_target("cuda", "sm_80")
+
+
+@pytest.fixture(autouse=True)
+def _short_waits(monkeypatch):
+    monkeypatch.setenv("DITRON_WAIT_TIMEOUT", "20")
+    monkeypatch.delenv("DITRON_EMULATE_SMS", raising=False)
+
+
+def library_ops(calls=3):
+    """Every library op on this emulated rank, ``calls`` calls each, against torch; what went
+    wrong (empty when all is well)."""
+    r, W = dt.distributed.rank(), dt.distributed.world_size()
+    assert dt.distributed.current().target == "cuda" and dt.distributed.current().emulated
+    bad = []
+    x = dt.distributed.empty((W * 4, 8), "float32")
+    a = dt.distributed.empty((32, 32), "float16")
+    for call in range(calls):
+        parts = [torch.arange(W * 32.).view(W * 4, 8) * (q + 1) + call for q in range(W)]
+        x.copy_(parts[r])
+        want = sum(parts)
+        for copy in ("sm", "ce"):
+            for algorithm in ("one_shot", "two_shot"):
+                if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm, copy=copy), want):
+                    bad.append(("all_reduce", algorithm, copy, call))
+            for algorithm in ("push", "pull"):
+                if not torch.equal(dt.ops.all_gather(x, algorithm=algorithm, copy=copy), torch.cat(parts)):
+                    bad.append(("all_gather", algorithm, copy, call))
+            if not torch.allclose(dt.ops.reduce_scatter(x, copy=copy), want[r * 4:(r + 1) * 4]):
+                bad.append(("reduce_scatter", copy, call))
+            sent = torch.cat([parts[q][r * 4:(r + 1) * 4] for q in range(W)])
+            if not torch.equal(dt.ops.all_to_all(x, copy=copy), sent):
+                bad.append(("all_to_all", copy, call))
+        g = torch.Generator()
+        rows = [torch.randn(32, 32, generator=g.manual_seed(q + 10 * call)).half() for q in range(W)]
+        a.copy_(rows[r])
+        b = torch.randn(32, 16, generator=g.manual_seed(99)).half()
+        for copy in ("sm", "ce"):            # (overlapped: the all-gather beside the GEMM's tiles)
+            got = dt.ops.ag_gemm(a, b, copy=copy).float()
+            if not torch.allclose(got, torch.cat(rows).float() @ b.float(), atol=0.05, rtol=0.01):
+                bad.append(("ag_gemm", copy, call))
+        ks = [torch.randn(64, 32, generator=g.manual_seed(50 + q + call)).half() for q in range(W)]
+        bs = [torch.randn(32, 16, generator=g.manual_seed(70 + q)).half() for q in range(W)]
+        full = sum(k.float() @ kb.float() for k, kb in zip(ks, bs))
+        m = 64 // W
+        # (gemm_rs / gemm_ar send tiles from inside the GEMM: copy engines only without overlap)
+        for overlap, copy in ((True, "sm"), (False, "ce")):
+            got = dt.ops.gemm_rs(ks[r], bs[r], overlap=overlap, copy=copy).float()
+            if not torch.allclose(got, full[r * m:(r + 1) * m], atol=0.05, rtol=0.01):
+                bad.append(("gemm_rs", overlap, copy, call))
+            got = dt.ops.gemm_ar(ks[r], bs[r], overlap=overlap, copy=copy).float()
+            if not torch.allclose(got, full, atol=0.05, rtol=0.01):
+                bad.append(("gemm_ar", overlap, copy, call))
+    return bad
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_every_library_op_on_emulated_ranks(world):
+    assert dt.distributed.launch(library_ops, world, target="cuda") == [[]] * world
+
+
+def test_launch_refuses_targets_without_an_emulator():
+    with pytest.raises(ValueError, match="target='hip'; valid: 'cpu' .* and 'cuda'"):
+        dt.distributed.launch(library_ops, 2, target="hip")
+
+
+# ---------------------------------------------------------------------------- mutations
+
+def all_gather_source(world, name):
+    X = dt.placeholder((16, 8), "float32", name="X", shard=dt.Shard(0))
+    Y = dt.all_gather(X, 0, name="Y")
+    return render_program(dt.lower(dt.create_schedule(Y), [X, Y], target=SM80, world_size=world, name=name), SM80,
+                          world_size=world)
+
+
+def run_mutated(world, old, new, name):
+    """On this emulated rank: the all-gather's module built from its source with ``old``
+    replaced by ``new``, called once; its output, or the error it raised (text)."""
+    out = all_gather_source(world, name)
+    assert old in device_source(out.source), old
+    mod = build_emulated(dataclasses.replace(out, source=out.source.replace(old, new)), SM80, name)
+    r = dt.distributed.rank()
+    x = dt.distributed.empty((16 // world, 8), "float32")
+    x.fill_(r + 1)
+    y = torch.empty(16, 8)
+    try:
+        mod(x, y)
+    except dt.EmulationError as e:
+        return str(e)
+    return y.tolist()
+
+
+def first_error(results):
+    return next(r for r in results if isinstance(r, str))
+
+
+def test_a_signal_of_the_wrong_value_times_out_naming_the_flag(monkeypatch):
+    monkeypatch.setenv("DITRON_WAIT_TIMEOUT", "3")
+    out = dt.distributed.launch(run_mutated, 2, args=(2, "shmem_signal(Y_flags + ditron_rank, ditron_epoch,",
+                                                      "shmem_signal(Y_flags + ditron_rank, ditron_epoch - 1,",
+                                                      "ag_wrongvalue"), target="cuda")
+    error = first_error(out)
+    assert "timed out after 3.0 s" in error and "nvshmem_signal_wait_until" in error, error
+    assert "of the symmetric buffer Y_flags to be >= 1" in error, error
+
+
+def test_a_pe_outside_the_world_is_an_error():
+    pe = "ditron_epoch, false, ditron::floormod<int32_t>(((ditron_rank + piece) + 1), 2)"
+    out = dt.distributed.launch(run_mutated, 2, args=(2, pe, pe + " + 2", "ag_badpe"), target="cuda")
+    error = first_error(out)
+    assert re.search(r"nvshmemx_signal_op: PE [23] is outside the world of 2 PEs \(0 to 1\), at line \d+ of mod.source: `ditron::shmem_signal", error), error
+
+
+def single_rank_mutations():
+    return [run_mutated(1, "ditron::shmem_put(Y_recv +", "ditron::shmem_put(Y +", "ag_offheap"),
+            run_mutated(1, "ditron_timeout_ms) {", "ditron_timeout_ms) {\n  nvshmem_barrier_all();", "ag_barrier")]
+
+
+def test_a_put_off_the_heap_and_an_unmodelled_call_are_errors_naming_the_call():
+    off_heap, barrier = dt.distributed.launch(single_rank_mutations, 1, target="cuda")[0]
+    assert "nvshmemx_putmem_block: the address" in off_heap and "is not on the symmetric heap" in off_heap, off_heap
+    assert "nvshmem_barrier_all: the emulated GPU does not model NVSHMEM's collectives" in barrier, barrier
+
+
+# Blocks 0..30 of the comm kernel (32 blocks of 128 threads) wait for block 31.
+WAIT_FOR_LAST = """ditron_timeout_ms) {
+  if (threadIdx.x == 0) {
+    if (blockIdx.x == gridDim.x - 1) nvshmemx_signal_op(reinterpret_cast<uint64_t*>(Y_flags), 1, NVSHMEM_SIGNAL_SET, 0);
+    else nvshmem_signal_wait_until(reinterpret_cast<uint64_t*>(Y_flags), NVSHMEM_CMP_GE, 1);
+  }
+  __syncthreads();"""
+
+
+def residency(sms):
+    import os
+    if sms:
+        os.environ["DITRON_EMULATE_SMS"] = str(sms)
+    return run_mutated(1, "ditron_timeout_ms) {", WAIT_FOR_LAST, "ag_residency")
+
+
+def test_blocks_waiting_for_a_block_without_a_slot_are_a_residency_deadlock():
+    # sm_80 holds 16 such blocks per SM (64 warps): one SM cannot hold block 31
+    error = dt.distributed.launch(residency, 1, args=(1,), target="cuda")[0]
+    assert isinstance(error, str) and error.startswith("kernel 'ag_residency', stage Y_comm: kernel ag_residency_Y_comm_k0: "
+                                                       "residency deadlock: every resident block waits (16 blocks are "
+                                                       "resident, the most that 16 SM slots hold"), error
+    assert "16 blocks wait for a free slot" in error and "nvshmem_signal_wait_until" in error, error
+    # the arch's 108 SMs hold all 32: the same kernel runs (and copies this rank's rows)
+    assert dt.distributed.launch(residency, 1, args=(0,), target="cuda")[0] == [[1.0] * 8] * 16
