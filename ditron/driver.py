@@ -69,7 +69,11 @@ def build(sch, args, target="cpu", name="main", arch=None, world_size=1, compile
         if emulated:
             from .build.emulate import build_emulated
             from .codegen import render_program
-            module = build_emulated(render_program(func, target, world_size=world_size), target, name)
+            rendered = render_program(func, target, world_size=world_size)
+            kind = None
+            if rendered.signature.comm:
+                from .runtime.module import EmulatedDistributedModule as kind
+            module = build_emulated(rendered, target, name, kind)
         else:
             module = _compile(func, target, name, world_size, compiler)
     except RecursionError:

@@ -16,6 +16,7 @@ from ditron.build import toolchain
 from ditron.build.emulate import build_emulated
 from ditron.codegen import render_program
 from ditron.codegen.cuda import device_source
+from ditron.runtime.module import EmulatedDistributedModule
 from ditron.target import make_target
 
 pytestmark = [pytest.mark.distributed,
@@ -101,7 +102,8 @@ def run_mutated(world, old, new, name):
     replaced by ``new``, called once; its output, or the error it raised (text)."""
     out = all_gather_source(world, name)
     assert old in device_source(out.source), old
-    mod = build_emulated(dataclasses.replace(out, source=out.source.replace(old, new)), SM80, name)
+    mod = build_emulated(dataclasses.replace(out, source=out.source.replace(old, new)), SM80, name,
+                         EmulatedDistributedModule)
     r = dt.distributed.rank()
     x = dt.distributed.empty((16 // world, 8), "float32")
     x.fill_(r + 1)

@@ -249,20 +249,23 @@ def _precompiled_header(compiler, flags):
     return os.path.dirname(os.path.dirname(path))
 
 
-def build_emulated(rendered, target, name):
-    """An :class:`EmulatedModule` of a program rendered for the CUDA ``target``; an
-    EmulationError for what the emulator does not model."""
+def build_emulated(rendered, target, name, module_class=None):
+    """The module of a program rendered for the CUDA ``target``: ``module_class`` (default
+    :class:`EmulatedModule`; communicating programs need the runtime's
+    ``EmulatedDistributedModule``, which ``dt.build`` passes), or an EmulationError for what
+    the emulator does not model."""
     sig, plan = rendered.signature, rendered.plan
     bad = lp.unrunnable_step(plan, tma_maps=True, comm=True)
     if bad is not None:
         raise EmulationError(f"kernel '{name}': the emulated GPU does not model the host step "
                              f"'{bad.describe()}' yet")
     source, kernels = emulated_source(rendered.source, plan, sig.comm)
+    module_class = module_class or EmulatedModule
+    if sig.comm and module_class is EmulatedModule:
+        raise EmulationError(f"kernel '{name}' communicates: its module is the runtime's "
+                             "EmulatedDistributedModule (dt.build makes it)")
     lib = compile_emulated(source, name, target)
-    if sig.comm:
-        from ..runtime.module import EmulatedDistributedModule
-        return EmulatedDistributedModule(sig, rendered.source, lib, target.arch, plan)
-    return EmulatedModule(sig, rendered.source, lib, target.arch, plan)
+    return module_class(sig, rendered.source, lib, target.arch, plan)
 
 
 class EmulatedModule(Module):
