@@ -1,10 +1,11 @@
 """Communicating programs on the emulated GPU (csrc/ditron/emu/nvshmem.h, ditron/build/emulate.py,
 ditron/runtime/module.py: EmulatedDistributedModule): every library op, with SM and
 copy-engine transfers, on emulated ranks at world 2 and 4, three calls each, against torch;
-and the checks shown to fire: a signal to the wrong flag times out naming the flag, a PE
-outside the world and a put from off the heap are errors naming the call, a kernel whose
-blocks wait for a block that cannot become resident is a residency deadlock (and runs when
-the SMs hold every block)."""
+and the checks shown to fire: a signal of the wrong value and a stream wait nobody answers
+time out naming the flag, a failed peer ends a wait at once, a PE outside the world, a put
+from off the heap and an unmodelled call are errors naming the call, a kernel whose blocks
+wait for a block that cannot become resident is a residency deadlock (and runs when the SMs
+hold every block), and parked blocks get their shared memory back."""
 import dataclasses
 import re
 
@@ -88,6 +89,60 @@ def test_launch_refuses_targets_without_an_emulator():
         dt.distributed.launch(library_ops, 2, target="hip")
 
 
+def world_kind():
+    w = dt.distributed.current()
+    return w.target, w.emulated
+
+
+def test_ditron_emulate_makes_launched_ranks_emulated_gpus(monkeypatch):
+    monkeypatch.setenv("DITRON_EMULATE", "1")
+    assert dt.distributed.launch(world_kind, 1) == [("cuda", True)]
+
+
+def test_the_emulated_sm_count_is_checked(monkeypatch):
+    from ditron.build.emulate import emulated_sm_count
+    assert emulated_sm_count("sm_90a") == (132, False)
+    monkeypatch.setenv("DITRON_EMULATE_SMS", "4")
+    assert emulated_sm_count("sm_80") == (4, True)
+    for bad in ("0", "-2", "many"):
+        monkeypatch.setenv("DITRON_EMULATE_SMS", bad)
+        with pytest.raises(ValueError, match=f"DITRON_EMULATE_SMS='{bad}': expected the number of SMs"):
+            emulated_sm_count("sm_80")
+
+
+def test_an_emulated_module_in_the_wrong_world_says_how_to_run_it(monkeypatch):
+    import types
+    from ditron import runtime
+    X = dt.placeholder((8,), "float32", name="X")
+    Y = dt.all_reduce(X, name="Y")
+    mod = dt.build(dt.create_schedule(Y), [X, Y], target="cuda", arch="sm_80", name="ar_world", world_size=2,
+                   emulate=True)
+    monkeypatch.setattr(runtime, "_WORLD", types.SimpleNamespace(world_size=2, target="cpu", emulated=False))
+    with pytest.raises(RuntimeError, match="runs on 'cpu'; run the ranks as emulated GPUs "
+                                           "\\(dt.distributed.launch\\(fn, W, target='cuda'\\)"):
+        mod(None, None)
+    monkeypatch.setattr(runtime, "_WORLD", types.SimpleNamespace(world_size=2, target="cuda", emulated=False))
+    with pytest.raises(RuntimeError, match="built for the emulated GPU but the ranks run on GPUs; build it with "
+                                           "emulate=False"):
+        mod(None, None)
+
+
+def skip_the_second_call_on_rank_1():
+    """Rank 1 makes only the first of two calls: in the second, rank 0's stream waits for rank 1's chunk."""
+    x = dt.distributed.empty((4, 8), "float32")
+    dt.ops.all_gather(x, copy="ce")
+    if dt.distributed.rank() == 0:
+        dt.ops.all_gather(x, copy="ce")
+
+
+def test_a_stream_wait_that_no_rank_answers_times_out_naming_the_chunk(monkeypatch):
+    monkeypatch.setenv("DITRON_WAIT_TIMEOUT", "3")
+    with pytest.raises(dt.DitronError, match=r"rank 0: timed out after 3.0 s \(DITRON_WAIT_TIMEOUT\): the stream waits "
+                                             r"in nvshmemx_signal_wait_until_on_stream \(chunk 1 of Y, sent by rank 1\) "
+                                             r"for the signal at byte 8 of the symmetric buffer Y_flags to be >= 2 \(it is 1\)"):
+        dt.distributed.launch(skip_the_second_call_on_rank_1, 2, target="cuda")
+
+
 # ---------------------------------------------------------------------------- mutations
 
 def all_gather_source(world, name):
@@ -136,6 +191,17 @@ def test_a_pe_outside_the_world_is_an_error():
     assert re.search(r"nvshmemx_signal_op: PE [23] is outside the world of 2 PEs \(0 to 1\), at line \d+ of mod.source: `ditron::shmem_signal", error), error
 
 
+def test_a_peer_that_failed_ends_the_wait_at_once():
+    # rank 1 stops at once (an unmodelled call); rank 0 waits for its chunk: well before the
+    # 20 s timeout, its wait ends naming rank 1
+    out = dt.distributed.launch(run_mutated, 2, args=(2, "ditron_timeout_ms) {",
+                                                      "ditron_timeout_ms) {\n  if (ditron_rank == 1) nvshmem_barrier_all();",
+                                                      "ag_peerfail"), target="cuda")
+    assert "nvshmem_barrier_all" in out[1], out[1]
+    assert "rank 0: rank 1 stopped with an error while thread (0, 0, 0) of block" in out[0], out[0]
+    assert "timed out" not in out[0], out[0]
+
+
 def single_rank_mutations():
     return [run_mutated(1, "ditron::shmem_put(Y_recv +", "ditron::shmem_put(Y +", "ag_offheap"),
             run_mutated(1, "ditron_timeout_ms) {", "ditron_timeout_ms) {\n  nvshmem_barrier_all();", "ag_barrier")]
@@ -172,3 +238,41 @@ def test_blocks_waiting_for_a_block_without_a_slot_are_a_residency_deadlock():
     assert "16 blocks wait for a free slot" in error and "nvshmem_signal_wait_until" in error, error
     # the arch's 108 SMs hold all 32: the same kernel runs (and copies this rank's rows)
     assert dt.distributed.launch(residency, 1, args=(0,), target="cuda")[0] == [[1.0] * 8] * 16
+
+
+# Blocks 0..2 of the ag_gemm's mma kernel (4 blocks, static shared tiles) wait, their tiles
+# loaded, for block 3, which loads its own tiles into the same shared arrays first: the
+# parked blocks must get theirs back (and the sanitizer's shadow with them).
+PARK_WITH_TILES = """    ditron::cp_async_wait<2>();
+    __syncthreads();
+    if (tx == 0 && ty == 0) {
+      if (blockIdx.x + blockIdx.y * gridDim.x == gridDim.x * gridDim.y - 1)
+        nvshmemx_signal_op(reinterpret_cast<uint64_t*>(Ag_flags), 7, NVSHMEM_SIGNAL_SET, 0);
+      else nvshmem_signal_wait_until(reinterpret_cast<uint64_t*>(Ag_flags), NVSHMEM_CMP_GE, 7);
+    }
+    __syncthreads();
+"""
+
+
+def parked_gemm():
+    from unittest import mock
+    from ditron.ops import gemm
+    made = {}
+    with mock.patch.object(dt, "build", lambda s, args, **kw: made.update(s=s, args=args)):
+        gemm._ag_gemm_module.__wrapped__(256, 32, 64, "float16", 1, True, "cuda", "sm")
+    out = render_program(dt.lower(made["s"], made["args"], target=SM80, name="ag_parked"), SM80)
+    old = "    ditron::cp_async_wait<2>();\n    __syncthreads();\n"
+    assert device_source(out.source).count(old) == 1
+    mod = build_emulated(dataclasses.replace(out, source=out.source.replace(old, PARK_WITH_TILES)), SM80,
+                         "ag_parked", EmulatedDistributedModule)
+    g = torch.Generator().manual_seed(3)
+    a = dt.distributed.empty((256, 32), "float16")
+    a.copy_(torch.randn(256, 32, generator=g).half())
+    b = torch.randn(32, 64, generator=g).half()
+    c = torch.empty(256, 64, dtype=torch.float16)
+    mod(a, b, c)
+    return (c.float() - a.float() @ b.float()).abs().max().item()
+
+
+def test_parked_blocks_get_their_shared_memory_back():
+    assert dt.distributed.launch(parked_gemm, 1, target="cuda")[0] < 0.05

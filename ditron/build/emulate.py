@@ -207,7 +207,7 @@ def compile_emulated(source, name, target):
                         "compiler_version": toolchain.compiler_version(compiler), "flags": flags[:-2],
                         "ditron": __version__, "package": package_fingerprint(), "machine": platform.machine()})
 
-    pch = _precompiled_header(compiler, flags)
+    pch = _precompiled_header(compiler, tuple(flags))
 
     def run(src, out):
         obj = os.path.splitext(out)[0] + ".o"
@@ -224,12 +224,14 @@ def compile_emulated(source, name, target):
                           {"name": name, "target": "cuda-emulated", "arch": target.arch})[0]
 
 
+@functools.lru_cache(maxsize=8)
 def _precompiled_header(compiler, flags):
     """A folder holding ``ditron/cuda.h.gch``, the emulated cuda.h precompiled with ``flags``
     (through the kernel cache; g++ takes it in place of the header when its folder comes
     first on the include path, and ignores it if it does not fit the flags). It parses the
     emulator's headers once instead of in every kernel file (about a quarter of a kernel's
-    compile). None if it cannot be made (each kernel then parses the header itself)."""
+    compile). None if it cannot be made (each kernel then parses the header itself; a
+    process tries once per flag set)."""
     key = cache.key_of({"pch": "ditron/cuda.h", "compiler": compiler,
                         "compiler_version": toolchain.compiler_version(compiler), "flags": flags[:-2],
                         "ditron": __version__, "package": package_fingerprint(), "machine": platform.machine()})
@@ -237,7 +239,7 @@ def _precompiled_header(compiler, flags):
 
     def run(src, out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        cmd = [compiler] + flags + ["-Wno-pragma-once-outside-header", "-x", "c++-header", header, "-o", out]
+        cmd = [compiler, *flags, "-Wno-pragma-once-outside-header", "-x", "c++-header", header, "-o", out]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         return cmd, proc.stdout + proc.stderr, proc.returncode == 0
     try:

@@ -10,6 +10,9 @@ host code would queue them."""
 from ..codegen import launch_plan as lp
 from ..codegen.launch_plan import unrunnable_step
 from ..errors import DitronError
+from ..lower import ir
+from ..lower.comm import EPOCH
+from ..te import expr as E
 from ..te.dtype import itemsize
 
 # the communication kinds of ``comm(kind, ...)``
@@ -58,7 +61,7 @@ class PlanRunner:
             raise DitronError(f"internal: kernel '{name}': the loader cannot run the step {bad.describe()}")
         scope = _Scope([v.name for _, v in plan.scalars], {c: i for i, (c, _) in enumerate(plan.scalars)},
                        [v.dtype == "int64" for _, v in plan.scalars])
-        self._epoch = next((v for c, v in plan.scalars if c == "ditron_epoch"), None)
+        self._epoch = next((v for c, v in plan.scalars if c == EPOCH), None)
         self._slots = {a: i for i, a in enumerate(plan.pointers)}
         self._every_scalar = tuple(range(len(plan.scalars)))
         self.steps = self._compile(plan.steps, scope, top=True)
@@ -66,8 +69,8 @@ class PlanRunner:
     def _compile(self, steps, scope, top=False):
         out = []
         slots = self._slots
-        for step in steps:
-            if isinstance(step, lp.Comment) or isinstance(step, lp.JoinSideStream):
+        for at, step in enumerate(steps):
+            if isinstance(step, (lp.Comment, lp.JoinSideStream)):
                 continue       # (the side stream's work ran where it was queued)
             if isinstance(step, lp.Allocate):
                 if not top:
@@ -84,7 +87,7 @@ class PlanRunner:
                 out.append(("divisions", step.sites))
             elif isinstance(step, lp.ReadTimeout):
                 # (the rest of this stretch reads it: compile it in the extended scope)
-                rest = self._compile(steps[steps.index(step) + 1:], scope.extended(step.name, step.name), top)
+                rest = self._compile(steps[at + 1:], scope.extended(step.name, step.name), top)
                 return out + [("timeout", rest)]
             elif isinstance(step, lp.Loop):
                 out.append(("loop", scope.evaluator([step.extent]),
@@ -100,9 +103,8 @@ class PlanRunner:
                 out += [self._transfer(step.put, scope), self._transfer(step.signal, scope)]
             elif isinstance(step, lp.HostWait):
                 w = step.wait
-                value = self._epoch_var() * w.scale if w.scale != 1 else self._epoch_var()
-                out.append(("comm", WAIT, slots[w.flag.name], 8, None, None, scope.evaluator([w.index, value]),
-                            (w.tensor, w.per_rank)))
+                out.append(("wait", slots[w.flag.name], itemsize(w.flag.dtype),
+                            scope.evaluator([w.index, self._epoch_var() * w.scale]), w.tensor, w.per_rank))
             else:
                 out.append(self._launch(step, scope))
         return out
@@ -114,18 +116,16 @@ class PlanRunner:
 
     def _transfer(self, op, scope):
         """A put, get or signal of the host (``ditron.lower.ir.Put`` / ``Get`` / ``Signal``)."""
-        from ..lower import ir
-        from ..te import expr as E
         slots = self._slots
         if isinstance(op, ir.Signal):
             kind = SIGNAL_ADD if op.add else SIGNAL_SET
             value = E.Const(1, "int64") if op.add else self._epoch_var()
-            return ("comm", kind, slots[op.flag.name], 8, None, None, scope.evaluator([op.index, value, op.pe]),
-                    "nvshmemx_signal_op_on_stream")
+            return ("signal", kind, slots[op.flag.name], itemsize(op.flag.dtype),
+                    scope.evaluator([op.index, value, op.pe]))
         kind = GET if isinstance(op, ir.Get) else PUT
         what = "nvshmemx_getmem_on_stream" if kind == GET else "nvshmemx_putmem_on_stream"
-        return ("comm", kind, slots[op.dst.name], itemsize(op.dst.dtype), slots[op.src.name], itemsize(op.src.dtype),
-                scope.evaluator([op.dst_offset, op.src_offset, op.count, op.pe]), what)
+        return ("transfer", kind, slots[op.dst.name], itemsize(op.dst.dtype), slots[op.src.name],
+                itemsize(op.src.dtype), scope.evaluator([op.dst_offset, op.src_offset, op.count, op.pe]), what)
 
     def _launch(self, step, scope):
         slots = self._slots
@@ -172,7 +172,7 @@ class _Call:
                 self.launch(kernel, stage, dims, block, smem,
                             tuple(ptrs) if ptr_at is None else tuple(ptrs[i] for i in ptr_at),
                             scalars if scalar_at is None else tuple(scalars[i] for i in scalar_at), wide, made)
-            elif kind == "comm":
+            elif kind in ("transfer", "signal", "wait"):
                 self.transfer(step, scalars)
             elif kind == "loop":
                 for v in range(step[1](scalars)[0]):
@@ -203,19 +203,20 @@ class _Call:
                     raise ZeroDivisionError(f"kernel '{self.name}': {where}")
 
     def transfer(self, step, scalars):
-        _, kind, dst_at, dst_size, src_at, src_size, values, what = step
-        v = values(scalars)
+        """A host transfer: a put or get, a signal, or the stream's wait for a flag."""
         ptrs = self.ptrs
-        if kind == WAIT:
-            index, value = v
-            tensor, per_rank = what
-            self.comm(WAIT, ptrs[dst_at] + 8 * index, 0, 8, value, -1,
+        if step[0] == "wait":
+            _, flag_at, size, values, tensor, per_rank = step
+            index, value = values(scalars)
+            self.comm(WAIT, ptrs[flag_at] + size * index, 0, size, value, -1,
                       f"nvshmemx_signal_wait_until_on_stream (chunk {index} of {tensor}, sent by rank "
                       f"{index // per_rank})")
-        elif kind in (SIGNAL_SET, SIGNAL_ADD):
-            index, value, pe = v
-            self.comm(kind, ptrs[dst_at] + 8 * index, 0, 8, value, pe, what)
+        elif step[0] == "signal":
+            _, kind, flag_at, size, values = step
+            index, value, pe = values(scalars)
+            self.comm(kind, ptrs[flag_at] + size * index, 0, size, value, pe, "nvshmemx_signal_op_on_stream")
         else:
-            dst_off, src_off, count, pe = v
+            _, kind, dst_at, dst_size, src_at, src_size, values, what = step
+            dst_off, src_off, count, pe = values(scalars)
             self.comm(kind, ptrs[dst_at] + dst_off * dst_size, ptrs[src_at] + src_off * src_size, count * dst_size, 0,
                       pe, what)

@@ -49,13 +49,16 @@ from ..te import expr as E
 from . import arith, ir
 
 
+EPOCH = "ditron_epoch"     # the call's epoch: a scalar of communicating programs (host and kernels)
+
+
 class CommWorld:
     """The hidden scalars of a distributed program: this rank, the call's epoch."""
 
     def __init__(self, world_size):
         self.world_size = world_size
         self.rank = E.Var("ditron_rank", "int32")
-        self.epoch = E.Var("ditron_epoch", "int64")
+        self.epoch = E.Var(EPOCH, "int64")
 
 
 def _i32(v):

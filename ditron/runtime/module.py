@@ -91,11 +91,13 @@ class DistributedModule(Module):
     def __call__(self, *args):
         w = self._world()
         if w.target != self.signature.target:
+            how = (f"run the ranks as emulated GPUs (dt.distributed.launch(fn, W, target='{self.signature.target}'), "
+                   "or with DITRON_EMULATE=1)" if self.emulated else
+                   f"call dt.distributed.init(target='{self.signature.target}') (GPU: NVSHMEM bootstrapped from "
+                   "torch.distributed)")
             raise RuntimeError(
                 f"kernel '{self.name}' was built for target '{self.signature.target}' but the distributed "
-                f"runtime runs on '{w.target}'; call dt.distributed.init(target='{self.signature.target}') "
-                "(GPU: NVSHMEM bootstrapped from torch.distributed) or build for "
-                f"target='{w.target}'")
+                f"runtime runs on '{w.target}'; {how} or build for target='{w.target}'")
         if w.emulated != self.emulated:
             raise RuntimeError(
                 f"kernel '{self.name}' was built for " + ("the emulated GPU" if self.emulated else "a real GPU") +

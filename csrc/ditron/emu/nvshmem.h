@@ -125,7 +125,7 @@ inline const char* cmp_text(int cmp) {
   return cmp >= 0 && cmp <= 5 ? ops[cmp] : "?";
 }
 
-// The failed word of rank pe's call record (nullptr: no records).
+// Whether rank pe's call record says it stopped with an error (false without records).
 __attribute__((no_sanitize("thread"))) inline bool peer_failed(int pe) {
   const Shmem& s = shmem();
   if (s.record < 0 || pe == s.rank) return false;
@@ -154,16 +154,18 @@ __attribute__((no_sanitize("thread"))) inline std::string external_wait_verdict(
 inline const bool external_check_registered =
     (external_check = &external_wait_verdict, other_writers = [] { return shmem().npes > 1 ? shmem().npes - 1 : 0; }, true);
 
-// Park the calling thread until the signal holds (polled by the scheduler: see run_block).
+// "the signal at {heap:OFF} to be >= 3 (it is 2)": what a wait for it waits for.
+__attribute__((no_sanitize("thread"))) inline std::string signal_text(const uint64_t* sig, int cmp, uint64_t value) {
+  return "the signal at " + heap_mark(reinterpret_cast<uintptr_t>(sig)) + " to be " + cmp_text(cmp) + " " +
+         std::to_string(value) + " (it is " + std::to_string(__atomic_load_n(sig, __ATOMIC_ACQUIRE)) + ")";
+}
+
+// Park the calling thread until the signal holds (polled by the scheduler: see launch).
 inline void signal_wait(uint64_t* sig, int cmp, uint64_t value, const char* what) {
   peer_address(sig, 8, shmem().rank, what);
-  if (signal_holds(sig, cmp, value)) return;
-  const uintptr_t at = reinterpret_cast<uintptr_t>(sig);
-  wait_external([sig, cmp, value] { return signal_holds(sig, cmp, value); },
-                [sig, cmp, value, at, what] {
-                  return std::string(what) + " (the signal at " + heap_mark(at) + " to be " + cmp_text(cmp) + " " +
-                         std::to_string(value) + "; it is " + std::to_string(__atomic_load_n(sig, __ATOMIC_ACQUIRE)) + ")";
-                });
+  wait_until([sig, cmp, value] { return signal_holds(sig, cmp, value); },
+             [sig, cmp, value, what] { return std::string(what) + " (" + signal_text(sig, cmp, value) + ")"; },
+             true);
 }
 
 // A block-wide NVSHMEM call: the block's barrier, the operation (once, by the emulator), the
@@ -280,9 +282,7 @@ __attribute__((no_sanitize("thread"))) inline int host_shmem(int kind, void* dst
       std::chrono::microseconds nap(20);
       while (!signal_holds(sig, NVSHMEM_CMP_GE, value)) {
         const std::string verdict = external_wait_verdict(
-            since, std::string("the stream waits in ") + what + " for the signal at " +
-                   heap_mark(reinterpret_cast<uintptr_t>(sig)) + " to be >= " + std::to_string(value) + " (it is " +
-                   std::to_string(__atomic_load_n(sig, __ATOMIC_ACQUIRE)) + ")");
+            since, std::string("the stream waits in ") + what + " for " + signal_text(sig, NVSHMEM_CMP_GE, value));
         if (!verdict.empty()) throw Failure{verdict};
         std::this_thread::sleep_for(nap);
         if (nap < std::chrono::milliseconds(1)) nap *= 2;

@@ -250,12 +250,15 @@ inline const SharedArray* array_at(size_t at) {
   return at < it->at + it->bytes ? &*it : nullptr;
 }
 
-inline std::string thread_name(const Fiber& f) {
-  const Launch& l = state();
-  return "thread (" + std::to_string(f.tid.x) + ", " + std::to_string(f.tid.y) + ", " +
-         std::to_string(f.tid.z) + ") of block (" + std::to_string(l.block_idx.x) + ", " +
-         std::to_string(l.block_idx.y) + ", " + std::to_string(l.block_idx.z) + ")";
+inline std::string block_name(const uint3_& b) {
+  return "block (" + std::to_string(b.x) + ", " + std::to_string(b.y) + ", " + std::to_string(b.z) + ")";
 }
+// Thread f of the block with index b (default: the running block).
+inline std::string thread_name(const Fiber& f, const uint3_& b) {
+  return "thread (" + std::to_string(f.tid.x) + ", " + std::to_string(f.tid.y) + ", " + std::to_string(f.tid.z) +
+         ") of " + block_name(b);
+}
+inline std::string thread_name(const Fiber& f) { return thread_name(f, state().block_idx); }
 
 // An error inside a fiber: recorded, and the launch ends (the fiber is abandoned; kernel
 // frames hold no objects that need destroying). Outside a fiber (the scheduler checking a
@@ -505,10 +508,6 @@ inline void move_shared(std::vector<unsigned char>& copy, bool save) {
          : std::memcpy(__start_ditron_emu_shared + a.at, copy.data() + a.at, a.bytes);
 }
 
-inline std::string block_name(const uint3_& b) {
-  return "block (" + std::to_string(b.x) + ", " + std::to_string(b.y) + ", " + std::to_string(b.z) + ")";
-}
-
 // Blocks of one launch on the SM slots it may hold (max_resident: SMs times blocks per SM,
 // from the loader). A block starts when a slot is free and no resident block can run;
 // blocks are dispatched in grid order (or, with DITRON_EMULATE_SEED, in a seeded order:
@@ -543,9 +542,7 @@ struct Residency {
       for (const Fiber& f : fibers) {
         if (f.state != Fiber::WAITING) continue;
         if (shown == 6) { ++more; break; }
-        out += (out.empty() ? "" : "; ") + std::string("thread (") + std::to_string(f.tid.x) + ", " +
-               std::to_string(f.tid.y) + ", " + std::to_string(f.tid.z) + ") of " + block_name(idx) + " waits for " +
-               f.waits_for();
+        out += (out.empty() ? "" : "; ") + thread_name(f, idx) + " waits for " + f.waits_for();
         ++shown;
         break;                                   // (one thread per block)
       }
@@ -1170,22 +1167,16 @@ inline void group_collective(int size, const char* what, Collective run, void* a
 inline void warp_collective(const char* what, Collective run, void* arg) { group_collective(32, what, run, arg); }
 
 // Block until ``can_go()``; ``waits_for()`` describes the wait if the block deadlocks.
-inline void wait_until(std::function<bool()> can_go, std::function<std::string()> waits_for) {
+// ``external``: on memory that other blocks, ranks or the host change (an NVSHMEM signal:
+// the block is parked when it stalls, and the scheduler polls it); else on the block's own
+// state (an mbarrier phase).
+inline void wait_until(std::function<bool()> can_go, std::function<std::string()> waits_for,
+                       bool external = false) {
   if (can_go()) return;
   Fiber& f = self();
   f.can_go = std::move(can_go);
   f.waits_for = std::move(waits_for);
-  f.external = false;
-  f.state = Fiber::WAITING;
-  yield_to_scheduler();
-}
-// The same, for memory that other ranks or the host change (polled when the block stalls).
-inline void wait_external(std::function<bool()> can_go, std::function<std::string()> waits_for) {
-  if (can_go()) return;
-  Fiber& f = self();
-  f.can_go = std::move(can_go);
-  f.waits_for = std::move(waits_for);
-  f.external = true;
+  f.external = external;
   f.state = Fiber::WAITING;
   yield_to_scheduler();
 }
