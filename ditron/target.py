@@ -37,8 +37,34 @@ CUDA_SM_LIMITS = {70: (64, 32, 96 * 1024), 75: (32, 16, 64 * 1024), 80: (64, 32,
                   86: (48, 16, 100 * 1024), 89: (48, 24, 100 * 1024), 90: (64, 32, 228 * 1024)}
 CUDA_SM_REGISTERS = 65536
 # SMs of the GPU an arch usually comes as (A100: 108, H100 SXM / H200: 132): the emulator's
-# default number of SM slots.
+# default number of SMs.
 CUDA_SM_COUNT = {80: 108, 90: 132}
+
+
+def cuda_sm_resources(arch_number):
+    """What one SM of ``arch_number`` holds at once: (warps, blocks, shared memory bytes,
+    registers).
+
+    >>> cuda_sm_resources(90)
+    (64, 32, 233472, 65536)
+    """
+    known = [a for a in CUDA_SM_LIMITS if a <= arch_number] or [min(CUDA_SM_LIMITS)]
+    warps, blocks, shared = CUDA_SM_LIMITS[max(known)]
+    return warps, blocks, shared, CUDA_SM_REGISTERS
+
+
+def cuda_block_resources(arch_number, threads, shared_bytes, registers=None):
+    """What one block of ``threads`` threads, ``shared_bytes`` of shared memory (static and
+    dynamic) and ``registers`` per thread (None: not counted, 0 registers) takes of an SM:
+    (warps, shared memory bytes with the per-block reservation, registers as allocated).
+
+    >>> cuda_block_resources(90, 384, 196672, 154)
+    (12, 197696, 61440)
+    """
+    warps = -(-threads // 32)
+    reserved = 1024 if arch_number >= 80 else 0
+    per_warp = -(-registers * 32 // 256) * 256 if registers else 0
+    return warps, shared_bytes + reserved, per_warp * warps
 
 
 def cuda_blocks_per_sm(arch_number, threads, shared_bytes, registers=None):
@@ -49,15 +75,12 @@ def cuda_blocks_per_sm(arch_number, threads, shared_bytes, registers=None):
     >>> cuda_blocks_per_sm(90, 384, 196672, 154)
     (1, 'shared memory')
     """
-    known = [a for a in CUDA_SM_LIMITS if a <= arch_number] or [min(CUDA_SM_LIMITS)]
-    warps_per_sm, blocks_per_sm, shared_per_sm = CUDA_SM_LIMITS[max(known)]
-    warps = -(-threads // 32)
-    limits = {"resident blocks": blocks_per_sm, "resident warps": warps_per_sm // warps}
-    reserved = 1024 if arch_number >= 80 else 0
-    limits["shared memory"] = shared_per_sm // (shared_bytes + reserved) if shared_bytes + reserved else blocks_per_sm
-    if registers:
-        per_warp = -(-registers * 32 // 256) * 256
-        limits["registers"] = (CUDA_SM_REGISTERS // per_warp) // warps
+    sm_warps, sm_blocks, sm_shared, sm_registers = cuda_sm_resources(arch_number)
+    warps, shared, regs = cuda_block_resources(arch_number, threads, shared_bytes, registers)
+    limits = {"resident blocks": sm_blocks, "resident warps": sm_warps // warps,
+              "shared memory": sm_shared // shared if shared else sm_blocks}
+    if regs:
+        limits["registers"] = sm_registers // regs
     which = min(limits, key=lambda k: limits[k])
     return limits[which], which
 

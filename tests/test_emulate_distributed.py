@@ -5,7 +5,10 @@ and the checks shown to fire: a signal of the wrong value and a stream wait nobo
 time out naming the flag, a failed peer ends a wait at once, a PE outside the world, a put
 from off the heap and an unmodelled call are errors naming the call, a kernel whose blocks
 wait for a block that cannot become resident is a residency deadlock (and runs when the SMs
-hold every block), and parked blocks get their shared memory back."""
+hold every block), parked blocks get their shared memory back, a side-stream kernel runs at
+the same time as the main stream's (it waits for the main stream's GEMM), and a kernel that
+waits for another kernel's blocks that find no room on an SM is a residency deadlock naming
+both."""
 import dataclasses
 import re
 
@@ -15,6 +18,7 @@ import torch
 import ditron as dt
 from ditron.build import toolchain
 from ditron.build.emulate import build_emulated
+from ditron.codegen import launch_plan as lp
 from ditron.codegen import render_program
 from ditron.codegen.cuda import device_source
 from ditron.runtime.module import EmulatedDistributedModule
@@ -137,7 +141,7 @@ def skip_the_second_call_on_rank_1():
 
 def test_a_stream_wait_that_no_rank_answers_times_out_naming_the_chunk(monkeypatch):
     monkeypatch.setenv("DITRON_WAIT_TIMEOUT", "3")
-    with pytest.raises(dt.DitronError, match=r"rank 0: timed out after 3.0 s \(DITRON_WAIT_TIMEOUT\): the stream waits "
+    with pytest.raises(dt.DitronError, match=r"rank 0: timed out after 3.0 s \(DITRON_WAIT_TIMEOUT\): the main stream waits "
                                              r"in nvshmemx_signal_wait_until_on_stream \(chunk 1 of Y, sent by rank 1\) "
                                              r"for the signal at byte 8 of the symmetric buffer Y_flags to be >= 2 \(it is 1\)"):
         dt.distributed.launch(skip_the_second_call_on_rank_1, 2, target="cuda")
@@ -233,11 +237,93 @@ def test_blocks_waiting_for_a_block_without_a_slot_are_a_residency_deadlock():
     # sm_80 holds 16 such blocks per SM (64 warps): one SM cannot hold block 31
     error = dt.distributed.launch(residency, 1, args=(1,), target="cuda")[0]
     assert isinstance(error, str) and error.startswith("kernel 'ag_residency', stage Y_comm: kernel ag_residency_Y_comm_k0: "
-                                                       "residency deadlock: every resident block waits (16 blocks are "
-                                                       "resident, the most that 16 SM slots hold"), error
-    assert "16 blocks wait for a free slot" in error and "nvshmem_signal_wait_until" in error, error
+                                                       "residency deadlock: every resident block waits, for what only a "
+                                                       "block that has not started could do: "), error
+    assert ("(kernel ag_residency_Y_comm_k0 (the main stream): 16 blocks resident, 16 waiting for room on an SM (a "
+            "block needs 4 warps, 1024 bytes of shared memory") in error, error
+    assert "1 SM (DITRON_EMULATE_SMS) of 64 warps, 167936 bytes of shared memory" in error, error
+    assert "nvshmem_signal_wait_until" in error, error
     # the arch's 108 SMs hold all 32: the same kernel runs (and copies this rank's rows)
     assert dt.distributed.launch(residency, 1, args=(0,), target="cuda")[0] == [[1.0] * 8] * 16
+
+
+def ag_gemm_source(name):
+    """The rendered ag_gemm (world 1, copy="sm", 256x32x64): its all-gather kernel on the
+    side stream, its GEMM on the main stream."""
+    from unittest import mock
+    from ditron.ops import gemm
+    made = {}
+    with mock.patch.object(dt, "build", lambda s, args, **kw: made.update(s=s, args=args)):
+        gemm._ag_gemm_module.__wrapped__(256, 32, 64, "float16", 1, True, "cuda", "sm")
+    return render_program(dt.lower(made["s"], made["args"], target=SM80, name=name), SM80)
+
+
+def run_ag_gemm(out, name):
+    """One call of ``out`` (an ag_gemm program) on this emulated rank: its error, or the largest
+    difference from torch."""
+    mod = build_emulated(out, SM80, name, EmulatedDistributedModule)
+    g = torch.Generator().manual_seed(3)
+    a = dt.distributed.empty((256, 32), "float16")
+    a.copy_(torch.randn(256, 32, generator=g).half())
+    b = torch.randn(32, 64, generator=g).half()
+    c = torch.empty(256, 64, dtype=torch.float16)
+    try:
+        mod(a, b, c)
+    except dt.EmulationError as e:
+        return str(e)
+    return (c.float() - a.float() @ b.float()).abs().max().item()
+
+
+# The all-gather kernel (side stream; its block 0 sends the chunk) first waits for a word of
+# its receive buffer that the GEMM (main stream) sets when it starts, before the GEMM waits
+# for the all-gather's chunk: only kernels of the two streams running at the same time get
+# past it.
+SIDE_WAITS = """ditron_timeout_ms) {
+  if (blockIdx.x + threadIdx.x == 0) nvshmem_signal_wait_until(reinterpret_cast<uint64_t*>(Ag_recv), NVSHMEM_CMP_EQ, 5);
+  __syncthreads();
+"""
+MAIN_SETS = """  const int32_t tz = threadIdx.z;
+  if (blockIdx.x + blockIdx.y + threadIdx.x + threadIdx.y == 0)
+    nvshmemx_signal_op(reinterpret_cast<uint64_t*>(Ag_recv), 5, NVSHMEM_SIGNAL_SET, 0);
+"""
+
+
+def streams_at_once(name, comm_smem=0):
+    """ag_gemm with SIDE_WAITS and MAIN_SETS on this emulated rank (``comm_smem``: bytes of
+    dynamic shared memory the all-gather kernel's blocks take)."""
+    out = ag_gemm_source(name)
+    src = out.source
+    comm = src.index(f"{name}_Ag_comm_k0(")
+    opening = src.index("ditron_timeout_ms) {\n", comm)
+    src = src[:opening] + SIDE_WAITS + src[opening + len("ditron_timeout_ms) {\n"):]
+    assert src.count("  const int32_t tz = threadIdx.z;\n") == 1
+    src = src.replace("  const int32_t tz = threadIdx.z;\n", MAIN_SETS)
+    steps = tuple(dataclasses.replace(st, smem=comm_smem) if isinstance(st, lp.Launch) and st.side else st
+                  for st in out.plan.steps)
+    assert any(isinstance(st, lp.Launch) and st.side for st in steps)
+    return run_ag_gemm(dataclasses.replace(out, source=src, plan=dataclasses.replace(out.plan, steps=steps)), name)
+
+
+def test_kernels_of_the_side_stream_run_at_the_same_time_as_the_main_stream():
+    assert dt.distributed.launch(streams_at_once, 1, args=("ag_streams",), target="cuda")[0] < 0.05
+
+
+def shared_hungry_side_kernel():
+    import os
+    os.environ["DITRON_EMULATE_SMS"] = "1"
+    return streams_at_once("ag_hungry", comm_smem=140000)
+
+
+def test_a_kernel_waiting_for_a_kernel_without_room_is_a_residency_deadlock_naming_both():
+    # The all-gather's first block takes 141 KB of the SM's 164 KB of shared memory and waits
+    # for the GEMM, whose blocks (29 KB each) find no room beside it.
+    error = dt.distributed.launch(shared_hungry_side_kernel, 1, target="cuda")[0]
+    assert isinstance(error, str) and error.startswith("kernel 'ag_hungry': residency deadlock: every resident block "
+                                                       "waits"), error
+    assert ("kernel ag_hungry_Ag_comm_k0 (the side stream): 1 blocks resident, 31 waiting for room on an SM (a block "
+            "needs 4 warps, 141024 bytes of shared memory)") in error, error
+    assert "kernel ag_hungry_C_k1 (the main stream): 0 blocks resident, 4 waiting for room on an SM" in error, error
+    assert "kernel ag_hungry_Ag_comm_k0: thread (0, 0, 0) of block (0, 0, 0) waits for nvshmem_signal_wait_until" in error
 
 
 # Blocks 0..2 of the ag_gemm's mma kernel (4 blocks, static shared tiles) wait, their tiles
@@ -255,24 +341,32 @@ PARK_WITH_TILES = """    ditron::cp_async_wait<2>();
 
 
 def parked_gemm():
-    from unittest import mock
-    from ditron.ops import gemm
-    made = {}
-    with mock.patch.object(dt, "build", lambda s, args, **kw: made.update(s=s, args=args)):
-        gemm._ag_gemm_module.__wrapped__(256, 32, 64, "float16", 1, True, "cuda", "sm")
-    out = render_program(dt.lower(made["s"], made["args"], target=SM80, name="ag_parked"), SM80)
+    out = ag_gemm_source("ag_parked")
     old = "    ditron::cp_async_wait<2>();\n    __syncthreads();\n"
     assert device_source(out.source).count(old) == 1
-    mod = build_emulated(dataclasses.replace(out, source=out.source.replace(old, PARK_WITH_TILES)), SM80,
-                         "ag_parked", EmulatedDistributedModule)
-    g = torch.Generator().manual_seed(3)
-    a = dt.distributed.empty((256, 32), "float16")
-    a.copy_(torch.randn(256, 32, generator=g).half())
-    b = torch.randn(32, 64, generator=g).half()
-    c = torch.empty(256, 64, dtype=torch.float16)
-    mod(a, b, c)
-    return (c.float() - a.float() @ b.float()).abs().max().item()
+    return run_ag_gemm(dataclasses.replace(out, source=out.source.replace(old, PARK_WITH_TILES)), "ag_parked")
 
 
 def test_parked_blocks_get_their_shared_memory_back():
     assert dt.distributed.launch(parked_gemm, 1, target="cuda")[0] < 0.05
+
+
+def profile_ag_gemm():
+    from ditron.ops import gemm
+    a = dt.distributed.empty((256, 32), "float16")
+    a.copy_(torch.randn(256, 32).half())
+    mod = gemm._ag_gemm_module(256, 32, 64, "float16", 1, True, "cuda", "sm")
+    rows = mod.profile(a, torch.randn(32, 64).half(), torch.empty(256, 64, dtype=torch.float16))
+    return {re.sub(r"^ag_gemm_float16_|_k\d+$", "", r["kernel"]): r for r in rows}
+
+
+def test_the_profile_counts_nvshmem_transfers_in_block_work():
+    # At world 1 the all-gather's one chunk is sent by block 0 of its 32 blocks: a put of
+    # 256 x 32 halves, read here and written there.
+    rows = dt.distributed.launch(profile_ag_gemm, 1, target="cuda")[0]
+    assert list(rows) == ["Ag_comm", "C", "Ag_close", "Out"]
+    comm = rows["Ag_comm"]
+    assert comm["grid"] == (32, 1, 1) and comm["block_work"][0]["bytes"] == 2 * 256 * 32 * 2, comm["block_work"][:2]
+    assert all(w["bytes"] == 0 for w in comm["block_work"][1:])
+    assert comm["work_balance"] == pytest.approx(1 / 32, abs=1e-3)
+    assert rows["C"]["work_balance"] == 1.0 and rows["C"]["grid"] == (1, 4, 1)

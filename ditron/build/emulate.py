@@ -9,7 +9,7 @@ before the real ``ditron/cuda.h``), and runs the launch plan
 temporaries, checks and launches, as the compiled host code would. The module takes CPU
 tensors.
 
-How kernels run (see the header): blocks on SM slots (below), a block's threads as fibers
+How kernels run (see the header): blocks on SMs, of kernels on two streams (below); a block's threads as fibers
 that meet at ``__syncthreads``; shared memory poisoned with NaN bytes at each block start;
 ``cp.async`` copies landing only at the wait that must wait for them. A kernel that
 breaks the rules raises :class:`ditron.EmulationError` naming the kernel, block and thread
@@ -44,23 +44,30 @@ phases and byte counts, TMA boxes (zero fill, 128-byte swizzle) landing when the
 is waited on, and wgmma groups computed at the wait that needs them from operands decoded
 out of their descriptors (``csrc/ditron/emu/ditron/hopper.h``).
 
-Residency: a launch holds at most SMs x blocks-per-SM blocks at once (``DITRON_EMULATE_SMS``,
-default the arch's usual SM count; blocks per SM from threads, static and dynamic shared
-memory, and, when the variable is set, ptxas's registers: :func:`ditron.target.cuda_blocks_per_sm`).
-One block runs at a time; when every thread of it waits and some wait on memory that another
-block or rank writes (an NVSHMEM signal), it is parked and another resident block runs, or a
-new one starts in a free slot. Blocks start in grid order (with ``DITRON_EMULATE_SEED``, in
-an order drawn from the seed). If no block can run and no other rank can write, that is a
-deadlock, and a *residency deadlock* when blocks still wait for a slot.
+Streams and residency: a call's kernels and the host's transfers are queued on the main and
+the side stream as the compiled host code queues them (a side-stream step first waits for
+the main stream's work before it; a join makes the main stream wait for the side stream),
+then the emulated device runs both streams at once: a kernel starts when it reaches its
+stream's head, and its blocks join the running kernels' blocks on the SMs
+(``DITRON_EMULATE_SMS``, default the arch's usual SM count). A block is resident on an SM
+while it runs, taking its warps, a block slot, its static and dynamic shared memory and,
+when the variable is set, ptxas's registers (:func:`ditron.target.cuda_block_resources`;
+an SM's limits: :func:`ditron.target.cuda_sm_resources`), so blocks of different kernels
+share an SM as on the GPU. Blocks of the kernel launched first are dispatched first, in
+grid order (with ``DITRON_EMULATE_SEED``, the kernel and the block are drawn from the seed).
+One block runs at a time; when every thread of it waits and some wait on memory that
+another block, the host or another rank writes (an NVSHMEM signal), it is parked and
+another resident block runs, or a new one starts where an SM has room. If nothing can run
+and no other rank can write, that is a deadlock, and a *residency deadlock* when blocks
+still wait for room on an SM: the message names every running kernel, its stream, its
+resident and waiting blocks and what a block needs, and what the resident blocks wait for.
 
 Communicating programs (``world_size`` > 1, ``copy="sm"`` or ``"ce"``) run on the ranks of
 ``dt.distributed.launch(fn, W, target="cuda")``: NVSHMEM's device API over the CPU ranks'
 shared symmetric heap (``csrc/ditron/emu/nvshmem.h``), and the host's stream transfers queued
 through the same code (:class:`ditron.runtime.module.EmulatedDistributedModule`). A wait
 polls until the flag holds, a peer's call record says it failed, or ``DITRON_WAIT_TIMEOUT``
-passes. Streams run in order: a side stream's work runs where it is queued (one order the
-streams allow; kernels of two streams never run at the same time yet). Not modelled (an
-EmulationError says so): NVSHMEM's collectives, and the HIP target.
+passes. Not modelled (an EmulationError says so): NVSHMEM's collectives, and the HIP target.
 
 Example
 -------
@@ -89,7 +96,8 @@ import threading
 from ..codegen import launch_plan as lp
 from ..codegen.cuda import device_source
 from ..errors import EmulationError
-from ..target import CUDA_SM_COUNT, cuda_arch_number, cuda_blocks_per_sm
+from ..target import (CUDA_SM_COUNT, cuda_arch_number, cuda_block_resources, cuda_blocks_per_sm,
+                      cuda_sm_resources)
 from ..te.dtype import itemsize
 from ..version import __version__
 from . import cache, toolchain
@@ -124,9 +132,16 @@ def emulated_source(source, plan, comm=False):
            "static const ::ditron::emu::Kernel ditron_emu_kernels[] = {"
            + ", ".join(f"DITRON_EMU_KERNEL({k})" for k in kernels) + "};",
            "#define DITRON_EMU_EXPORT extern \"C\" __attribute__((visibility(\"default\")))",
-           "DITRON_EMU_EXPORT int ditron_emu_launch(int kernel, const unsigned* grid, const unsigned* block, "
-           "unsigned smem, void** params, unsigned max_resident) {",
-           "  return ::ditron::emu::launch(ditron_emu_kernels[kernel], grid, block, smem, params, max_resident);",
+           "DITRON_EMU_EXPORT int ditron_emu_queue_launch(int stream, int kernel, int id, const unsigned* grid, "
+           "const unsigned* block, unsigned smem, void** params, const uint64_t* need) {",
+           "  return ::ditron::emu::queue_launch(stream, ditron_emu_kernels[kernel], id, grid, block, smem, params, need);",
+           "}",
+           "DITRON_EMU_EXPORT void ditron_emu_queue_join() { ::ditron::emu::queue_join(); }",
+           "DITRON_EMU_EXPORT int ditron_emu_sync() { return ::ditron::emu::sync(); }",
+           "DITRON_EMU_EXPORT int ditron_emu_failed_launch() { return ::ditron::emu::device().failed_launch; }",
+           "DITRON_EMU_EXPORT void ditron_emu_discard() { ::ditron::emu::device().clear(); }",
+           "DITRON_EMU_EXPORT void ditron_emu_set_sms(unsigned count, const uint64_t* capacity, int chosen) {",
+           "  ::ditron::emu::set_sms(count, capacity, chosen);",
            "}",
            "DITRON_EMU_EXPORT const char* ditron_emu_error() { return ::ditron::emu::state().error.c_str(); }",
            "DITRON_EMU_EXPORT void ditron_emu_set_shared_arrays(int n, const uint64_t* at, const uint64_t* bytes) {",
@@ -154,9 +169,9 @@ def emulated_source(source, plan, comm=False):
         out.append("DITRON_EMU_EXPORT void ditron_emu_set_world(int rank, int npes, uint64_t heap_bytes, "
                    "const uint64_t* bases, int64_t record, int64_t timeout_ms) {\n"
                    "  ::ditron::emu::set_world(rank, npes, heap_bytes, bases, record, timeout_ms);\n}")
-        out.append("DITRON_EMU_EXPORT int ditron_emu_host_shmem(int kind, void* dst, const void* src, uint64_t bytes, "
-                   "uint64_t value, int pe, const char* what) {\n"
-                   "  return ::ditron::emu::host_shmem(kind, dst, src, bytes, value, pe, what);\n}")
+        out.append("DITRON_EMU_EXPORT void ditron_emu_queue_host_shmem(int stream, int kind, void* dst, const void* src, "
+                   "uint64_t bytes, uint64_t value, int pe, const char* what) {\n"
+                   "  ::ditron::emu::queue_host_shmem(stream, kind, dst, src, bytes, value, pe, what);\n}")
     if divisions:
         out.append("DITRON_EMU_EXPORT int ditron_emu_take_div_error() { const int v = ditron_div_error; "
                    "ditron_div_error = 0; return v; }")
@@ -298,7 +313,8 @@ class EmulatedModule(Module):
         self._profiling = False     # (profile(*args): this call is profiled)
         self._registers = None
         self._heap_names = []       # (offset in this rank's heap, bytes, name) of what a call put there
-        self._resident_cache = {}
+        self._needs_cache = {}   # (kernel, block, smem) -> what a block takes of an SM
+        self._queued = []           # (stage, smem, ...) of the launches queued in this call
 
     @property
     def target(self):
@@ -314,14 +330,49 @@ class EmulatedModule(Module):
         """Run the plan for a call: the arguments' pointers and spans, the scalars, the
         hidden pointers that follow the arguments (communicating programs' symmetric
         buffers), and how the host moves data between ranks (``comm``, PlanRunner's)."""
-        div_flag = self._lib.ditron_emu_take_div_error if self._divisions else None
         if not self._sanitized:
-            self._runner.run(tuple(ptrs) + tuple(hidden), scalars, self._launch_kernel, _allocate_on_cpu, div_flag,
-                             self._make_map, comm)
-        else:
-            self._run_guarded(spans, scalars, div_flag, hidden, comm)
+            kept = []
 
-    def _run_guarded(self, spans, scalars, div_flag, hidden=(), comm=None):
+            def allocate(dtype, count):
+                kept.append(_allocate_on_cpu(dtype, count))     # (until the queued work has run)
+                return kept[-1]
+            self._run_queued(tuple(ptrs) + tuple(hidden), scalars, allocate, comm)
+        else:
+            self._run_guarded(spans, scalars, hidden, comm)
+
+    def _run_queued(self, ptrs, scalars, allocate, comm):
+        """Queue the call's work on the emulated device's streams (PlanRunner runs the plan:
+        kernels and host transfers are queued, host loops and checks run), then run the
+        device until the streams are empty."""
+        with _LAUNCH_LOCK:
+            self._queued = []
+            sms, chosen = emulated_sm_count(self.arch)
+            self._lib.ditron_emu_set_sms(sms, (ctypes.c_uint64 * 4)(*cuda_sm_resources(cuda_arch_number(self.arch))),
+                                         int(chosen))
+            read_div_flag = None
+            if self._divisions:
+                def read_div_flag():
+                    self._sync()          # (the flag is read after the kernels, as the host code does)
+                    return self._lib.ditron_emu_take_div_error()
+            try:
+                self._runner.run(ptrs, scalars, self._launch_kernel, allocate, read_div_flag, self._make_map, comm)
+                self._sync()
+            finally:
+                self._lib.ditron_emu_discard()
+                self._queued = []
+
+    def _sync(self):
+        """Run the queued work; an EmulationError naming the stage of the launch that failed."""
+        if not self._lib.ditron_emu_sync():
+            return
+        at = self._lib.ditron_emu_failed_launch()
+        if at >= 0:
+            self._dynamic_bytes = self._queued[at][1]
+        what = self.explain(self._lib.ditron_emu_error().decode())
+        raise EmulationError(f"kernel '{self.name}', stage {self._queued[at][0]}: {what}" if at >= 0
+                             else f"kernel '{self.name}': {what}")
+
+    def _run_guarded(self, spans, scalars, hidden=(), comm=None):
         """Run on copies of the arguments with guard zones around them (and temporaries with
         theirs), that the sanitizer's bounds checks know; then copy the outputs back.
         Arguments on the symmetric heap are not copied (peers reach them there)."""
@@ -355,8 +406,7 @@ class EmulatedModule(Module):
             self._profile = None
         self._lib.ditron_emu_profile(1 if profiling else 0)
         try:
-            self._runner.run(tuple(copies) + tuple(hidden), scalars, self._launch_kernel, allocate, div_flag,
-                             self._make_map, comm)
+            self._run_queued(tuple(copies) + tuple(hidden), scalars, allocate, comm)
             if profiling:
                 self._profile = json.loads(self._lib.ditron_emu_profile_json().decode())
                 _CALLED[id(self)] = self
@@ -383,8 +433,9 @@ class EmulatedModule(Module):
         ``shared_wavefronts`` and ``bank_conflicts`` (wavefronts above the conflict-free
         count, Nsight Compute's definition); ``global_requests``, ``global_sectors``
         (32-byte sectors touched, summed over requests) and ``sectors_per_request``;
-        ``block_work``, per block: ``block`` (x, y, z), ``bytes`` of global memory moved and
-        ``flops`` of tensor-core instructions (SIMT arithmetic is not seen by the
+        ``block_work``, per block: ``block`` (x, y, z), ``bytes`` of global memory moved
+        (loads, stores, async copies, and NVSHMEM puts and gets as the bytes they read and
+        write) and ``flops`` of tensor-core instructions (SIMT arithmetic is not seen by the
         emulator); ``work_balance``: mean / max of the blocks' bytes (and of their flops,
         where counted: the lower of the two), 1.0 when every block does the same.
 
@@ -458,39 +509,34 @@ class EmulatedModule(Module):
             raise ValueError(f"kernel '{self.name}': argument {step.tensor}: {self._lib.ditron_emu_error().decode()}")
         return out
 
-    def _launch_kernel(self, kernel, stage, dims, block, smem, ptrs, scalars, wide, maps):
+    def _launch_kernel(self, kernel, stage, dims, block, smem, ptrs, scalars, wide, maps, side=False):
+        """Queue a launch (PlanRunner's ``launch``) on the main or the side stream."""
         values = list(maps) + [ctypes.c_void_p(p) for p in ptrs]
         values += [(ctypes.c_int64 if w else ctypes.c_int32)(v) for v, w in zip(scalars, wide)]
         params = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
                                                            for v in values])
         grid = (ctypes.c_uint * 3)(*dims)
         threads = (ctypes.c_uint * 3)(*block)
-        self._dynamic_bytes = smem
-        resident = self._resident(kernel, tuple(block), smem)
-        with _LAUNCH_LOCK:
-            failed = self._lib.ditron_emu_launch(self._kernels[kernel], grid, threads, ctypes.c_uint(smem), params,
-                                                 ctypes.c_uint(resident))
-        if failed:
-            what = self.explain(self._lib.ditron_emu_error().decode())
-            raise EmulationError(f"kernel '{self.name}', stage {stage}: {what}")
+        need = (ctypes.c_uint64 * 3)(*self._block_resources(kernel, tuple(block), smem))
+        self._queued.append((stage, smem, values, params))     # (kept until the device has run it)
+        if self._lib.ditron_emu_queue_launch(1 if side else 0, self._kernels[kernel], len(self._queued) - 1, grid,
+                                             threads, ctypes.c_uint(smem), params, need):
+            raise EmulationError(f"kernel '{self.name}', stage {stage}: {self._lib.ditron_emu_error().decode()}")
 
-    def _resident(self, kernel, block, smem):
-        """How many blocks of ``kernel`` the emulated GPU holds at once: its SMs
-        (``DITRON_EMULATE_SMS``, default the arch's usual count) times the blocks one SM holds
-        (threads, static and dynamic shared memory; registers too under DITRON_EMULATE_SMS,
-        which compiles the kernels with ptxas once to count them)."""
+    def _block_resources(self, kernel, block, smem):
+        """What a block of ``kernel`` takes of an emulated SM: warps, shared memory (static
+        and dynamic) and registers (counted under DITRON_EMULATE_SMS, which compiles the
+        kernels with ptxas once to count them: :func:`ditron.target.cuda_block_resources`)."""
         key = (kernel, block, smem)
-        if key not in self._resident_cache:
-            sms, chosen = emulated_sm_count(self.arch)
-            if chosen and self._registers is None:
+        if key not in self._needs_cache:
+            if emulated_sm_count(self.arch)[1] and self._registers is None:
                 self._registers = _registers(self.source, self.name, self.arch)
             static = sum(size for _, size, sym in _shared_symbols(self.lib_path) or ()
                          if sym.split("::")[0] == kernel)
             regs = (self._registers or {}).get(kernel)
-            per_sm, _ = cuda_blocks_per_sm(cuda_arch_number(self.arch), block[0] * block[1] * block[2],
-                                           static + smem, regs)
-            self._resident_cache[key] = max(1, sms * per_sm)
-        return self._resident_cache[key]
+            self._needs_cache[key] = cuda_block_resources(cuda_arch_number(self.arch), block[0] * block[1] * block[2],
+                                                             static + smem, regs)
+        return self._needs_cache[key]
 
     def explain(self, message):
         """The emulator's message with its ``{pc:...}`` and ``{shared:...}`` marks turned into

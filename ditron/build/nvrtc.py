@@ -257,7 +257,7 @@ class NvrtcModule(Module):
         launcher, functions = _driver().launcher, self._functions
         blocking = os.environ.get("DITRON_LAUNCH_BLOCKING", "") not in ("", "0")
 
-        def launch(kernel, stage, dims, block, smem, ptrs, scalars, wide, maps):
+        def launch(kernel, stage, dims, block, smem, ptrs, scalars, wide, maps, side=False):
             try:
                 launcher.launch(functions[kernel], dims, block, smem, stream, ptrs, scalars, wide, blocking)
             except RuntimeError as e:

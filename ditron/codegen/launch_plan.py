@@ -307,7 +307,7 @@ class LaunchPlan:
 # What a Python loader (ditron.build.plan_runner.PlanRunner) runs; loaders refuse plans with
 # other steps (the NVRTC path falls back on nvcc).
 RUNNABLE = (Comment, Allocate, Free, Precondition, CheckAlignment, Launch, CheckDivisions)
-# What a loader that communicates runs besides (the emulated GPU: streams in order, host
+# What a loader that communicates runs besides (the emulated GPU: both streams, host
 # loops, copy-engine transfers).
 COMMUNICATING = (ReadTimeout, Loop, If, CopyEngineRegion, HostTransfer, HostPutSignal, HostWait, JoinSideStream)
 

@@ -11,7 +11,7 @@ import ctypes
 
 from ..build.emulate import EmulatedModule
 from ..build.module import Module, _torch_dtypes
-from ..errors import EmulationError
+from ..build.plan_runner import JOIN
 
 
 class DistributedModule(Module):
@@ -144,8 +144,8 @@ class EmulatedDistributedModule(DistributedModule, EmulatedModule):
         super().__init__(signature, source, lib_path, arch, plan)
         self._lib.ditron_emu_set_world.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
                                                    ctypes.POINTER(ctypes.c_uint64), ctypes.c_int64, ctypes.c_int64]
-        self._lib.ditron_emu_host_shmem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
-                                                    ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+        self._lib.ditron_emu_queue_host_shmem.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                                          ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
         self._spans = None
 
     def _check(self, args):
@@ -170,14 +170,16 @@ class EmulatedDistributedModule(DistributedModule, EmulatedModule):
 
 
 class _HostShmem:
-    """The host's stream transfers of an emulated call (PlanRunner's ``comm``), run by the
-    emulated NVSHMEM of the module's library."""
+    """The host's stream transfers of an emulated call (PlanRunner's ``comm``), queued on the
+    emulated device's streams, where the emulated NVSHMEM of the module's library runs them."""
 
     def __init__(self, module, world):
         self.module = module
         self.timeout_ms = int(world.timeout * 1000)
 
-    def __call__(self, kind, dst, src, nbytes, value, pe, what):
-        m = self.module
-        if m._lib.ditron_emu_host_shmem(kind, dst, src, nbytes, value, pe, what.encode()):
-            raise EmulationError(f"kernel '{m.name}': {m.explain(m._lib.ditron_emu_error().decode())}")
+    def __call__(self, kind, dst, src, nbytes, value, pe, what, side):
+        lib = self.module._lib
+        if kind == JOIN:
+            lib.ditron_emu_queue_join()
+        else:
+            lib.ditron_emu_queue_host_shmem(1 if side else 0, kind, dst, src, nbytes, value, pe, what.encode())

@@ -81,10 +81,12 @@ __attribute__((no_sanitize("thread"))) inline void shmem_copy(void* dst, const v
 }
 
 // put / get of `bytes` with PE pe (get: src is the symmetric address); the local side is
-// checked as any access of the kernel.
+// checked as any access of the kernel, and a block's transfer counts in its profile as the
+// bytes it reads and writes (as a copy loop's loads and stores would).
 __attribute__((no_sanitize("thread"))) inline void shmem_transfer(bool get, void* dst, const void* src, size_t bytes,
                                                                 int pe, const char* what) {
   if (bytes == 0) return;
+  if (state().current) profile_bytes(2 * bytes);
   if (get) {
     const unsigned char* from = peer_address(src, bytes, pe, what);
     check_bounds(dst, bytes, true, what);
@@ -160,7 +162,7 @@ __attribute__((no_sanitize("thread"))) inline std::string signal_text(const uint
          std::to_string(value) + " (it is " + std::to_string(__atomic_load_n(sig, __ATOMIC_ACQUIRE)) + ")";
 }
 
-// Park the calling thread until the signal holds (polled by the scheduler: see launch).
+// Park the calling thread until the signal holds (polled by the scheduler: see sync in cuda.h).
 inline void signal_wait(uint64_t* sig, int cmp, uint64_t value, const char* what) {
   peer_address(sig, 8, shmem().rank, what);
   wait_until([sig, cmp, value] { return signal_holds(sig, cmp, value); },
@@ -250,7 +252,7 @@ DITRON_EMU_API inline void nvshmemx_barrier_all_block() {
 }
 
 // ---- the loader's side (ditron/build/emulate.py): the world, and the host's stream transfers
-// (queued work runs when it is queued: the emulated streams run in order, see emulate.py).
+// (queued on the emulated streams, with the kernels: see sync in cuda.h).
 namespace ditron {
 namespace emu {
 inline void set_world(int rank, int npes, uint64_t heap_bytes, const uint64_t* bases, int64_t record,
@@ -264,35 +266,29 @@ inline void set_world(int rank, int npes, uint64_t heap_bytes, const uint64_t* b
   s.timeout_ms = timeout_ms;
 }
 
-// A host transfer (kind: 0 put, 1 get, 2 signal set, 3 signal add, 4 wait >=): 0, or 1 with
-// the error in state().error.
-__attribute__((no_sanitize("thread"))) inline int host_shmem(int kind, void* dst, const void* src, uint64_t bytes,
-                                                           uint64_t value, int pe, const char* what) {
-  Launch& l = state();
-  l.error.clear();
-  try {
-    if (kind <= 1) {
-      shmem_transfer(kind == 1, dst, src, bytes, pe, what);
-    } else if (kind <= 3) {
-      shmem_signal(static_cast<uint64_t*>(dst), value, kind == 3 ? NVSHMEM_SIGNAL_ADD : NVSHMEM_SIGNAL_SET, pe, what);
-    } else {
-      uint64_t* sig = static_cast<uint64_t*>(dst);
-      peer_address(sig, 8, shmem().rank, what);
-      const auto since = std::chrono::steady_clock::now();
-      std::chrono::microseconds nap(20);
-      while (!signal_holds(sig, NVSHMEM_CMP_GE, value)) {
-        const std::string verdict = external_wait_verdict(
-            since, std::string("the stream waits in ") + what + " for " + signal_text(sig, NVSHMEM_CMP_GE, value));
-        if (!verdict.empty()) throw Failure{verdict};
-        std::this_thread::sleep_for(nap);
-        if (nap < std::chrono::milliseconds(1)) nap *= 2;
-      }
-    }
-  } catch (const Failure& e) {
-    l.error = e.what;
-    return 1;
+// Queue a host operation on a stream (kind: 0 put, 1 get, 2 signal set, 3 signal add, 4 wait
+// for the signal to be >=): it runs when it reaches the stream's head (see sync in cuda.h).
+inline void queue_host_shmem(int stream, int kind, void* dst, const void* src, uint64_t bytes, uint64_t value, int pe,
+                             const char* what_) {
+  const std::string what = what_;
+  HostOp op;
+  uint64_t* sig = static_cast<uint64_t*>(dst);
+  if (kind <= 3) {
+    op.run = [=]() {
+      if (kind <= 1) shmem_transfer(kind == 1, dst, src, bytes, pe, what.c_str());
+      else shmem_signal(sig, value, kind == 3 ? NVSHMEM_SIGNAL_ADD : NVSHMEM_SIGNAL_SET, pe, what.c_str());
+      return true;
+    };
+  } else {
+    op.run = [=]() {
+      peer_address(sig, 8, shmem().rank, what.c_str());
+      return signal_holds(sig, NVSHMEM_CMP_GE, value);
+    };
   }
-  return 0;
+  op.waits_for = [=]() { return what + " for " + signal_text(sig, NVSHMEM_CMP_GE, value); };
+  StreamOp s;
+  s.host = std::move(op);
+  queue(stream, std::move(s));
 }
 }  // namespace emu
 }  // namespace ditron

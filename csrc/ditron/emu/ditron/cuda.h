@@ -2,8 +2,11 @@
 // device part of a generated CUDA file runs unchanged on the CPU (ditron/build/emulate.py
 // puts this folder before csrc/ on the include path).
 //
-// Execution model. A launch runs its blocks one after another; the threads of a block are
-// fibers on one OS thread, each running the kernel function with its own threadIdx.
+// Execution model. The loader queues a call's kernels (and host transfers) on a main and a
+// side stream, then runs them (sync, below): the kernels of both streams run at the same
+// time, their blocks resident on the SMs' resources, one block running at a time; the
+// threads of a block are fibers on one OS thread, each running the kernel function with
+// its own threadIdx.
 // A fiber runs until it reaches a synchronization point (__syncthreads, the end of the
 // kernel), then the next runnable fiber runs: deterministic, in thread order, or in an
 // order drawn from DITRON_EMULATE_SEED. What the real hardware leaves undefined is made
@@ -73,7 +76,7 @@ struct uint3_ { unsigned x, y, z; };
 
 [[noreturn]] void fail(const std::string& what);
 // the profiler's steps (defined with it, below)
-inline void profile_launch(const char* kernel, const unsigned* grid, const unsigned* block, size_t smem);
+inline size_t profile_launch(const char* kernel, const unsigned* grid, const unsigned* block, size_t smem);
 inline void profile_block_start(int threads);
 inline void profile_epoch();
 
@@ -128,6 +131,7 @@ struct Launch {
   void* last_pc = nullptr;               // where in the kernel the instruction being checked is
   std::mt19937_64 order;
   bool shuffled = false;
+  size_t profile_at = 0;                 // the running kernel's entry in the profiler's launches
 };
 
 // Whether an external wait (every resident block waiting, some for another rank) must end:
@@ -137,6 +141,7 @@ using ExternalCheck = std::string (*)(std::chrono::steady_clock::time_point sinc
 inline ExternalCheck external_check = nullptr;
 inline int (*other_writers)() = nullptr;      // how many other processes (ranks) write this memory
 
+struct Grid;
 // A resident block that is not running: its part of the Launch (fibers, warps, index, clock,
 // dynamic shared memory), its static shared arrays, and what other headers keep per block
 // (the sanitizer's shadow, mbarriers, the profiler's lanes). Blocks run one at a time; the
@@ -151,6 +156,8 @@ struct Block {
   unsigned char* dynamic_shared = nullptr;
   std::vector<unsigned char> shared_copy;       // the static arrays' bytes while parked
   std::vector<std::shared_ptr<void>> parked;    // Launch::block_swap's states while parked
+  Grid* grid = nullptr;                         // the kernel launch it belongs to
+  size_t sm = 0;                                // the SM it is resident on
   bool started = false, stalled = false;
 };
 
@@ -480,6 +487,206 @@ template <class... P> void call(void (*fn)(P...), void** params) {
   call_with(fn, params, std::index_sequence_for<P...>{});
 }
 
+// ---- the device: streams of queued work (kernels, the host's transfers and waits), and
+// the blocks of the kernels that run at the same time on the SMs' resources.
+//
+// The loader queues a call's work (ditron_emu_queue_*: a kernel, a host operation, the
+// main stream waiting for the side stream) and then runs the device until every stream is
+// empty (sync). A stream's head runs when what it waits for is done: a kernel's blocks
+// join the running blocks, a host transfer happens, a host wait holds. Work on the side
+// stream first waits for everything queued on the main stream before it (a fork), as the
+// compiled host code's events make it.
+//
+// Blocks take an SM's resources (warps, a block slot, shared memory, registers) while they
+// are resident: a block starts on an SM with room for it. Blocks of the kernel launched
+// first are dispatched first (the next kernel's blocks take the room that is left); with
+// DITRON_EMULATE_SEED, the kernel and the block are drawn from the seed (the hardware
+// promises no order). One block runs at a time, until it finishes or every thread of it
+// waits and some wait on memory that another block, the host or another rank writes (it
+// is parked: another resident block runs, or a new one starts). When nothing can run and
+// no other rank can write, that is a deadlock; a residency deadlock when blocks still wait
+// for room on an SM.
+struct Resources { uint64_t warps = 0, blocks = 0, shared = 0, registers = 0; };
+inline bool fits(const Resources& used, const Resources& need, const Resources& cap) {
+  return used.warps + need.warps <= cap.warps && used.blocks + need.blocks <= cap.blocks &&
+         used.shared + need.shared <= cap.shared && used.registers + need.registers <= cap.registers;
+}
+inline void add(Resources& used, const Resources& need, int sign) {
+  used.warps += sign * need.warps;
+  used.blocks += sign * need.blocks;
+  used.shared += sign * need.shared;
+  used.registers += sign * need.registers;
+}
+
+struct Grid {
+  const Kernel* kernel = nullptr;
+  void** params = nullptr;
+  uint3_ dims{1, 1, 1}, block{1, 1, 1};
+  unsigned threads = 1, smem = 0;
+  Resources need;                     // per block
+  int stream = 0, id = 0;             // id: the loader's number for the launch
+  std::vector<uint3_> order;          // the blocks, in dispatch order
+  size_t next = 0, resident = 0;      // blocks started, and resident now
+  size_t profile_at = 0;
+  bool started = false;
+  std::vector<std::unique_ptr<Block>> spare;   // finished blocks (their fibers keep their stacks)
+  bool done() const { return started && next == order.size() && resident == 0; }
+};
+
+// A host operation on a stream: `run` does it, or says it must wait (false; it is tried
+// again); `waits_for` describes the wait for messages.
+struct HostOp {
+  std::function<bool()> run;
+  std::function<std::string()> waits_for;
+};
+struct StreamOp {
+  std::unique_ptr<Grid> grid;         // a kernel, or
+  HostOp host;                        // a host operation, or
+  int after_stream = -1;              // a wait for that stream's first `after` operations
+  size_t after = 0;
+  size_t seq = 0;                     // its place in the order the host queued all work
+};
+struct Stream {
+  std::vector<StreamOp> ops;          // queued, in order; ops[head] is next
+  size_t head = 0;
+};
+inline const char* stream_name(int s) { return s ? "the side stream" : "the main stream"; }
+
+struct Device {
+  Stream streams[2];
+  std::vector<Grid*> running;         // started kernels, in start order (dispatch priority)
+  std::vector<std::unique_ptr<Block>> resident;
+  Block* active = nullptr;            // whose state is in the Launch
+  Resources sm_capacity{64, 32, 167936, 65536};
+  std::vector<Resources> sms = std::vector<Resources>(108);
+  bool sms_chosen = false;            // DITRON_EMULATE_SMS (for messages)
+  size_t cursor = 0;                  // the SM the next block is tried on first
+  int failed_launch = -1;             // the launch an error belongs to (-1: none)
+  size_t queued = 0;                  // operations queued (their seq)
+  void clear() {
+    for (Stream& s : streams) s.ops.clear(), s.head = 0;
+    queued = 0;
+    running.clear();
+    resident.clear();
+    active = nullptr;
+    for (Resources& r : sms) r = Resources{};
+  }
+};
+inline Device device_storage;
+inline Device& device() { return device_storage; }
+
+inline void set_sms(unsigned count, const uint64_t* capacity, int chosen) {
+  Device& d = device();
+  d.sms.assign(std::max(1u, count), Resources{});
+  d.sm_capacity = {capacity[0], capacity[1], capacity[2], capacity[3]};
+  d.sms_chosen = chosen != 0;
+}
+
+inline void push(int stream, StreamOp op) {
+  Device& d = device();
+  op.seq = d.queued++;
+  d.streams[stream].ops.push_back(std::move(op));
+}
+inline void queue(int stream, StreamOp op) {
+  if (stream == 1) {        // (a fork: the side stream waits for the main stream's work so far)
+    StreamOp fork;
+    fork.after_stream = 0;
+    fork.after = device().streams[0].ops.size();
+    push(1, std::move(fork));
+  }
+  push(stream, std::move(op));
+}
+// The main stream waits for everything queued on the side stream so far.
+inline void queue_join() {
+  StreamOp op;
+  op.after_stream = 1;
+  op.after = device().streams[1].ops.size();
+  push(0, std::move(op));
+}
+
+inline std::string resources_text(const Resources& r) {
+  return std::to_string(r.warps) + " warps, " + std::to_string(r.shared) + " bytes of shared memory" +
+         (r.registers ? ", " + std::to_string(r.registers) + " registers" : "");
+}
+
+// Queue a kernel launch (0; or 1 with the error in state().error).
+inline int queue_launch(int stream, const Kernel& k, int id, const unsigned* grid, const unsigned* block,
+                        unsigned smem, void** params, const uint64_t* need) {
+  Launch& l = state();
+  const unsigned n = block[0] * block[1] * block[2];
+  if (n == 0 || n > 1024) {
+    l.error = std::string("kernel ") + k.name + ": a block of " + std::to_string(n) + " threads (1 to 1024)";
+    return 1;
+  }
+  auto g = std::make_unique<Grid>();
+  g->kernel = &k;
+  g->params = params;
+  g->dims = {grid[0], grid[1], grid[2]};
+  g->block = {block[0], block[1], block[2]};
+  g->threads = n;
+  g->smem = smem;
+  g->need = {need[0], 1, need[1], need[2]};
+  g->stream = stream;
+  g->id = id;
+  const Device& d = device();
+  if (!fits(Resources{}, g->need, d.sm_capacity)) {
+    l.error = std::string("kernel ") + k.name + ": a block needs " + resources_text(g->need) + ", more than an SM has (" +
+              resources_text(d.sm_capacity) + ")";
+    return 1;
+  }
+  StreamOp op;
+  op.grid = std::move(g);
+  queue(stream, std::move(op));
+  return 0;
+}
+
+inline void start_grid(Grid& g) {
+  Launch& l = state();
+  for (unsigned z = 0; z < g.dims.z; ++z)
+    for (unsigned y = 0; y < g.dims.y; ++y)
+      for (unsigned x = 0; x < g.dims.x; ++x) g.order.push_back({x, y, z});
+  if (l.shuffled) std::shuffle(g.order.begin(), g.order.end(), l.order);
+  const unsigned dims[3] = {g.dims.x, g.dims.y, g.dims.z}, block[3] = {g.block.x, g.block.y, g.block.z};
+  g.profile_at = profile_launch(g.kernel->name, dims, block, g.smem);
+  g.started = true;
+  device().running.push_back(&g);
+}
+
+// One step of stream s's head: whether it moved (its kernel started, or it is done).
+inline bool step_stream(Stream& s) {
+  Device& d = device();
+  if (s.head == s.ops.size()) return false;
+  StreamOp& op = s.ops[s.head];
+  bool done;
+  if (op.grid) {
+    if (!op.grid->started) {
+      start_grid(*op.grid);
+      return true;
+    }
+    done = op.grid->done();
+    if (done) d.running.erase(std::find(d.running.begin(), d.running.end(), op.grid.get()));
+  } else if (op.after_stream >= 0) {
+    done = d.streams[op.after_stream].head >= op.after;
+  } else {
+    done = op.host.run();
+  }
+  if (done) ++s.head;
+  return done;
+}
+
+// Run the heads of the streams as far as they go, one step at a time, the head the host
+// queued first first (so kernels start in the order they were launched).
+inline void advance_streams() {
+  Device& d = device();
+  for (;;) {
+    const Stream& main = d.streams[0];
+    const Stream& side = d.streams[1];
+    const int first = main.head < main.ops.size() && side.head < side.ops.size() &&
+                      side.ops[side.head].seq < main.ops[main.head].seq;
+    if (!step_stream(d.streams[first]) && !step_stream(d.streams[1 - first])) return;
+  }
+}
+
 // Swap the running block's state (in the Launch and the other headers) with block b's.
 inline void swap_block(Block& b) {
   Launch& l = state();
@@ -508,160 +715,226 @@ inline void move_shared(std::vector<unsigned char>& copy, bool save) {
          : std::memcpy(__start_ditron_emu_shared + a.at, copy.data() + a.at, a.bytes);
 }
 
-// Blocks of one launch on the SM slots it may hold (max_resident: SMs times blocks per SM,
-// from the loader). A block starts when a slot is free and no resident block can run;
-// blocks are dispatched in grid order (or, with DITRON_EMULATE_SEED, in a seeded order:
-// the hardware promises none).
-struct Residency {
-  std::vector<std::unique_ptr<Block>> resident;
-  Block* running = nullptr;                      // whose state is in the Launch
-  std::vector<std::unique_ptr<Block>> spare;     // finished blocks (their fibers keep their stacks)
+// Make b the running block: park the running one, give the Launch b's kernel and state.
+inline void activate(Block* b) {
+  Device& d = device();
+  if (d.active == b) return;
+  if (d.active) {
+    swap_block(*d.active);
+    move_shared(d.active->shared_copy, true);
+  }
+  Launch& l = state();
+  const Grid& g = *b->grid;
+  l.body = g.kernel->body;
+  l.params = g.params;
+  l.grid = g.dims;
+  l.block = g.block;
+  l.dynamic_bytes = g.smem;
+  l.profile_at = g.profile_at;
+  swap_block(*b);
+  d.active = b;
+  if (b->started) {
+    move_shared(b->shared_copy, false);
+  } else {
+    b->started = true;
+    begin_block();
+  }
+}
 
-  void activate(Block* b) {
-    if (running == b) return;
-    if (running) {                               // park it
-      swap_block(*running);
-      move_shared(running->shared_copy, true);
-    }
-    swap_block(*b);
-    running = b;
-    if (b->started) {
-      move_shared(b->shared_copy, false);
-    } else {
-      b->started = true;
-      begin_block();
+// The next block of grid g, on SM sm.
+inline Block* new_block(Grid& g, size_t sm) {
+  Device& d = device();
+  std::unique_ptr<Block> b;
+  if (!g.spare.empty()) {
+    b = std::move(g.spare.back());
+    g.spare.pop_back();
+  } else {
+    b.reset(new Block);
+    b->fibers.resize(g.threads);
+    b->dynamic_storage.reset(new unsigned char[GUARD_BYTES + g.smem + SHARED_ALIGN + GUARD_BYTES]);
+    b->dynamic_shared = reinterpret_cast<unsigned char*>(
+        (reinterpret_cast<uintptr_t>(b->dynamic_storage.get()) + GUARD_BYTES + SHARED_ALIGN - 1) &
+        ~uintptr_t(SHARED_ALIGN - 1));
+    for (unsigned i = 0; i < g.threads; ++i) {
+      Fiber& f = b->fibers[i];
+      f.linear = static_cast<int>(i);
+      f.tid = {i % g.block.x, (i / g.block.x) % g.block.y, i / (g.block.x * g.block.y)};
     }
   }
-  // The waits of every resident block, for messages (the first few blocks).
-  std::string waits() {
-    std::string out;
-    int shown = 0, more = 0;
-    for (auto& r : resident) {
-      const std::vector<Fiber>& fibers = r.get() == running ? state().fibers : r->fibers;
-      const uint3_ idx = r.get() == running ? state().block_idx : r->block_idx;
-      for (const Fiber& f : fibers) {
-        if (f.state != Fiber::WAITING) continue;
-        if (shown == 6) { ++more; break; }
-        out += (out.empty() ? "" : "; ") + thread_name(f, idx) + " waits for " + f.waits_for();
-        ++shown;
-        break;                                   // (one thread per block)
+  b->grid = &g;
+  b->sm = sm;
+  b->block_idx = g.order[g.next++];
+  b->warps.assign((g.threads + 31) / 32, WarpMeeting{});
+  b->warpgroups.assign((g.threads + 127) / 128, WarpMeeting{});
+  for (WarpMeeting& m : b->warpgroups) m.size = 128;
+  b->epoch = 0;
+  b->started = b->stalled = false;
+  add(d.sms[sm], g.need, 1);
+  ++g.resident;
+  d.resident.push_back(std::move(b));
+  return d.resident.back().get();
+}
+
+// A block to start: of the first started kernel (or, shuffled, a drawn one) whose next
+// block has room on some SM; nullptr when none has.
+inline Block* start_block() {
+  Device& d = device();
+  Launch& l = state();
+  std::vector<std::pair<Grid*, size_t>> can;
+  for (Grid* g : d.running) {
+    if (g->next == g->order.size()) continue;
+    for (size_t i = 0; i < d.sms.size(); ++i) {
+      const size_t sm = (d.cursor + i) % d.sms.size();
+      if (fits(d.sms[sm], g->need, d.sm_capacity)) {
+        can.emplace_back(g, sm);
+        break;
       }
     }
-    if (more) out += "; and the threads of " + std::to_string(more) + " more blocks";
-    return out;
+    if (!can.empty() && !l.shuffled) break;
   }
-  // A parked (or the running, stalled) block whose external wait now holds.
-  Block* resumable() {
-    for (auto& r : resident) {
-      if (!r->stalled) return r.get();
-      const std::vector<Fiber>& fibers = r.get() == running ? state().fibers : r->fibers;
-      for (const Fiber& f : fibers)
-        if (f.state == Fiber::WAITING && f.external && f.can_go()) return r.get();
-    }
-    return nullptr;
-  }
-};
+  if (can.empty()) return nullptr;
+  const auto& pick = can[l.shuffled ? l.order() % can.size() : 0];
+  d.cursor = (pick.second + 1) % d.sms.size();
+  return new_block(*pick.first, pick.second);
+}
 
-inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, unsigned smem, void** params,
-                  unsigned max_resident) {
+inline void finish_block(Block* b) {
+  Device& d = device();
+  swap_block(*b);                                // (its fibers and buffers go back to it, for reuse)
+  d.active = nullptr;
+  Grid& g = *b->grid;
+  add(d.sms[b->sm], g.need, -1);
+  --g.resident;
+  for (size_t i = 0; i < d.resident.size(); ++i)
+    if (d.resident[i].get() == b) {
+      g.spare.push_back(std::move(d.resident[i]));
+      d.resident.erase(d.resident.begin() + static_cast<long>(i));
+      break;
+    }
+}
+
+inline const std::vector<Fiber>& fibers_of(const Block& b) {
+  return &b == device().active ? state().fibers : b.fibers;
+}
+
+// A parked (or the running, stalled) block whose external wait now holds, or a fresh one.
+inline Block* resumable() {
+  for (auto& r : device().resident) {
+    if (!r->stalled) return r.get();
+    for (const Fiber& f : fibers_of(*r))
+      if (f.state == Fiber::WAITING && f.external && f.can_go()) return r.get();
+  }
+  return nullptr;
+}
+
+// What every resident block and every stream waits for (the first few blocks), for messages.
+inline std::string waits_text() {
+  Device& d = device();
+  std::string out;
+  int shown = 0, more = 0;
+  for (auto& r : d.resident) {
+    const uint3_ idx = r.get() == d.active ? state().block_idx : r->block_idx;
+    for (const Fiber& f : fibers_of(*r)) {
+      if (f.state != Fiber::WAITING) continue;
+      if (shown == 6) { ++more; break; }
+      out += (out.empty() ? "" : "; ") + (d.running.size() > 1 ? "kernel " + std::string(r->grid->kernel->name) + ": " : "") +
+             thread_name(f, idx) + " waits for " + f.waits_for();
+      ++shown;
+      break;                                   // (one thread per block)
+    }
+  }
+  if (more) out += "; and the threads of " + std::to_string(more) + " more blocks";
+  for (int s = 0; s < 2; ++s) {
+    const Stream& st = d.streams[s];
+    if (st.head == st.ops.size()) continue;
+    const StreamOp& op = st.ops[st.head];
+    if (op.grid) continue;
+    out += (out.empty() ? "" : "; ") + std::string(stream_name(s)) + " waits " +
+           (op.after_stream >= 0 ? std::string("for ") + stream_name(op.after_stream) : "in " + op.host.waits_for());
+  }
+  return out;
+}
+
+// Where the running kernels' blocks are: resident, and waiting for room on an SM.
+inline std::string residency_text() {
+  Device& d = device();
+  std::string out;
+  for (const Grid* g : d.running)
+    out += (out.empty() ? "" : "; ") + std::string("kernel ") + g->kernel->name + " (" + stream_name(g->stream) +
+           "): " + std::to_string(g->resident) + " blocks resident, " + std::to_string(g->order.size() - g->next) +
+           " waiting for room on an SM (a block needs " + resources_text(g->need) + ")";
+  return out + "; " + std::to_string(d.sms.size()) + (d.sms.size() == 1 ? " SM" : " SMs") +
+         (d.sms_chosen ? " (DITRON_EMULATE_SMS)" : "") + " of " + resources_text(d.sm_capacity) + " and " +
+         std::to_string(d.sm_capacity.blocks) + " blocks each";
+}
+
+// Run the queued work until every stream is empty (0), or an error (1, the error in
+// state().error, device().failed_launch the launch it belongs to, or -1).
+inline int sync() {
+  Device& d = device();
   Launch& l = state();
-  l.body = k.body;
-  l.params = params;
-  l.grid = {grid[0], grid[1], grid[2]};
-  l.block = {block[0], block[1], block[2]};
   l.error.clear();
-  l.dynamic_bytes = smem;
+  d.failed_launch = -1;
   const char* seed = std::getenv("DITRON_EMULATE_SEED");
   l.shuffled = seed && *seed;
   if (l.shuffled) {
     char* end = nullptr;
     const unsigned long long n = std::strtoull(seed, &end, 10);
     if (*end != '\0') {
+      d.clear();
       l.error = std::string("DITRON_EMULATE_SEED=") + seed + ": expected a non-negative integer (or unset it)";
       return 1;
     }
     l.order.seed(n);
   }
-  const unsigned n = block[0] * block[1] * block[2];
-  if (n == 0 || n > 1024) {
-    l.error = std::string("kernel ") + k.name + ": a block of " + std::to_string(n) + " threads (1 to 1024)";
-    return 1;
-  }
-  if (max_resident == 0) max_resident = 1;
-  std::vector<uint3_> order;
-  for (unsigned z = 0; z < grid[2]; ++z)
-    for (unsigned y = 0; y < grid[1]; ++y)
-      for (unsigned x = 0; x < grid[0]; ++x) order.push_back({x, y, z});
-  if (l.shuffled) std::shuffle(order.begin(), order.end(), l.order);
-  profile_launch(k.name, grid, block, smem);
   FaultScope faults;
-  Residency slots;
-  size_t next = 0;
-  auto new_block = [&](uint3_ idx) {
-    std::unique_ptr<Block> b;
-    if (!slots.spare.empty()) {
-      b = std::move(slots.spare.back());
-      slots.spare.pop_back();
-    } else {
-      b.reset(new Block);
-      b->fibers.resize(n);
-      b->dynamic_storage.reset(new unsigned char[GUARD_BYTES + smem + SHARED_ALIGN + GUARD_BYTES]);
-      b->dynamic_shared = reinterpret_cast<unsigned char*>(
-          (reinterpret_cast<uintptr_t>(b->dynamic_storage.get()) + GUARD_BYTES + SHARED_ALIGN - 1) &
-          ~uintptr_t(SHARED_ALIGN - 1));
-      for (unsigned i = 0; i < n; ++i) {
-        Fiber& f = b->fibers[i];
-        f.linear = static_cast<int>(i);
-        f.tid = {i % block[0], (i / block[0]) % block[1], i / (block[0] * block[1])};
-      }
-    }
-    b->block_idx = idx;
-    b->warps.assign((n + 31) / 32, WarpMeeting{});
-    b->warpgroups.assign((n + 127) / 128, WarpMeeting{});
-    for (WarpMeeting& m : b->warpgroups) m.size = 128;
-    b->epoch = 0;
-    b->started = b->stalled = false;
-    slots.resident.push_back(std::move(b));
-    return slots.resident.back().get();
-  };
-  bool waiting = false;                          // every resident block stalled, since:
+  bool waiting = false;                          // nothing could run, since:
   std::chrono::steady_clock::time_point since;
-  auto stop = [&](const std::string& why) {
-    l.error = std::string("kernel ") + k.name + ": " + why;
-    if (slots.running) swap_block(*slots.running);   // (its state back into its Block)
+  auto stop = [&](const Grid* g, const std::string& why) {
+    if (d.active) swap_block(*d.active);         // (its state back into its Block)
+    d.active = nullptr;
+    d.failed_launch = g ? g->id : -1;
+    l.error = (g ? std::string("kernel ") + g->kernel->name + ": " : std::string()) + why;
+    d.clear();
     return 1;
   };
   for (;;) {
-    Block* b = slots.resumable();
-    if (!b && slots.resident.size() < max_resident && next < order.size()) b = new_block(order[next++]);
+    try {
+      advance_streams();
+    } catch (const Failure& e) {                 // (a host operation's error)
+      return stop(nullptr, e.what);
+    }
+    bool empty = true;
+    for (const Stream& s : d.streams) empty = empty && s.head == s.ops.size();
+    if (empty) break;
+    Block* b = resumable();
+    if (!b) b = start_block();
     if (!b) {
-      if (slots.resident.empty()) break;           // every block finished
-      std::string waits = slots.waits();
-      const bool queued = next < order.size();
-      const std::string residency =
-          queued ? " (" + std::to_string(slots.resident.size()) + " blocks are resident, the most that " +
-                       std::to_string(max_resident) + " SM slots hold (DITRON_EMULATE_SMS, blocks per SM); " +
-                       std::to_string(order.size() - next) + " blocks wait for a free slot)"
-                 : "";
+      std::string waits = waits_text();
+      bool queued = false;
+      for (const Grid* g : d.running) queued = queued || g->next < g->order.size();
+      const Grid* only = d.running.size() == 1 ? d.running[0] : nullptr;
       if (!external_check || !other_writers || other_writers() == 0) {   // nobody else can set it
         if (queued)
-          return stop("residency deadlock: every resident block waits" + residency + ", for what only a block "
-                      "that has not started could do: " + waits + " (a kernel that waits for its own blocks "
-                      "needs all of them resident: fewer blocks, or a grid no larger than the GPU's slots)");
-        return stop("deadlock: every block waits, for what no block will do: " + waits);
+          return stop(only, "residency deadlock: every resident block waits, for what only a block that has not "
+                      "started could do: " + waits + " (" + residency_text() + "; a kernel that waits for other "
+                      "blocks needs them resident: fewer blocks, smaller ones, or more SMs)");
+        return stop(only, std::string(d.resident.empty() ? "deadlock: the streams wait, for what nothing will do: "
+                                                        : "deadlock: every block waits, for what no block will do: ") +
+                              waits);
       }
       if (!waiting) {
         waiting = true;
         since = std::chrono::steady_clock::now();
       }
-      const std::string verdict = external_check(since, waits + residency);
-      if (!verdict.empty()) return stop(verdict);
+      const std::string verdict = external_check(since, waits + (queued ? " (" + residency_text() + ")" : ""));
+      if (!verdict.empty()) return stop(only, verdict);
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       continue;
     }
     waiting = false;
     b->stalled = false;
-    slots.activate(b);
+    activate(b);
     BlockRun r;
     try {
       r = run_block();
@@ -669,20 +942,14 @@ inline int launch(const Kernel& k, const unsigned* grid, const unsigned* block, 
       l.error = block_name(l.block_idx) + ": " + e.what;
       r = BLOCK_FAILED;
     }
-    if (r == BLOCK_FAILED) return stop(l.error);
+    if (r == BLOCK_FAILED) return stop(b->grid, l.error);
     if (r == BLOCK_STALLED) {
       b->stalled = true;
       continue;
     }
-    swap_block(*b);                                // (its fibers and buffers go back to it, for reuse)
-    slots.running = nullptr;
-    for (size_t i = 0; i < slots.resident.size(); ++i)
-      if (slots.resident[i].get() == b) {
-        slots.spare.push_back(std::move(slots.resident[i]));
-        slots.resident.erase(slots.resident.begin() + static_cast<long>(i));
-        break;
-      }
+    finish_block(b);
   }
+  d.clear();
   return 0;
 }
 
@@ -907,7 +1174,7 @@ struct KernelProfile {
 struct Profiler {
   bool on = false;
   std::vector<std::vector<MemAccess>> lanes;   // per thread of the running block, since the last barrier
-  size_t work = 0;                             // the running block's entry in launches.back().blocks
+  size_t work = 0;                             // the running block's entry in its kernel's blocks
   std::vector<KernelProfile> launches;         // of the current call
   std::string json;
 };
@@ -933,17 +1200,17 @@ inline void profile_access_at(int linear, const void* pc, const void* p, int64_t
     pr.lanes[linear].push_back({pc, uint64_t(off), uint32_t(n), true});
   } else if (in_region(p)) {
     pr.lanes[linear].push_back({pc, reinterpret_cast<uint64_t>(p), uint32_t(n), false});
-    pr.launches.back().blocks[pr.work].bytes += n;
+    pr.launches[state().profile_at].blocks[pr.work].bytes += n;
   }
 }
 inline void profile_access(int linear, const void* pc, const void* p, size_t n) {
   profile_access_at(linear, pc, p, window_offset(p), n);
 }
 inline void profile_bytes(uint64_t n) {
-  if (profiler().on) profiler().launches.back().blocks[profiler().work].bytes += n;
+  if (profiler().on) profiler().launches[state().profile_at].blocks[profiler().work].bytes += n;
 }
 inline void profile_flops(uint64_t n) {
-  if (profiler().on) profiler().launches.back().blocks[profiler().work].flops += n;
+  if (profiler().on) profiler().launches[state().profile_at].blocks[profiler().work].flops += n;
 }
 struct LaneAccess { int lane; uint64_t addr; uint32_t bytes; };
 inline void count_shared(KernelProfile& k, const std::vector<LaneAccess>& req) {
@@ -979,7 +1246,7 @@ inline void count_global(KernelProfile& k, const std::vector<LaneAccess>& req) {
 inline void profile_epoch() {
   Profiler& pr = profiler();
   if (!pr.on) return;
-  KernelProfile& k = pr.launches.back();
+  KernelProfile& k = pr.launches[state().profile_at];
   const int n = static_cast<int>(pr.lanes.size());
   std::vector<LaneAccess> req;
   for (int w0 = 0; w0 < n; w0 += 32) {
@@ -1034,17 +1301,20 @@ inline void profile_block_start(int threads) {
   if (!pr.on) return;
   const Launch& l = state();
   pr.lanes.assign(threads, {});
-  pr.work = pr.launches.back().blocks.size();
-  pr.launches.back().blocks.push_back({l.block_idx.x, l.block_idx.y, l.block_idx.z});
+  std::vector<BlockWork>& blocks = pr.launches[l.profile_at].blocks;
+  pr.work = blocks.size();
+  blocks.push_back({l.block_idx.x, l.block_idx.y, l.block_idx.z});
 }
-inline void profile_launch(const char* kernel, const unsigned* grid, const unsigned* block, size_t smem) {
+// A kernel starts: its entry in the call's launches (0 when the profiler is off).
+inline size_t profile_launch(const char* kernel, const unsigned* grid, const unsigned* block, size_t smem) {
   Profiler& pr = profiler();
-  if (!pr.on) return;
+  if (!pr.on) return 0;
   KernelProfile k;
   k.kernel = kernel;
   for (int i = 0; i < 3; ++i) k.grid[i] = grid[i], k.block[i] = block[i];
   k.dynamic_bytes = smem;
   pr.launches.push_back(std::move(k));
+  return pr.launches.size() - 1;
 }
 inline const char* profile_json() {
   std::string& out = profiler().json;
