@@ -320,8 +320,9 @@ def test_a_kernel_waiting_for_a_kernel_without_room_is_a_residency_deadlock_nami
     error = dt.distributed.launch(shared_hungry_side_kernel, 1, target="cuda")[0]
     assert isinstance(error, str) and error.startswith("kernel 'ag_hungry': residency deadlock: every resident block "
                                                        "waits"), error
+    # (", N registers" follows where ptxas counted them)
     assert ("kernel ag_hungry_Ag_comm_k0 (the side stream): 1 blocks resident, 31 waiting for room on an SM (a block "
-            "needs 4 warps, 141024 bytes of shared memory)") in error, error
+            "needs 4 warps, 141024 bytes of shared memory") in error, error
     assert "kernel ag_hungry_C_k1 (the main stream): 0 blocks resident, 4 waiting for room on an SM" in error, error
     assert "kernel ag_hungry_Ag_comm_k0: thread (0, 0, 0) of block (0, 0, 0) waits for nvshmem_signal_wait_until" in error
 
@@ -349,6 +350,25 @@ def parked_gemm():
 
 def test_parked_blocks_get_their_shared_memory_back():
     assert dt.distributed.launch(parked_gemm, 1, target="cuda")[0] < 0.05
+
+
+def gemm_before_its_all_gather():
+    """ag_gemm with its GEMM (main stream) queued before the all-gather (side stream) it waits
+    for: the side stream's work waits for the main stream's work queued before it."""
+    out = ag_gemm_source("ag_forked")
+    steps = list(out.plan.steps)
+    at = [i for i, st in enumerate(steps) if isinstance(st, lp.Launch)][:2]
+    assert steps[at[0]].side and not steps[at[1]].side
+    steps[at[0]], steps[at[1]] = steps[at[1]], steps[at[0]]
+    return run_ag_gemm(dataclasses.replace(out, plan=dataclasses.replace(out.plan, steps=tuple(steps))), "ag_forked")
+
+
+def test_side_stream_work_waits_for_the_main_stream_work_queued_before_it():
+    error = dt.distributed.launch(gemm_before_its_all_gather, 1, target="cuda")[0]
+    assert isinstance(error, str) and error.startswith("kernel 'ag_forked': deadlock: every block waits, for what no "
+                                                       "block will do: thread (0, 0, 0) of block (0, 0, 0) waits for "
+                                                       "nvshmem_signal_wait_until"), error
+    assert error.endswith("; the side stream waits for the main stream"), error
 
 
 def profile_ag_gemm():

@@ -315,6 +315,7 @@ class EmulatedModule(Module):
         self._heap_names = []       # (offset in this rank's heap, bytes, name) of what a call put there
         self._needs_cache = {}   # (kernel, block, smem) -> what a block takes of an SM
         self._queued = []           # (stage, smem, ...) of the launches queued in this call
+        self._dynamic_bytes = 0     # the failed launch's (for explain)
 
     @property
     def target(self):
@@ -330,6 +331,10 @@ class EmulatedModule(Module):
         """Run the plan for a call: the arguments' pointers and spans, the scalars, the
         hidden pointers that follow the arguments (communicating programs' symmetric
         buffers), and how the host moves data between ranks (``comm``, PlanRunner's)."""
+        with _LAUNCH_LOCK:
+            self._run_locked(ptrs, spans, scalars, hidden, comm)
+
+    def _run_locked(self, ptrs, spans, scalars, hidden, comm):
         if not self._sanitized:
             kept = []
 
@@ -366,8 +371,7 @@ class EmulatedModule(Module):
         if not self._lib.ditron_emu_sync():
             return
         at = self._lib.ditron_emu_failed_launch()
-        if at >= 0:
-            self._dynamic_bytes = self._queued[at][1]
+        self._dynamic_bytes = self._queued[at][1] if at >= 0 else 0
         what = self.explain(self._lib.ditron_emu_error().decode())
         raise EmulationError(f"kernel '{self.name}', stage {self._queued[at][0]}: {what}" if at >= 0
                              else f"kernel '{self.name}': {what}")
@@ -722,9 +726,10 @@ def _cubin_registers(elf):
             if section_name(h).startswith(".text.") and (h[7] & 0xFFFFFF) in counts}
 
 
-# One emulated launch at a time in a process: ctypes lets go of the GIL during a launch, and
-# a launch installs process-wide fault handlers (and each library's state serves one launch).
-_LAUNCH_LOCK = threading.Lock()
+# One emulated call at a time in a process: ctypes lets go of the GIL while the device runs,
+# the device installs process-wide fault handlers, and each library's state (the queued
+# work, the bounds regions, the profile) serves one call. (Reentrant: a call's parts take it.)
+_LAUNCH_LOCK = threading.RLock()
 
 GUARD_BYTES = 64 * 1024   # the guard zone on each side of a buffer (GUARD_BYTES of cuda.h)
 

@@ -9,7 +9,7 @@ copy of its double-buffered data that the epoch's parity selects.
 """
 import ctypes
 
-from ..build.emulate import EmulatedModule
+from ..build.emulate import _LAUNCH_LOCK, EmulatedModule
 from ..build.module import Module, _torch_dtypes
 from ..build.plan_runner import JOIN
 
@@ -155,6 +155,10 @@ class EmulatedDistributedModule(DistributedModule, EmulatedModule):
     def _kernel(self, ptrs, scalars, stream):
         # what DistributedModule passes: the arguments, the symmetric buffers, then the world
         # descriptor and the module header (not kernel arguments on GPUs: NVSHMEM knows them)
+        with _LAUNCH_LOCK:      # (the world and the call: one emulated call at a time)
+            self._kernel_locked(ptrs, scalars)
+
+    def _kernel_locked(self, ptrs, scalars):
         w = self._world_ref
         heap = w.heap
         n = len(self.signature.args)

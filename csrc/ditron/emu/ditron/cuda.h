@@ -634,6 +634,7 @@ inline int queue_launch(int stream, const Kernel& k, int id, const unsigned* gri
               resources_text(d.sm_capacity) + ")";
     return 1;
   }
+  g->profile_at = profile_launch(k.name, grid, block, smem);     // (the profile's rows in launch order)
   StreamOp op;
   op.grid = std::move(g);
   queue(stream, std::move(op));
@@ -646,8 +647,6 @@ inline void start_grid(Grid& g) {
     for (unsigned y = 0; y < g.dims.y; ++y)
       for (unsigned x = 0; x < g.dims.x; ++x) g.order.push_back({x, y, z});
   if (l.shuffled) std::shuffle(g.order.begin(), g.order.end(), l.order);
-  const unsigned dims[3] = {g.dims.x, g.dims.y, g.dims.z}, block[3] = {g.block.x, g.block.y, g.block.z};
-  g.profile_at = profile_launch(g.kernel->name, dims, block, g.smem);
   g.started = true;
   device().running.push_back(&g);
 }
@@ -664,7 +663,10 @@ inline bool step_stream(Stream& s) {
       return true;
     }
     done = op.grid->done();
-    if (done) d.running.erase(std::find(d.running.begin(), d.running.end(), op.grid.get()));
+    if (done) {
+      d.running.erase(std::find(d.running.begin(), d.running.end(), op.grid.get()));
+      op.grid->spare.clear();       // (its blocks' stacks and buffers go back now, not at the call's end)
+    }
   } else if (op.after_stream >= 0) {
     done = d.streams[op.after_stream].head >= op.after;
   } else {
@@ -675,15 +677,15 @@ inline bool step_stream(Stream& s) {
 }
 
 // Run the heads of the streams as far as they go, one step at a time, the head the host
-// queued first first (so kernels start in the order they were launched).
-inline void advance_streams() {
+// queued first first (so kernels start in the order they were launched); whether any moved.
+inline bool advance_streams() {
   Device& d = device();
-  for (;;) {
+  for (bool moved = false;; moved = true) {
     const Stream& main = d.streams[0];
     const Stream& side = d.streams[1];
     const int first = main.head < main.ops.size() && side.head < side.ops.size() &&
                       side.ops[side.head].seq < main.ops[main.head].seq;
-    if (!step_stream(d.streams[first]) && !step_stream(d.streams[1 - first])) return;
+    if (!step_stream(d.streams[first]) && !step_stream(d.streams[1 - first])) return moved;
   }
 }
 
@@ -828,19 +830,31 @@ inline Block* resumable() {
 }
 
 // What every resident block and every stream waits for (the first few blocks), for messages.
+// (A parked block's waits are described with its own state swapped in: an mbarrier wait
+// reads the block's barriers.)
 inline std::string waits_text() {
   Device& d = device();
   std::string out;
   int shown = 0, more = 0;
+  Block* const active = d.active;
   for (auto& r : d.resident) {
-    const uint3_ idx = r.get() == d.active ? state().block_idx : r->block_idx;
-    for (const Fiber& f : fibers_of(*r)) {
+    Block* b = r.get();
+    if (b != active) {
+      if (active) swap_block(*active);
+      swap_block(*b);
+    }
+    const Launch& l = state();
+    for (const Fiber& f : l.fibers) {
       if (f.state != Fiber::WAITING) continue;
       if (shown == 6) { ++more; break; }
-      out += (out.empty() ? "" : "; ") + (d.running.size() > 1 ? "kernel " + std::string(r->grid->kernel->name) + ": " : "") +
-             thread_name(f, idx) + " waits for " + f.waits_for();
+      out += (out.empty() ? "" : "; ") + (d.running.size() > 1 ? "kernel " + std::string(b->grid->kernel->name) + ": " : "") +
+             thread_name(f, l.block_idx) + " waits for " + f.waits_for();
       ++shown;
       break;                                   // (one thread per block)
+    }
+    if (b != active) {
+      swap_block(*b);
+      if (active) swap_block(*active);
     }
   }
   if (more) out += "; and the threads of " + std::to_string(more) + " more blocks";
@@ -900,7 +914,7 @@ inline int sync() {
   };
   for (;;) {
     try {
-      advance_streams();
+      if (advance_streams()) waiting = false;    // (each wait has its own timeout)
     } catch (const Failure& e) {                 // (a host operation's error)
       return stop(nullptr, e.what);
     }
@@ -913,7 +927,11 @@ inline int sync() {
       std::string waits = waits_text();
       bool queued = false;
       for (const Grid* g : d.running) queued = queued || g->next < g->order.size();
+      // (the error is that kernel's when it is the only one running and no stream waits
+      // on a host operation or the other stream)
       const Grid* only = d.running.size() == 1 ? d.running[0] : nullptr;
+      for (const Stream& st : d.streams)
+        if (st.head < st.ops.size() && !st.ops[st.head].grid) only = nullptr;
       if (!external_check || !other_writers || other_writers() == 0) {   // nobody else can set it
         if (queued)
           return stop(only, "residency deadlock: every resident block waits, for what only a block that has not "
@@ -934,9 +952,9 @@ inline int sync() {
     }
     waiting = false;
     b->stalled = false;
-    activate(b);
     BlockRun r;
     try {
+      activate(b);
       r = run_block();
     } catch (const Failure& e) {           // (outside a fiber: the scheduler checking a wait)
       l.error = block_name(l.block_idx) + ": " + e.what;
