@@ -17,6 +17,7 @@ from ditron.build.emulate import EmulatedModule, build_emulated
 from ditron.codegen import launch_plan as lp
 from ditron.codegen import render_program
 from ditron.target import make_target
+from ditron.te import expr as E
 from test_cuda_target import CASES, gemm_symbolic_m
 
 pytestmark = pytest.mark.skipif(not toolchain.has_compiler("cpu"), reason="needs a C++ compiler (apt-get install g++)")
@@ -343,6 +344,26 @@ def test_dynamic_shared_memory_smaller_than_the_kernel_uses_is_caught():
     with pytest.raises(dt.EmulationError, match=r"out-of-bounds access: .* at byte \d+ of the dynamic shared memory, "
                                                 rf"which has {steps[-1].smem} bytes"):
         mod(*inputs(args))
+
+
+def twice_launched_as(name, **launch):
+    """``twice`` emulated, its launch changed to ``launch`` (Launch fields)."""
+    s, args = twice()
+    out = render_program(dt.lower(s, args, name=name, target=SM80), SM80)
+    steps = tuple(dataclasses.replace(st, **launch) if isinstance(st, lp.Launch) else st for st in out.plan.steps)
+    return build_emulated(dataclasses.replace(out, plan=dataclasses.replace(out.plan, steps=steps)), SM80, name)
+
+
+def test_a_block_larger_than_an_sm_and_a_grid_too_large_to_emulate_are_refused():
+    mod = twice_launched_as("twice_fat", smem=200 * 1024)
+    with pytest.raises(dt.EmulationError, match=r"kernel 'twice_fat', stage B: kernel twice_fat_B_k0: a block needs 1 "
+                                                r"warps, 205824 bytes of shared memory, more than an SM has \(64 warps, "
+                                                r"167936 bytes of shared memory, 65536 registers\)"):
+        mod(torch.zeros(100), torch.zeros(100))
+    mod = twice_launched_as("twice_wide", grid=(E.Const(1 << 20, "int64"), E.Const(32, "int64"), E.Const(1, "int64")))
+    with pytest.raises(dt.EmulationError, match=r"a grid of 33554432 blocks; the emulated GPU runs at most 16777216 "
+                                                r"blocks a launch"):
+        mod(torch.zeros(100), torch.zeros(100))
 
 
 def test_the_module_example_is_true():

@@ -23,6 +23,7 @@ from ditron.codegen import render_program
 from ditron.codegen.cuda import device_source
 from ditron.runtime.module import EmulatedDistributedModule
 from ditron.target import make_target
+from op_checks import reduce_and_gather_failures
 
 pytestmark = [pytest.mark.distributed,
               pytest.mark.skipif(not toolchain.has_compiler("cpu"), reason="needs a C++ compiler (apt-get install g++)")]
@@ -49,12 +50,7 @@ def library_ops(calls=3):
         x.copy_(parts[r])
         want = sum(parts)
         for copy in ("sm", "ce"):
-            for algorithm in ("one_shot", "two_shot"):
-                if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm, copy=copy), want):
-                    bad.append(("all_reduce", algorithm, copy, call))
-            for algorithm in ("push", "pull"):
-                if not torch.equal(dt.ops.all_gather(x, algorithm=algorithm, copy=copy), torch.cat(parts)):
-                    bad.append(("all_gather", algorithm, copy, call))
+            bad += reduce_and_gather_failures(x, parts, copy, call)
             if not torch.allclose(dt.ops.reduce_scatter(x, copy=copy), want[r * 4:(r + 1) * 4]):
                 bad.append(("reduce_scatter", copy, call))
             sent = torch.cat([parts[q][r * 4:(r + 1) * 4] for q in range(W)])
@@ -149,11 +145,12 @@ def test_a_stream_wait_that_no_rank_answers_times_out_naming_the_chunk(monkeypat
 
 # ---------------------------------------------------------------------------- mutations
 
-def all_gather_source(world, name):
+def all_gather_source(world, name, copy="sm"):
     X = dt.placeholder((16, 8), "float32", name="X", shard=dt.Shard(0))
     Y = dt.all_gather(X, 0, name="Y")
-    return render_program(dt.lower(dt.create_schedule(Y), [X, Y], target=SM80, world_size=world, name=name), SM80,
-                          world_size=world)
+    s = dt.create_schedule(Y)
+    s[Y].strategy(copy=copy)
+    return render_program(dt.lower(s, [X, Y], target=SM80, world_size=world, name=name), SM80, world_size=world)
 
 
 def run_mutated(world, old, new, name):
@@ -172,6 +169,39 @@ def run_mutated(world, old, new, name):
     except dt.EmulationError as e:
         return str(e)
     return y.tolist()
+
+
+def without_signals(steps):
+    """Plan steps with each host put-with-signal queued as the put alone."""
+    out = []
+    for st in steps:
+        if isinstance(st, lp.HostPutSignal):
+            st = lp.HostTransfer(st.put)
+        elif getattr(st, "nested", ()):
+            st = dataclasses.replace(st, **{f: without_signals(getattr(st, f)) for f in st.nested if getattr(st, f)})
+        out.append(st)
+    return tuple(out)
+
+
+def unsignalled_copy_engine_gather():
+    """The copy-engine all-gather at world 1 with its signal left out: its stream waits for a
+    flag that nothing will set."""
+    out = all_gather_source(1, "ag_unsignalled", copy="ce")
+    out = dataclasses.replace(out, plan=dataclasses.replace(out.plan, steps=without_signals(out.plan.steps)))
+    mod = build_emulated(out, SM80, "ag_unsignalled", EmulatedDistributedModule)
+    x = dt.distributed.empty((16, 8), "float32")
+    try:
+        mod(x, torch.empty(16, 8))
+    except dt.EmulationError as e:
+        return str(e)
+
+
+def test_a_stream_waiting_for_what_no_one_will_set_is_a_deadlock_at_once():
+    # (one rank: nobody else can set the flag, so no timeout is waited for)
+    error = dt.distributed.launch(unsignalled_copy_engine_gather, 1, target="cuda")[0]
+    assert error == ("kernel 'ag_unsignalled': deadlock: the streams wait, for what nothing will do: the main stream "
+                     "waits in nvshmemx_signal_wait_until_on_stream (chunk 0 of Y, sent by rank 0) for the signal at "
+                     "byte 0 of the symmetric buffer Y_flags to be >= 1 (it is 0)"), error
 
 
 def first_error(results):

@@ -10,6 +10,7 @@ import torch
 
 import ditron as dt
 from ditron.build import toolchain
+from op_checks import reduce_and_gather_failures
 
 pytestmark = [pytest.mark.gpu, pytest.mark.device, pytest.mark.distributed,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -35,12 +36,7 @@ def library_ops_on_gpu(target):
         x.copy_(parts[r])
         want = sum(parts)
         for copy in COPIES[target]:
-            for algorithm in ("one_shot", "two_shot"):
-                if not torch.allclose(dt.ops.all_reduce(x, algorithm=algorithm, copy=copy), want):
-                    bad.append(("all_reduce", algorithm, copy, call))
-            for algorithm in ("push", "pull"):
-                if not torch.equal(dt.ops.all_gather(x, algorithm=algorithm, copy=copy), torch.cat(parts)):
-                    bad.append(("all_gather", algorithm, copy, call))
+            bad += reduce_and_gather_failures(x, parts, copy, call)
         if not torch.allclose(dt.ops.reduce_scatter(x), want[r * 4:(r + 1) * 4]):
             bad.append(("reduce_scatter", call))
         if not torch.equal(dt.ops.all_gather(x), torch.cat(parts)):

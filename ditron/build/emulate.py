@@ -313,7 +313,7 @@ class EmulatedModule(Module):
         self._profiling = False     # (profile(*args): this call is profiled)
         self._registers = None
         self._heap_names = []       # (offset in this rank's heap, bytes, name) of what a call put there
-        self._needs_cache = {}   # (kernel, block, smem) -> what a block takes of an SM
+        self._needs_cache = {}      # (kernel, block, smem, registers counted) -> what a block takes of an SM
         self._queued = []           # (stage, smem, ...) of the launches queued in this call
         self._dynamic_bytes = 0     # the failed launch's (for explain)
 
@@ -348,23 +348,22 @@ class EmulatedModule(Module):
     def _run_queued(self, ptrs, scalars, allocate, comm):
         """Queue the call's work on the emulated device's streams (PlanRunner runs the plan:
         kernels and host transfers are queued, host loops and checks run), then run the
-        device until the streams are empty."""
-        with _LAUNCH_LOCK:
+        device until the streams are empty (under _LAUNCH_LOCK, which _run holds)."""
+        self._queued = []
+        sms, chosen = emulated_sm_count(self.arch)
+        self._lib.ditron_emu_set_sms(sms, (ctypes.c_uint64 * 4)(*cuda_sm_resources(cuda_arch_number(self.arch))),
+                                     int(chosen))
+        read_div_flag = None
+        if self._divisions:
+            def read_div_flag():
+                self._sync()          # (the flag is read after the kernels, as the host code does)
+                return self._lib.ditron_emu_take_div_error()
+        try:
+            self._runner.run(ptrs, scalars, self._launch_kernel, allocate, read_div_flag, self._make_map, comm)
+            self._sync()
+        finally:
+            self._lib.ditron_emu_discard()
             self._queued = []
-            sms, chosen = emulated_sm_count(self.arch)
-            self._lib.ditron_emu_set_sms(sms, (ctypes.c_uint64 * 4)(*cuda_sm_resources(cuda_arch_number(self.arch))),
-                                         int(chosen))
-            read_div_flag = None
-            if self._divisions:
-                def read_div_flag():
-                    self._sync()          # (the flag is read after the kernels, as the host code does)
-                    return self._lib.ditron_emu_take_div_error()
-            try:
-                self._runner.run(ptrs, scalars, self._launch_kernel, allocate, read_div_flag, self._make_map, comm)
-                self._sync()
-            finally:
-                self._lib.ditron_emu_discard()
-                self._queued = []
 
     def _sync(self):
         """Run the queued work; an EmulationError naming the stage of the launch that failed."""
@@ -531,9 +530,10 @@ class EmulatedModule(Module):
         """What a block of ``kernel`` takes of an emulated SM: warps, shared memory (static
         and dynamic) and registers (counted under DITRON_EMULATE_SMS, which compiles the
         kernels with ptxas once to count them: :func:`ditron.target.cuda_block_resources`)."""
-        key = (kernel, block, smem)
+        counted = emulated_sm_count(self.arch)[1]
+        key = (kernel, block, smem, counted)
         if key not in self._needs_cache:
-            if emulated_sm_count(self.arch)[1] and self._registers is None:
+            if counted and self._registers is None:
                 self._registers = _registers(self.source, self.name, self.arch)
             static = sum(size for _, size, sym in _shared_symbols(self.lib_path) or ()
                          if sym.split("::")[0] == kernel)

@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -138,17 +139,17 @@ __attribute__((no_sanitize("thread"))) inline bool peer_failed(int pe) {
 // While a block (or the host) waits on memory that other ranks change: a peer that stopped
 // with an error, or the wait timeout, ends the wait; "" while it may go on.
 __attribute__((no_sanitize("thread"))) inline std::string external_wait_verdict(
-    std::chrono::steady_clock::time_point since, const std::string& waits) {
+    std::chrono::steady_clock::time_point since, const std::function<std::string()>& waits) {
   const Shmem& s = shmem();
   for (int pe = 0; pe < s.npes; ++pe)
     if (peer_failed(pe))
       return "rank " + std::to_string(s.rank) + ": rank " + std::to_string(pe) + " stopped with an error while " +
-             waits;
+             waits();
   const auto waited = std::chrono::steady_clock::now() - since;
   if (waited > std::chrono::milliseconds(s.timeout_ms)) {
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.1f", s.timeout_ms / 1000.0);
-    return "rank " + std::to_string(s.rank) + ": timed out after " + secs + " s (DITRON_WAIT_TIMEOUT): " + waits;
+    return "rank " + std::to_string(s.rank) + ": timed out after " + secs + " s (DITRON_WAIT_TIMEOUT): " + waits();
   }
   return "";
 }

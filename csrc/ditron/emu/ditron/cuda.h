@@ -135,9 +135,11 @@ struct Launch {
 };
 
 // Whether an external wait (every resident block waiting, some for another rank) must end:
-// the error, or "" to poll on. nvshmem.h sets it (the world's timeout, failed peers); without
-// it (no other rank can write) such a wait is a deadlock at once.
-using ExternalCheck = std::string (*)(std::chrono::steady_clock::time_point since, const std::string& waits);
+// the error, or "" to poll on; `waits` describes what waits (made only for the error: the
+// scheduler polls often). nvshmem.h sets it (the world's timeout, failed peers); without it
+// (no other rank can write) such a wait is a deadlock at once.
+using ExternalCheck = std::string (*)(std::chrono::steady_clock::time_point since,
+                                      const std::function<std::string()>& waits);
 inline ExternalCheck external_check = nullptr;
 inline int (*other_writers)() = nullptr;      // how many other processes (ranks) write this memory
 
@@ -511,12 +513,15 @@ inline bool fits(const Resources& used, const Resources& need, const Resources& 
   return used.warps + need.warps <= cap.warps && used.blocks + need.blocks <= cap.blocks &&
          used.shared + need.shared <= cap.shared && used.registers + need.registers <= cap.registers;
 }
-inline void add(Resources& used, const Resources& need, int sign) {
-  used.warps += sign * need.warps;
-  used.blocks += sign * need.blocks;
-  used.shared += sign * need.shared;
-  used.registers += sign * need.registers;
+inline void take(Resources& used, const Resources& need) {
+  used.warps += need.warps, used.blocks += need.blocks, used.shared += need.shared, used.registers += need.registers;
 }
+inline void give_back(Resources& used, const Resources& need) {
+  used.warps -= need.warps, used.blocks -= need.blocks, used.shared -= need.shared, used.registers -= need.registers;
+}
+// The most blocks one emulated launch may have (its dispatch order is a list): far more
+// than a test-sized shape needs, and a clear error instead of exhausting memory.
+constexpr uint64_t MAX_GRID_BLOCKS = uint64_t(1) << 24;
 
 struct Grid {
   const Kernel* kernel = nullptr;
@@ -616,6 +621,12 @@ inline int queue_launch(int stream, const Kernel& k, int id, const unsigned* gri
   const unsigned n = block[0] * block[1] * block[2];
   if (n == 0 || n > 1024) {
     l.error = std::string("kernel ") + k.name + ": a block of " + std::to_string(n) + " threads (1 to 1024)";
+    return 1;
+  }
+  const uint64_t blocks = uint64_t(grid[0]) * grid[1] * grid[2];
+  if (blocks > MAX_GRID_BLOCKS) {
+    l.error = std::string("kernel ") + k.name + ": a grid of " + std::to_string(blocks) + " blocks; the emulated GPU "
+              "runs at most " + std::to_string(MAX_GRID_BLOCKS) + " blocks a launch (emulate a smaller shape)";
     return 1;
   }
   auto g = std::make_unique<Grid>();
@@ -771,7 +782,7 @@ inline Block* new_block(Grid& g, size_t sm) {
   for (WarpMeeting& m : b->warpgroups) m.size = 128;
   b->epoch = 0;
   b->started = b->stalled = false;
-  add(d.sms[sm], g.need, 1);
+  take(d.sms[sm], g.need);
   ++g.resident;
   d.resident.push_back(std::move(b));
   return d.resident.back().get();
@@ -805,7 +816,7 @@ inline void finish_block(Block* b) {
   swap_block(*b);                                // (its fibers and buffers go back to it, for reuse)
   d.active = nullptr;
   Grid& g = *b->grid;
-  add(d.sms[b->sm], g.need, -1);
+  give_back(d.sms[b->sm], g.need);
   --g.resident;
   for (size_t i = 0; i < d.resident.size(); ++i)
     if (d.resident[i].get() == b) {
@@ -884,7 +895,7 @@ inline std::string residency_text() {
 
 // Run the queued work until every stream is empty (0), or an error (1, the error in
 // state().error, device().failed_launch the launch it belongs to, or -1).
-inline int sync() {
+inline int run_device() {
   Device& d = device();
   Launch& l = state();
   l.error.clear();
@@ -924,7 +935,6 @@ inline int sync() {
     Block* b = resumable();
     if (!b) b = start_block();
     if (!b) {
-      std::string waits = waits_text();
       bool queued = false;
       for (const Grid* g : d.running) queued = queued || g->next < g->order.size();
       // (the error is that kernel's when it is the only one running and no stream waits
@@ -935,17 +945,19 @@ inline int sync() {
       if (!external_check || !other_writers || other_writers() == 0) {   // nobody else can set it
         if (queued)
           return stop(only, "residency deadlock: every resident block waits, for what only a block that has not "
-                      "started could do: " + waits + " (" + residency_text() + "; a kernel that waits for other "
-                      "blocks needs them resident: fewer blocks, smaller ones, or more SMs)");
+                      "started could do: " + waits_text() + " (" + residency_text() + "; a kernel that waits for "
+                      "other blocks needs them resident: fewer blocks, smaller ones, or more SMs)");
         return stop(only, std::string(d.resident.empty() ? "deadlock: the streams wait, for what nothing will do: "
                                                         : "deadlock: every block waits, for what no block will do: ") +
-                              waits);
+                              waits_text());
       }
       if (!waiting) {
         waiting = true;
         since = std::chrono::steady_clock::now();
       }
-      const std::string verdict = external_check(since, waits + (queued ? " (" + residency_text() + ")" : ""));
+      const std::string verdict = external_check(since, [queued] {
+        return waits_text() + (queued ? " (" + residency_text() + ")" : "");
+      });
       if (!verdict.empty()) return stop(only, verdict);
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       continue;
@@ -969,6 +981,23 @@ inline int sync() {
   }
   d.clear();
   return 0;
+}
+
+// run_device, with what the C++ library throws (std::bad_alloc: a launch too large for this
+// machine's memory) as an error rather than across the loader's C entry point.
+inline int sync() {
+  try {
+    return run_device();
+  } catch (const std::exception& e) {
+    Device& d = device();
+    if (d.active) swap_block(*d.active);
+    d.active = nullptr;
+    d.failed_launch = -1;
+    d.clear();
+    state().error = std::string("the emulator failed: ") + e.what() +
+                    " (out of this machine's memory, most likely: emulate a smaller shape)";
+    return 1;
+  }
 }
 
 // ---- the shared-memory sanitizer: per byte, who wrote it and who read it since the last
